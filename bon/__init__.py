@@ -1,0 +1,2 @@
+"""bon: Best-of-N test-time scaling for tool-using LLM agents."""
+__version__ = "0.1.0"

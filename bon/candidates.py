@@ -1,0 +1,80 @@
+"""The candidate table: one row per (task, sample, judge) with the features selectors read.
+
+Selectors never look at raw messages or judge text, only at these columns, so any
+source of trajectories and judgements (live, replayed, simulated) feeds the same code.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import polars as pl
+
+from bon.types import Judgement, Trajectory
+
+SCHEMA: dict[str, pl.DataType] = {
+    "task_id": pl.String,
+    "subset": pl.String,
+    "sample": pl.Int32,
+    "judge": pl.String,
+    "n_steps": pl.Int32,
+    "n_pos": pl.Int32,
+    "n_neg": pl.Int32,
+    "n_missing": pl.Int32,
+    "pos_ratio": pl.Float64,
+    "first_error": pl.Int32,
+    "clean_prefix": pl.Float64,
+    "final_pred": pl.Int8,
+    "judge_ok": pl.Boolean,
+    "answer": pl.String,
+    "success": pl.Boolean,
+}
+"""Column meanings:
+n_steps      assistant steps in the trajectory
+n_pos/n_neg  steps the judge labelled +1 / -1
+n_missing    steps the judge gave no label (failed or skipped)
+pos_ratio    n_pos / n_steps (a missing label counts as not +1; 0 when there are no steps)
+first_error  absolute message index of the first step labelled -1, null if none
+clean_prefix share of steps before the first -1 (1.0 when the judge saw no error)
+final_pred   the judge's outcome label +1/-1, null when it gave none
+judge_ok     False when the judge call failed
+success      ground truth: did this trajectory solve the task
+"""
+
+
+def step_features(steps: Sequence[int], judgement: Judgement) -> dict[str, Any]:
+    """Features of one trajectory under one judgement; `steps` are the assistant message indices."""
+    steps = sorted(steps)
+    labels = [judgement.step_labels.get(i) for i in steps]
+    n = len(steps)
+    n_pos = sum(1 for v in labels if v == 1)
+    first = next((k for k, v in enumerate(labels) if v == -1), None)
+    final = judgement.final_label if judgement.final_label in (1, -1) else None
+    return {
+        "n_steps": n,
+        "n_pos": n_pos,
+        "n_neg": sum(1 for v in labels if v == -1),
+        "n_missing": sum(1 for v in labels if v is None),
+        "pos_ratio": n_pos / n if n else 0.0,
+        "first_error": steps[first] if first is not None else None,
+        "clean_prefix": first / n if first is not None else 1.0,
+        "final_pred": final,
+        "judge_ok": not judgement.failed,
+    }
+
+
+def candidate(trajectory: Trajectory, judgement: Judgement, subset: str = "") -> dict[str, Any]:
+    """One candidate-table row from a trajectory and its judgement (for agent loops and tests)."""
+    return {
+        "task_id": trajectory.task_id,
+        "subset": subset,
+        "sample": trajectory.sample,
+        "judge": judgement.judge,
+        **step_features(trajectory.step_indices, judgement),
+        "answer": trajectory.answer,
+        "success": bool(trajectory.success),
+    }
+
+
+def table(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
+    """Build the candidate table with its fixed schema from row dicts."""
+    return pl.DataFrame(list(rows), schema=SCHEMA)

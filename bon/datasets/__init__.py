@@ -1,0 +1,72 @@
+"""Datasets turn a config into a candidate table (and, for PRM evaluation, labelled records)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import polars as pl
+
+from bon import candidates
+from bon.datasets import agentprocessbench as apb
+from bon.errors import BonError, unknown_choice
+
+DATASETS = ("agentprocessbench",)
+ENV_ROOT = "BON_DATA_DIR"
+
+
+def locate_root(root: str | None) -> Path:
+    """Where the AgentProcessBench files are: `dataset.root`, else $BON_DATA_DIR, else the download cache."""
+    tried = []
+    for source, value in (("dataset.root", root), (ENV_ROOT, os.environ.get(ENV_ROOT))):
+        if value:
+            path = Path(value).expanduser().resolve()
+            if (path / "data" / "AnswerOnly").is_dir():
+                return path
+            tried.append(f"{source}={path} (no data/AnswerOnly/ inside)")
+    if tried:
+        raise BonError("AgentProcessBench data not found; tried " + "; ".join(tried))
+    from bon.datasets import fetch
+
+    return fetch.ensure_cached()
+
+
+def judge_names(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any]) -> tuple[Path, list[str]]:
+    """The data root and the canonical judge names a config asks for."""
+    _check_dataset(dataset_cfg)
+    root = locate_root(dataset_cfg.get("root"))
+    kind = judge_cfg.get("kind", "replay")
+    if kind == "human":
+        return root, [apb.HUMAN]
+    if kind != "replay":
+        raise unknown_choice("judge kind for dataset agentprocessbench", kind, ("replay", "human"))
+    return root, apb.resolve_judges(root, str(judge_cfg.get("name", "")))
+
+
+def _check_dataset(dataset_cfg: Mapping[str, Any]) -> None:
+    if dataset_cfg.get("name") not in DATASETS:
+        raise unknown_choice("dataset", dataset_cfg.get("name"), DATASETS)
+
+
+def records(dataset_cfg: Mapping[str, Any]) -> list[apb.Record]:
+    """All labelled records of the configured subset(s)."""
+    _check_dataset(dataset_cfg)
+    root = locate_root(dataset_cfg.get("root"))
+    return [r for s in apb.subsets(str(dataset_cfg.get("subset", "all"))) for r in apb.load_records(root, s)]
+
+
+def candidate_table(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any]) -> pl.DataFrame:
+    """One row per (task, sample, judge) for the configured subset(s) and judge(s)."""
+    root, judges = judge_names(dataset_cfg, judge_cfg)
+    rows = []
+    for record in records({**dataset_cfg, "root": str(root)}):
+        for judge in judges:
+            j = apb.judgement_for(root, judge, record)
+            rows.append({
+                "task_id": record.task_id, "subset": record.subset, "sample": record.sample, "judge": judge,
+                **candidates.step_features(record.steps, j),
+                "answer": record.answer, "success": record.success,
+            })
+    if not rows:
+        raise BonError("the configured dataset and judge produced no candidates")
+    return candidates.table(rows)

@@ -1,0 +1,70 @@
+"""Answer normalisers for majority voting: two answers vote together when they normalise equal.
+
+Each normaliser is a list of text steps, so the per-task path (Python `re`) and the
+vectorised path (polars string expressions) run the very same definition.
+"""
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from bon.errors import unknown_choice
+
+# Patterns are written in the common subset of Python `re` and Rust `regex` syntax.
+_PUNCT = r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]"
+_SQUAD = (("lower",), ("sub", _PUNCT, " "), ("sub", r"\b(a|an|the)\b", " "), ("sub", r"\s+", " "), ("strip",))
+_FIRST_SENTENCE = (("strip",), ("sub1", r"\n[\s\S]*$", ""), ("sub1", r"([.!?])\s[\s\S]*$", "$1"))
+
+STEPS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "exact": (("strip",),),
+    "squad": _SQUAD,  # lower case, no punctuation or articles, single spaces
+    "first_line": _FIRST_SENTENCE + _SQUAD,  # the squad form of the first sentence only
+}
+
+
+def _steps(name: str) -> tuple[tuple[str, ...], ...]:
+    try:
+        return STEPS[name]
+    except KeyError:
+        raise unknown_choice("answer normaliser", name, STEPS) from None
+
+
+def get(name: str):
+    """The Python normaliser `str -> str` called `name`."""
+    steps = _steps(name)
+
+    def run(text: str) -> str:
+        for op, *args in steps:
+            if op == "lower":
+                text = text.lower()
+            elif op == "strip":
+                text = text.strip()
+            else:
+                pattern, repl = args
+                text = re.sub(pattern, repl.replace("$1", r"\1"), text, count=0 if op == "sub" else 1)
+        return text
+
+    return run
+
+
+def normalize(answer: str | None, name: str) -> str | None:
+    """Normalise one answer; None and answers that normalise to '' cast no vote."""
+    if answer is None:
+        return None
+    return get(name)(answer) or None
+
+
+def expr(column: str, name: str) -> pl.Expr:
+    """The polars expression for the same normaliser, with '' mapped to null (no vote)."""
+    e = pl.col(column)
+    for op, *args in _steps(name):
+        if op == "lower":
+            e = e.str.to_lowercase()
+        elif op == "strip":
+            e = e.str.strip_chars()
+        elif op == "sub":
+            e = e.str.replace_all(args[0], args[1])
+        else:
+            e = e.str.replace(args[0], args[1])
+    return pl.when(e == "").then(None).otherwise(e)
