@@ -16,16 +16,17 @@ ENV_ROOT = "BON_DATA_DIR"
 
 
 def locate_root(root: str | None) -> Path:
-    """Where the AgentProcessBench files are: `dataset.root`, else $BON_DATA_DIR, else the download cache."""
-    tried = []
-    for source, value in (("dataset.root", root), (ENV_ROOT, os.environ.get(ENV_ROOT))):
-        if value:
-            path = Path(value).expanduser().resolve()
-            if (path / "data" / "AnswerOnly").is_dir():
-                return path
-            tried.append(f"{source}={path} (no data/AnswerOnly/ inside)")
-    if tried:
-        raise BonError("AgentProcessBench data not found; tried " + "; ".join(tried))
+    """Where the AgentProcessBench files are: `dataset.root`, else $BON_DATA_DIR, else the download cache.
+
+    An explicit setting that points nowhere is an error, never a silent fall-through.
+    """
+    source, value = ("dataset.root", root) if root else (ENV_ROOT, os.environ.get(ENV_ROOT))
+    if value:
+        path = Path(value).expanduser().resolve()
+        if (path / "data" / "AnswerOnly").is_dir():
+            return path
+        raise BonError(f"AgentProcessBench data not found: {source}={path} has no data/AnswerOnly/ directory "
+                       f"(expected the upstream layout: data/AnswerOnly/, data/AgentProcessBench/, eval/results/)")
     from bon.datasets import fetch
 
     return fetch.ensure_cached()

@@ -112,10 +112,15 @@ def top_mask(selector: Selector, batch: Batch, subset: np.ndarray | None = None)
     return alive
 
 
-def _apply_filter(f: Filter, batch: Batch, alive: np.ndarray) -> np.ndarray:
+def passes(f: Filter, batch: Batch) -> np.ndarray:
+    """Boolean [T, N]: the filter's predicate; null never passes."""
     v = batch.col(f.column)
     with np.errstate(invalid="ignore"):
-        passed = alive & ~np.isnan(v) & _NP_OPS[f.op](v, f.value)
+        return ~np.isnan(v) & _NP_OPS[f.op](v, f.value)
+
+
+def _apply_filter(f: Filter, batch: Batch, alive: np.ndarray) -> np.ndarray:
+    passed = alive & passes(f, batch)
     return np.where(passed.any(axis=1, keepdims=True), passed, alive)
 
 

@@ -1,0 +1,142 @@
+"""Download and verify the pinned AgentProcessBench release into a per-user cache.
+
+The data is never vendored into this repository. Instead a manifest (path, SHA-256, size of every
+file at one upstream commit) pins the exact release, so any mirror can be used without trusting it
+and a half-finished or tampered download can never be mistaken for the real thing.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+from tqdm import tqdm
+
+from bon.errors import BonError
+
+MANIFEST = Path(__file__).with_name("agentprocessbench_manifest.json")
+ENV_MIRROR = "BON_APB_MIRROR"
+ENV_CACHE = "BON_CACHE_DIR"
+MARKER = ".verified"
+TIMEOUT = 60.0  # seconds per connect/read; a stalled server must fail, not hang
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of the release, as recorded in the manifest."""
+
+    path: str  # upstream POSIX path, verbatim (directory names may end in a space)
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    commit: str
+    files: tuple[Entry, ...]
+    digest: str  # SHA-256 of the manifest itself; stored in the marker so a new manifest re-verifies
+
+
+def load_manifest(path: Path = MANIFEST) -> Manifest:
+    """The pinned release shipped with the package."""
+    raw = path.read_bytes()
+    data = json.loads(raw)
+    files = tuple(Entry(f["path"], f["sha256"], int(f["size"])) for f in data["files"])
+    return Manifest(data["commit"], files, hashlib.sha256(raw).hexdigest())
+
+
+def default_base_url(commit: str) -> str:
+    """$BON_APB_MIRROR, else GitHub's raw files at the pinned commit."""
+    return os.environ.get(ENV_MIRROR) or f"https://raw.githubusercontent.com/RUCBM/AgentProcessBench/{commit}/"
+
+
+def default_cache_dir(commit: str) -> Path:
+    """<cache root>/agentprocessbench/<commit>; the root is $BON_CACHE_DIR or the platform's user cache."""
+    root = os.environ.get(ENV_CACHE) or platformdirs.user_cache_dir("bon")
+    return Path(root).expanduser() / "agentprocessbench" / commit
+
+
+def file_url(base_url: str, path: str) -> str:
+    """Quote each segment on its own: names hold spaces, parentheses and trailing spaces."""
+    return base_url.rstrip("/") + "/" + "/".join(urllib.parse.quote(seg, safe="") for seg in path.split("/"))
+
+
+def ensure_cached(base_url: str | None = None, cache_dir: Path | None = None) -> Path:
+    """A directory holding the full, verified release; downloads only what is missing or wrong."""
+    manifest = load_manifest()
+    dest = Path(cache_dir) if cache_dir is not None else default_cache_dir(manifest.commit)
+    marker = dest / MARKER
+    if marker.is_file() and marker.read_text(encoding="utf-8").strip() == manifest.digest:
+        return dest
+    todo = [e for e in manifest.files if not _is_valid(dest / e.path, e)]
+    if todo:
+        base = base_url or default_base_url(manifest.commit)
+        print(f"downloading {len(todo)} AgentProcessBench files from {base} to {dest}", file=sys.stderr)
+        with tqdm(total=sum(e.size for e in todo), unit="B", unit_scale=True, file=sys.stderr,
+                  desc="AgentProcessBench") as bar:
+            for entry in todo:
+                _download(file_url(base, entry.path), dest / entry.path, entry, bar)
+    _atomic_write(marker, manifest.digest + "\n")
+    return dest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_valid(path: Path, entry: Entry) -> bool:
+    return path.is_file() and path.stat().st_size == entry.size and _sha256(path) == entry.sha256
+
+
+def _download(url: str, target: Path, entry: Entry, bar: tqdm) -> None:
+    """Stream into a temp file beside `target`, verify, then rename: the final name only ever holds good data."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+                    for chunk in iter(lambda: response.read(_CHUNK), b""):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                raise BonError(
+                    f"AgentProcessBench data could not be downloaded from {url} ({reason}). "
+                    "To use a local copy of the repository instead, set dataset.root=/path/to/AgentProcessBench "
+                    f"or the environment variable BON_DATA_DIR (or point {ENV_MIRROR} at a reachable mirror)."
+                ) from exc
+        actual = digest.hexdigest()
+        if actual != entry.sha256:
+            raise BonError(
+                f"SHA-256 mismatch for {entry.path!r} downloaded from {url}: "
+                f"expected {entry.sha256}, got {actual}; the file was discarded"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,87 @@
+"""Selection accuracy of one selector over a candidate table, with intervals and best-of-k curves."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from bon.errors import BonError
+from bon.metrics import bootstrap_ci
+from bon.selectors import Selector, select, to_batch
+from bon.selectors.best_of_k import curve
+
+
+def _tasks_with_answers(table: pl.DataFrame) -> pl.DataFrame:
+    keep = table.group_by(["judge", "subset", "task_id"]).agg(pl.col("answer").is_not_null().any().alias("_has"))
+    return table.join(keep.filter(pl.col("_has")).drop("_has"), on=["judge", "subset", "task_id"])
+
+
+def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resamples: int,
+               seed: int) -> tuple[pl.DataFrame, dict[str, Any]]:
+    batch = to_batch(table)
+    picks = select(selector, batch)
+    bok = curve(selector, batch, seed=seed)
+    low, high = bootstrap_ci(picks["correct"].cast(pl.Float64), confidence, resamples, seed)
+    k_ci = [bootstrap_ci(bok.per_task[~np.isnan(bok.per_task[:, i]), i], confidence, resamples, seed)
+            for i in range(bok.per_task.shape[1])]
+    judged = table.select(
+        (~pl.col("judge_ok")).sum().alias("judge_failed"),
+        (pl.col("final_pred").is_null() & pl.col("judge_ok")).sum().alias("judge_missing_final"),
+        pl.col("n_missing").sum().alias("judge_missing_steps"),
+    ).row(0, named=True)
+    row = {
+        "n_tasks": picks.height,
+        "n_candidates": table.height,
+        "accuracy": float(picks["correct"].mean()),
+        "accuracy_expected": float(picks["expected"].mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "pass_at_n": float(picks["pass_any"].mean()),
+        "random": float(picks["random"].mean()),
+        **{k: int(v) for k, v in judged.items()},
+        "best_of_k": {
+            "method": bok.method,
+            "k": bok.ks.tolist(),
+            "accuracy": [float(x) for x in bok.mean],
+            "ci_low": [c[0] for c in k_ci],
+            "ci_high": [c[1] for c in k_ci],
+            "std_error": bok.std_error.tolist(),
+        },
+    }
+    return picks, row
+
+
+def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str, confidence: float = 0.95,
+             resamples: int = 9999, seed: int = 0) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """Per-task selections and one summary row per judge (plus a per-subset breakdown).
+
+    Vote-based selectors are evaluated only on tasks where some candidate has a final
+    answer; the row's `note` says so, rather than silently scoring first-sample picks.
+    """
+    note = ""
+    if not selector.score_based:
+        answered = _tasks_with_answers(table)
+        if answered.height == 0:
+            raise BonError(f"selector {selector.name!r} votes on final answers, but no trajectory in "
+                           f"subset {subset!r} has one (AgentProcessBench releases answers for hotpotqa only)")
+        if answered.height < table.height:
+            kept = sorted(answered["subset"].unique().to_list())
+            note = f"evaluated only on tasks with final answers (subsets: {', '.join(kept)})"
+        table = answered
+    all_picks, rows = [], []
+    for judge, part in table.group_by("judge", maintain_order=True):
+        picks, row = _one_judge(selector, part, confidence, resamples, seed)
+        by_subset = {}
+        if part["subset"].n_unique() > 1:
+            for (name,), sub in picks.group_by("subset", maintain_order=True):
+                by_subset[name] = {
+                    "n_tasks": sub.height, "accuracy": float(sub["correct"].mean()),
+                    "accuracy_expected": float(sub["expected"].mean()),
+                    "pass_at_n": float(sub["pass_any"].mean()), "random": float(sub["random"].mean()),
+                }
+        rows.append({"dataset": dataset, "subset": subset, "judge": judge[0], "selector": selector.name,
+                     "description": selector.description, "oracle": selector.oracle, **row,
+                     "by_subset": by_subset, "note": note})
+        all_picks.append(picks.with_columns(pl.lit(selector.name).alias("selector")))
+    return pl.concat(all_picks), rows

@@ -1,0 +1,66 @@
+"""`python -m bon.run`: select among recorded candidates and report accuracy with intervals.
+
+Writes summary.json, candidates.parquet and selections.parquet into the Hydra run directory.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from bon import datasets, selectors
+from bon.config import conf_dir
+from bon.errors import exit_on_user_error
+from bon.evaluate import evaluate
+
+
+def _pct(x: float | None) -> str:
+    return "   -" if x is None or x != x else f"{100 * x:5.1f}"
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The short table a run prints: one line per judge, accuracies in percent."""
+    width = max([len("judge")] + [len(r["judge"]) for r in rows])
+    head = f"{'judge':<{width}}  {'tasks':>5}  {'acc':>5}  {'exp':>5}  {'95% CI':>13}  {'random':>6}  {'pass@N':>6}  failed"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ci = f"[{_pct(r['ci_low']).strip()}, {_pct(r['ci_high']).strip()}]"
+        lines.append(f"{r['judge']:<{width}}  {r['n_tasks']:>5}  {_pct(r['accuracy'])}  {_pct(r['accuracy_expected'])}"
+                     f"  {ci:>13}  {_pct(r['random']):>6}  {_pct(r['pass_at_n']):>6}  {r['judge_failed']:>6}")
+    return "\n".join(lines)
+
+
+@exit_on_user_error
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Run one configuration and write its outputs into `out_dir`."""
+    selector = selectors.from_config(OmegaConf.to_container(cfg.selector, resolve=True))
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    table = datasets.candidate_table(dataset_cfg, OmegaConf.to_container(cfg.judge, resolve=True))
+    picks, rows = evaluate(selector, table, dataset_cfg["name"], str(dataset_cfg.get("subset")),
+                           cfg.confidence, cfg.bootstrap_resamples, cfg.seed)
+    summary: dict[str, Any] = dict(rows[0]) if len(rows) == 1 else {}
+    summary["rows"] = rows
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    table.write_parquet(out_dir / "candidates.parquet")
+    picks.write_parquet(out_dir / "selections.parquet")
+    print(f"{selector.name} on {dataset_cfg['name']}/{dataset_cfg.get('subset')} "
+          f"({rows[0]['n_tasks']} tasks, accuracy in %)")
+    print(format_rows(rows))
+    if rows[0]["note"]:
+        print(f"note: {rows[0]['note']}")
+    print(f"wrote {out_dir / 'summary.json'}")
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+def main(cfg: DictConfig) -> None:
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
