@@ -1,0 +1,103 @@
+"""`python -m bon.prm_eval`: how well does each judge label steps? StepAcc and FirstErrAcc vs human labels.
+
+Writes prm_eval.csv (accuracies in percent; subset `avg` pools the counts of all subsets,
+as the AgentProcessBench paper's average does) and confusion.csv into the run directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import polars as pl
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from bon import datasets
+from bon.config import conf_dir
+from bon.datasets import agentprocessbench as apb
+from bon.errors import exit_on_user_error
+from bon.metrics import LABEL_ORDER, PrmScore
+
+AVG = "avg"
+
+
+def score(dataset_cfg: dict, judge_cfg: dict) -> dict[str, dict[str, PrmScore]]:
+    """PrmScore per judge and subset, plus the pooled `avg` entry per judge."""
+    root, judges = datasets.judge_names(dataset_cfg, judge_cfg)
+    records = datasets.records({**dataset_cfg, "root": str(root)})
+    scores: dict[str, dict[str, PrmScore]] = {}
+    for judge in judges:
+        per_subset: dict[str, PrmScore] = {}
+        for record in records:
+            per_subset.setdefault(record.subset, PrmScore()).add(
+                record.steps, record.human, apb.judgement_for(root, judge, record))
+        per_subset[AVG] = sum(per_subset.values(), PrmScore())
+        scores[judge] = per_subset
+    return scores
+
+
+def to_frame(scores: dict[str, dict[str, PrmScore]]) -> pl.DataFrame:
+    return pl.DataFrame([
+        {"judge": judge, "subset": subset, "step_acc": round(100 * s.step_acc, 2),
+         "first_err_acc": round(100 * s.first_err_acc, 2), "n_steps": s.n_steps,
+         "n_trajectories": s.n_trajectories, "n_failed": s.n_failed}
+        for judge, per_subset in scores.items() for subset, s in per_subset.items()
+    ])
+
+
+def confusion_frame(scores: dict[str, dict[str, PrmScore]]) -> pl.DataFrame:
+    """Row-normalised confusion (human label x judge label, pooled over subsets), long format."""
+    rows = []
+    for judge, per_subset in scores.items():
+        pooled = per_subset[AVG]
+        norm = pooled.row_normalized()
+        for h, human in enumerate(LABEL_ORDER):
+            for p, pred in enumerate((*LABEL_ORDER, "missing")):
+                rows.append({"judge": judge, "human": human, "judge_label": str(pred),
+                             "count": int(pooled.confusion[h, p]), "share": float(norm[h, p])})
+    return pl.DataFrame(rows)
+
+
+def format_table(frame: pl.DataFrame) -> str:
+    subsets = list(dict.fromkeys(frame["subset"]))
+    width = max(len("judge"), *(len(j) for j in frame["judge"]))
+    head = f"{'judge':<{width}}  " + "  ".join(f"{s:>13}" for s in subsets) + "  failed"
+    lines = ["StepAcc / FirstErrAcc (%)", head, "-" * len(head)]
+    for judge, part in frame.group_by("judge", maintain_order=True):
+        by = {r["subset"]: r for r in part.iter_rows(named=True)}
+        cells = "  ".join(f"{by[s]['step_acc']:>6.1f}/{by[s]['first_err_acc']:<6.1f}" for s in subsets)
+        lines.append(f"{judge[0]:<{width}}  {cells}  {by[AVG]['n_failed']:>6}")
+    return "\n".join(lines)
+
+
+def format_confusion(scores: dict[str, dict[str, PrmScore]]) -> str:
+    lines = ["Confusion, rows = human label, columns = judge label (row-normalised %, pooled over subsets)"]
+    for judge, per_subset in scores.items():
+        norm = per_subset[AVG].row_normalized()
+        lines.append(f"{judge}\n  human\\judge      -1      0     +1  missing")
+        for h, human in enumerate(("-1", " 0", "+1")):
+            lines.append(f"  {human:>11}  " + "  ".join(f"{100 * x:5.1f}" for x in norm[h, :3]) + f"  {100 * norm[h, 3]:7.1f}")
+    return "\n".join(lines)
+
+
+@exit_on_user_error
+def run(cfg: DictConfig, out_dir: Path) -> pl.DataFrame:
+    scores = score(OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.judge, resolve=True))
+    frame = to_frame(scores)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(out_dir / "prm_eval.csv")
+    confusion_frame(scores).write_csv(out_dir / "confusion.csv")
+    print(format_table(frame))
+    print()
+    print(format_confusion(scores))
+    print(f"wrote {out_dir / 'prm_eval.csv'} and {out_dir / 'confusion.csv'}")
+    return frame
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+def main(cfg: DictConfig) -> None:
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
