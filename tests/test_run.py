@@ -1,0 +1,150 @@
+"""`python -m bon.run` end to end on the real replay data, and its errors on bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+REQUIRED = {"dataset", "subset", "judge", "selector", "n_tasks", "n_candidates", "accuracy", "accuracy_expected",
+            "ci_low", "ci_high", "pass_at_n", "random", "judge_failed"}
+
+
+def bon_run(*args: str, cwd: Path, module: str = "bon.run") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_run_writes_summary_and_tables(apb_root, tmp_path):
+    out = tmp_path / "out"
+    proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "judge=replay", "judge.name=GPT-5.2",
+                   "selector=two_stage", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert REQUIRED <= set(summary)
+    assert (summary["dataset"], summary["subset"], summary["judge"], summary["selector"]) == (
+        "agentprocessbench", "gaia_dev", "GPT-5.2", "two_stage")
+    assert summary["n_tasks"] == 50 and summary["n_candidates"] == 250
+    assert summary["judge_failed"] == 1  # gaia_dev:19:4 exceeded GPT-5.2's context window
+    picks = pl.read_parquet(out / "selections.parquet")
+    assert picks.height == 50
+    assert summary["accuracy"] == pytest.approx(picks["correct"].mean())
+    assert summary["ci_low"] <= summary["accuracy"] <= summary["ci_high"]
+    assert summary["random"] <= summary["pass_at_n"]
+    assert pl.read_parquet(out / "candidates.parquet").height == 250
+    assert "GPT-5.2" in proc.stdout and "two_stage" in proc.stdout
+    # the printed table carries the same accuracy
+    assert f"{100 * summary['accuracy']:.1f}" in proc.stdout
+
+
+def test_all_subsets_report_a_breakdown(apb_root, tmp_path):
+    out = tmp_path / "out"
+    proc = bon_run(f"dataset.root={apb_root}", "judge.name=DeepSeek-V3.2", "selector=pos_ratio",
+                   f"hydra.run.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_tasks"] == 200
+    assert set(summary["by_subset"]) == {"hotpotqa", "gaia_dev", "bfcl", "tau2"}
+    pooled = sum(s["accuracy"] * s["n_tasks"] for s in summary["by_subset"].values()) / 200
+    assert summary["accuracy"] == pytest.approx(pooled)
+    assert summary["best_of_k"]["k"] == [1, 2, 3, 4, 5]
+    assert summary["best_of_k"]["accuracy"][0] == pytest.approx(summary["random"])
+    assert summary["best_of_k"]["accuracy"][-1] == pytest.approx(summary["accuracy_expected"])
+
+
+def test_yaml_only_selector_and_human_judge(apb_root, tmp_path):
+    out = tmp_path / "out"
+    proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=hotpotqa", "judge=human", "selector=orm_majority",
+                   f"hydra.run.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selector"] == "orm_majority" and summary["judge"] == "human"
+    # with the human final labels as ORM, any task with a success is solved
+    assert summary["accuracy"] == pytest.approx(summary["pass_at_n"])
+
+
+def test_judge_all_gives_one_row_per_judge(apb_root, tmp_path):
+    out = tmp_path / "out"
+    proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=bfcl", "judge.name=all", "selector=final",
+                   f"hydra.run.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert len(rows) == 15 and all(REQUIRED <= set(r) for r in rows)
+
+
+def test_multirun_sweeps_selectors(apb_root, tmp_path):
+    proc = bon_run("-m", f"dataset.root={apb_root}", "dataset.subset=tau2", "selector=final,pos_count",
+                   "judge.name=GPT-5.2,Kimi-K2.5", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    found = {(s["selector"], s["judge"]) for s in
+             (json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/summary.json"))}
+    assert found == {(s, j) for s in ("final", "pos_count") for j in ("GPT-5.2", "Kimi-K2.5")}
+
+
+def _user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def _copy_root(apb_root: Path, dest: Path) -> Path:
+    """A writable copy of the parts of the release these tests corrupt (in tmp, never in the repo)."""
+    shutil.copytree(apb_root / "data" / "AnswerOnly", dest / "data" / "AnswerOnly")
+    shutil.copytree(apb_root / "eval" / "results" / "GPT-5.2", dest / "eval" / "results" / "GPT-5.2")
+    return dest
+
+
+def test_malformed_jsonl_line_names_file_and_line(apb_root, tmp_path):
+    root = _copy_root(apb_root, tmp_path / "apb")
+    path = root / "eval" / "results" / "GPT-5.2" / "bfcl__blind_gpt-5.2.jsonl"
+    lines = path.read_text().splitlines()
+    lines[6] = lines[6][:40]
+    path.write_text("\n".join(lines) + "\n")
+    proc = bon_run(f"dataset.root={root}", "dataset.subset=bfcl", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    _user_error(proc, f"{path}:7", "malformed JSON")
+
+
+def test_label_outside_range_names_the_record(apb_root, tmp_path):
+    root = _copy_root(apb_root, tmp_path / "apb")
+    path = root / "data" / "AnswerOnly" / "tau2_final.jsonl"
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[3])
+    step = next(iter(record["step_labels"]))
+    record["step_labels"][step] = 2
+    lines[3] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    proc = bon_run(f"dataset.root={root}", "dataset.subset=tau2", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    _user_error(proc, record["record_id"], ":4", "-1, 0 or 1")
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("dataset.subset=gaia", ["unknown subset 'gaia'", "hotpotqa", "gaia_dev", "bfcl", "tau2", "all"]),
+    ("judge.name=GPT-6", ["unknown judge 'GPT-6'", "GPT-5.2", "DeepSeek-V3.2", "all"]),
+    ("dataset.name=swebench", ["unknown dataset 'swebench'", "agentprocessbench"]),
+])
+def test_unknown_choices_list_the_valid_ones(apb_root, tmp_path, override, needles):
+    proc = bon_run(f"dataset.root={apb_root}", override, f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    _user_error(proc, *needles)
+
+
+def test_unknown_selector_lists_the_valid_ones(apb_root, tmp_path):
+    proc = bon_run(f"dataset.root={apb_root}", "selector=best", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    _user_error(proc, "selector/best", "two_stage", "pos_ratio")
+
+
+def test_missing_data_directory_says_where_it_looked(tmp_path):
+    missing = tmp_path / "nowhere"
+    proc = bon_run(f"dataset.root={missing}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    _user_error(proc, str(missing), "data/AnswerOnly")
+
+
+def test_majority_without_answers_is_an_error_not_a_guess(apb_root, tmp_path):
+    proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "selector=majority",
+                   f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    _user_error(proc, "majority", "gaia_dev", "hotpotqa")
