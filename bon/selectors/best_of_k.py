@@ -74,7 +74,8 @@ def _closed_form(selector: Selector, batch: Batch) -> np.ndarray:
     success = (batch.success & batch.valid).astype(float)
     out = np.full((batch.n_tasks, n_max), np.nan)
     for k in range(1, n_max + 1):
-        p = (comb[lower + tied + 1, k] - comb[lower, k]) / ((tied + 1) * comb[n_task, k][:, None])
+        with np.errstate(divide="ignore", invalid="ignore"):  # tasks with fewer than k candidates
+            p = (comb[lower + tied + 1, k] - comb[lower, k]) / ((tied + 1) * comb[n_task, k][:, None])
         value = (np.where(batch.valid, p, 0.0) * success).sum(axis=1)
         out[:, k - 1] = np.where(n_task >= k, value, np.nan)
     return out
