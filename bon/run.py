@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bon import datasets, selectors
+from bon import datasets, generators, selectors
 from bon.config import conf_dir
 from bon.errors import exit_on_user_error
 from bon.evaluate import evaluate
@@ -37,6 +37,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 @exit_on_user_error
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one configuration and write its outputs into `out_dir`."""
+    generators.check(OmegaConf.to_container(cfg.generator, resolve=True))
     selector = selectors.from_config(OmegaConf.to_container(cfg.selector, resolve=True))
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     table = datasets.candidate_table(dataset_cfg, OmegaConf.to_container(cfg.judge, resolve=True))

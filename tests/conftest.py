@@ -17,4 +17,5 @@ def apb_root() -> Path:
     if not (root / "data" / "AnswerOnly").is_dir():
         pytest.fail(f"BON_DATA_DIR={root} does not hold the AgentProcessBench release (no data/AnswerOnly/)",
                     pytrace=False)
+    os.environ["BON_DATA_DIR"] = str(root)  # absolute, so subprocesses started elsewhere find it too
     return root

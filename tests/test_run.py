@@ -148,3 +148,16 @@ def test_majority_without_answers_is_an_error_not_a_guess(apb_root, tmp_path):
     proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "selector=majority",
                    f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     _user_error(proc, "majority", "gaia_dev", "hotpotqa")
+
+
+def test_replay_path_never_imports_litellm(apb_root, tmp_path):
+    code = ("import sys; sys.argv = ['bon.run', 'dataset.subset=hotpotqa', 'hydra.run.dir=out']; "
+            "from bon.run import main; main(); print('LITELLM_IMPORTED', 'litellm' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "LITELLM_IMPORTED False" in proc.stdout
+
+
+def test_unknown_generator_kind_lists_valid(apb_root, tmp_path):
+    proc = bon_run(f"dataset.root={apb_root}", "generator.kind=live", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    _user_error(proc, "unknown generator kind 'live'", "replay")

@@ -1,0 +1,18 @@
+"""Generators produce N trajectories per task.
+
+Kinds available now: `replay` (the dataset's recorded trajectories). Live litellm
+samplers arrive with the live pipeline.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from bon.errors import unknown_choice
+
+KINDS = ("replay",)
+
+
+def check(generator_cfg: Mapping[str, Any]) -> None:
+    """Fail early, listing the valid kinds, for a generator this build cannot run."""
+    if generator_cfg.get("kind") not in KINDS:
+        raise unknown_choice("generator kind", generator_cfg.get("kind"), KINDS)
