@@ -1,0 +1,17 @@
+"""The wheel must carry every subpackage and the Hydra config tree, or `pip install .` breaks bon.run."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_subpackage_and_the_config_tree_are_packaged():
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "bon").rglob("__init__.py")}
+    assert found | {"bon.conf"} == set(setup["packages"])
+    assert setup["package-dir"]["bon.conf"] == "conf"
+    assert (ROOT / "conf" / "config.yaml").is_file()
+    depth = {len(p.relative_to(ROOT / "conf").parts) for p in (ROOT / "conf").rglob("*.yaml")}
+    assert depth <= {1, 2}, "package-data only globs conf/*.yaml and conf/*/*.yaml"
