@@ -57,7 +57,7 @@ def _filter(spec: Any, where: str) -> Filter:
         return FILTERS[spec]
     if isinstance(spec, Mapping) and "from" in spec:
         return _filter(spec["from"], where)
-    return Filter(**_fields(spec, where, ("column", "op", "value")))
+    return Filter(**_fields(spec, where, ("column", "op", "value"), required=("column",)))
 
 
 def _key(spec: Any, where: str) -> RankKey:
@@ -67,19 +67,27 @@ def _key(spec: Any, where: str) -> RankKey:
         return KEYS[spec]
     fields = _fields(spec, where, ("column", "descending", "missing", "votes", "weight", "normalizer"))
     if fields.pop("votes", False):
+        extra = {"column", "descending", "missing"} & set(fields)
+        if extra:
+            raise BonError(f"{where}: {sorted(extra)} do not apply to a votes key; it takes weight and normalizer")
         return Votes(weight=fields.get("weight"), normalizer=fields.get("normalizer", "squad"))
     extra = {"weight", "normalizer"} & set(fields)
     if extra:
         raise BonError(f"{where}: {sorted(extra)} only apply to a votes key (votes: true)")
+    if "column" not in fields:
+        raise BonError(f"{where}: a rank key needs `column` (or `votes: true`)")
     return Key(**fields)
 
 
-def _fields(spec: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+def _fields(spec: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
     if not isinstance(spec, Mapping):
         raise BonError(f"{where}: expected a name or a mapping, got {spec!r}")
     unknown = set(spec) - set(allowed)
     if unknown:
         raise BonError(f"{where}: unknown field(s) {sorted(unknown)}; valid fields: {', '.join(allowed)}")
+    missing = [f for f in required if f not in spec]
+    if missing:
+        raise BonError(f"{where}: missing field(s) {missing}; valid fields: {', '.join(allowed)}")
     return dict(spec)
 
 

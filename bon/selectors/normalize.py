@@ -11,10 +11,12 @@ import polars as pl
 
 from bon.errors import unknown_choice
 
-# Patterns are written in the common subset of Python `re` and Rust `regex` syntax.
+# Only ASCII classes are used: Python `re` and Rust `regex` disagree on what Unicode `\w`, `\b`
+# and `\s` match, and both engines must split the same text the same way.
+_WS = " \t\n\r\f\v"
 _PUNCT = r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]"
-_SQUAD = (("lower",), ("sub", _PUNCT, " "), ("sub", r"\b(a|an|the)\b", " "), ("sub", r"\s+", " "), ("strip",))
-_FIRST_SENTENCE = (("strip",), ("sub1", r"\n[\s\S]*$", ""), ("sub1", r"([.!?])\s[\s\S]*$", "$1"))
+_SQUAD = (("lower",), ("sub", _PUNCT, " "), ("sub", f"[{_WS}]+", " "), ("strip",), ("drop_words", "a", "an", "the"))
+_FIRST_SENTENCE = (("strip",), ("sub1", r"\n[\s\S]*$", ""), ("sub1", f"([.!?])[{_WS}][\\s\\S]*$", "$1"))
 
 STEPS: dict[str, tuple[tuple[str, ...], ...]] = {
     "exact": (("strip",),),
@@ -39,7 +41,9 @@ def get(name: str):
             if op == "lower":
                 text = text.lower()
             elif op == "strip":
-                text = text.strip()
+                text = text.strip(_WS)
+            elif op == "drop_words":
+                text = " ".join(w for w in text.split(" ") if w not in args)
             else:
                 pattern, repl = args
                 text = re.sub(pattern, repl.replace("$1", r"\1"), text, count=0 if op == "sub" else 1)
@@ -62,9 +66,11 @@ def expr(column: str, name: str) -> pl.Expr:
         if op == "lower":
             e = e.str.to_lowercase()
         elif op == "strip":
-            e = e.str.strip_chars()
+            e = e.str.strip_chars(_WS)
+        elif op == "drop_words":
+            e = e.str.split(" ").list.eval(pl.element().filter(~pl.element().is_in(list(args)))).list.join(" ")
         elif op == "sub":
             e = e.str.replace_all(args[0], args[1])
         else:
             e = e.str.replace(args[0], args[1])
-    return pl.when(e == "").then(None).otherwise(e)
+    return pl.when(e == "").then(None).otherwise(e).alias(column)

@@ -38,6 +38,9 @@ class Filter:
         _check_column(self.column)
         if self.op not in OPS:
             raise unknown_choice("filter op", self.op, OPS)
+        if not isinstance(self.value, (int, float)):
+            raise BonError(f"filter on {self.column!r}: value must be a number (booleans count as 0/1), "
+                           f"got {self.value!r}")
 
     def test(self, row: Mapping[str, Any]) -> bool:
         value = row.get(self.column)
@@ -88,7 +91,8 @@ class Votes:
             if answers[i] is not None:
                 w = 1.0 if self.weight is None else float(rows[i].get(self.weight) or 0.0)
                 totals[answers[i]] = totals.get(answers[i], 0.0) + w
-        return {i: totals[answers[i]] if answers[i] is not None else 0.0 for i in alive}
+        # rounded like the vectorised path, so equal totals summed in another order still tie
+        return {i: round(totals[answers[i]], 9) if answers[i] is not None else 0.0 for i in alive}
 
     @property
     def uses_votes(self) -> bool:
@@ -116,7 +120,7 @@ class Selector:
         object.__setattr__(self, "filters", tuple(self.filters))
         object.__setattr__(self, "rank", tuple(self.rank))
         uses_truth = any(f.column == "success" for f in self.filters) or any(
-            isinstance(k, Key) and k.column == "success" for k in self.rank)
+            (k.column if isinstance(k, Key) else k.weight) == "success" for k in self.rank)
         object.__setattr__(self, "oracle", uses_truth)
 
     @property
