@@ -6,9 +6,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bon.errors import BonError
 from bon.metrics import bootstrap_ci
-from bon.selectors import Selector, select, to_batch
+from bon.selectors import SELECTORS, Selector, select, to_batch
 from bon.selectors.best_of_k import curve
 
 
@@ -52,6 +51,26 @@ def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resam
     return picks, row
 
 
+def _not_applicable(selector: Selector, table: pl.DataFrame, dataset: str,
+                    subset: str) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """A vote-based selector on data without final answers: recorded as not applicable, never scored.
+
+    A row (not an exception) so that one such cell does not abort a whole multirun sweep.
+    """
+    note = (f"not applicable: selector {selector.name!r} votes on final answers, but no trajectory in subset "
+            f"{subset!r} has one (AgentProcessBench releases answers for hotpotqa only)")
+    rows = []
+    for (judge,), part in table.group_by("judge", maintain_order=True):
+        picks = select(SELECTORS["random"], part)
+        rows.append({"dataset": dataset, "subset": subset, "judge": judge, "selector": selector.name,
+                     "description": selector.description, "oracle": selector.oracle, "n_tasks": 0,
+                     "n_candidates": 0, "accuracy": None, "accuracy_expected": None, "ci_low": None,
+                     "ci_high": None, "pass_at_n": float(picks["pass_any"].mean()),
+                     "random": float(picks["random"].mean()), "judge_failed": 0, "judge_missing_final": 0,
+                     "judge_missing_steps": 0, "best_of_k": None, "by_subset": {}, "note": note})
+    return table.head(0).select("judge", "subset", "task_id"), rows
+
+
 def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str, confidence: float = 0.95,
              resamples: int = 9999, seed: int = 0) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Per-task selections and one summary row per judge (plus a per-subset breakdown).
@@ -63,8 +82,7 @@ def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
     if not selector.score_based:
         answered = _tasks_with_answers(table)
         if answered.height == 0:
-            raise BonError(f"selector {selector.name!r} votes on final answers, but no trajectory in "
-                           f"subset {subset!r} has one (AgentProcessBench releases answers for hotpotqa only)")
+            return _not_applicable(selector, table, dataset, subset)
         if answered.height < table.height:
             kept = sorted(answered["subset"].unique().to_list())
             note = f"evaluated only on tasks with final answers (subsets: {', '.join(kept)})"

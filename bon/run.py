@@ -5,6 +5,7 @@ Writes summary.json, candidates.parquet and selections.parquet into the Hydra ru
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,14 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     table.write_parquet(out_dir / "candidates.parquet")
     picks.write_parquet(out_dir / "selections.parquet")
-    print(f"{selector.name} on {dataset_cfg['name']}/{dataset_cfg.get('subset')} "
-          f"({rows[0]['n_tasks']} tasks, accuracy in %)")
-    print(format_rows(rows))
-    if rows[0]["note"]:
-        print(f"note: {rows[0]['note']}")
+    if rows[0]["n_tasks"] == 0:
+        print(f"warning: {rows[0]['note']}", file=sys.stderr)
+    else:
+        print(f"{selector.name} on {dataset_cfg['name']}/{dataset_cfg.get('subset')} "
+              f"({rows[0]['n_tasks']} tasks, accuracy in %)")
+        print(format_rows(rows))
+        if rows[0]["note"]:
+            print(f"note: {rows[0]['note']}")
     print(f"wrote {out_dir / 'summary.json'}")
     return summary
 

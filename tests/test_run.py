@@ -144,10 +144,16 @@ def test_missing_data_directory_says_where_it_looked(tmp_path):
     _user_error(proc, str(missing), "data/AnswerOnly")
 
 
-def test_majority_without_answers_is_an_error_not_a_guess(apb_root, tmp_path):
+def test_majority_without_answers_is_recorded_as_not_applicable(apb_root, tmp_path):
+    """Never a guess: no accuracy is reported, the reason is, and a sweep can carry on."""
+    out = tmp_path / "o"
     proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "selector=majority",
-                   f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
-    _user_error(proc, "majority", "gaia_dev", "hotpotqa")
+                   f"hydra.run.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "not applicable" in proc.stderr and "hotpotqa" in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"] is None and summary["n_tasks"] == 0
+    assert "not applicable" in summary["note"]
 
 
 def test_replay_path_never_imports_litellm(apb_root, tmp_path):

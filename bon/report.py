@@ -1,0 +1,432 @@
+"""`python -m bon.report DIR [--out OUT]`: gather every summary.json under DIR into one report.
+
+Writes into OUT (default DIR):
+
+* report.csv -- long format, one line per (selector, judge, subset), accuracies in percent;
+  pooled `subset=all` runs also contribute one line per subset from their `by_subset` breakdown
+  (row_kind "by_subset", no interval).
+* report.md  -- selectors x (judge, subset) table of "accuracy [CI low, CI high]" in percent, the
+  best-of-k expected accuracy at each k, and the runs' notes.
+* report.png -- accuracy with intervals per selector and judge, and best-of-k curves (bon.plots).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from bon.errors import BonError, exit_on_user_error
+
+SUMMARY = "summary.json"
+TEXT_KEYS = ("dataset", "subset", "judge", "selector")
+FRACTION_KEYS = ("accuracy", "accuracy_expected", "ci_low", "ci_high", "pass_at_n", "random")
+COUNT_KEYS = ("n_tasks", "judge_failed")
+REQUIRED = TEXT_KEYS + FRACTION_KEYS + COUNT_KEYS
+# Table 4 order of AgentProcessBench: baseline first, the PRM/ORM selectors, then anything else, oracles last.
+PREFERRED_ORDER = ("random", "final", "pos_count", "pos_ratio", "two_stage")
+CSV_COLUMNS = ("dataset", "subset", "judge", "selector", "oracle", "row_kind", "n_tasks", "n_candidates",
+               "accuracy", "accuracy_expected", "ci_low", "ci_high", "pass_at_n", "random", "judge_failed",
+               "note", "source")
+DEFAULT_CONFIDENCE = 0.95  # conf/config.yaml's default, assumed when a run directory has no .hydra/config.yaml
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """multirun/<date>/<time>/10 after .../9, not after .../1."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
+
+
+def find_summaries(root: Path) -> list[Path]:
+    """Every summary.json under `root`, in natural (job-number) order."""
+    if not root.exists():
+        raise BonError(f"no such directory: {root}")
+    if not root.is_dir():
+        raise BonError(f"not a directory: {root} (pass the run or multirun directory that holds summary.json files)")
+    found = sorted((p for p in root.rglob(SUMMARY) if p.is_file()), key=_natural_key)
+    if not found:
+        raise BonError(f"no {SUMMARY} found under {root} (run `python -m bon.run` first, "
+                       f"or point at its outputs/ or multirun/ directory)")
+    return found
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_row(row: Any, where: str) -> None:
+    if not isinstance(row, dict):
+        raise BonError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    missing = [k for k in REQUIRED if k not in row]
+    if missing:
+        raise BonError(f"{where}: missing {', '.join(missing)}")
+    for key in TEXT_KEYS:
+        if not isinstance(row[key], str) or not row[key]:
+            raise BonError(f"{where}: {key} must be a non-empty string, got {row[key]!r}")
+    for key in FRACTION_KEYS:
+        value = row[key]
+        if value is None and (key in ("ci_low", "ci_high") or row.get("n_tasks") == 0):
+            continue  # no interval, or a selector that did not apply (n_tasks 0, see its note)
+        if not _is_number(value) or (value == value and not -1e-9 <= value <= 1 + 1e-9):
+            raise BonError(f"{where}: {key} must be a fraction in [0, 1], got {value!r}")
+    for key in COUNT_KEYS:
+        if not isinstance(row[key], int) or isinstance(row[key], bool) or row[key] < 0:
+            raise BonError(f"{where}: {key} must be a non-negative integer, got {row[key]!r}")
+    bok = row.get("best_of_k")
+    if bok is not None:
+        if not isinstance(bok, dict) or not isinstance(bok.get("k"), list) or not isinstance(bok.get("accuracy"), list):
+            raise BonError(f"{where}: best_of_k must be an object with lists 'k' and 'accuracy'")
+        for key in ("accuracy", "ci_low", "ci_high"):
+            values = bok.get(key)
+            if values is None and key != "accuracy":
+                continue
+            if not isinstance(values, list) or len(values) != len(bok["k"]):
+                raise BonError(f"{where}: best_of_k.{key} must be a list as long as best_of_k.k")
+            if not all(v is None or _is_number(v) for v in values):
+                raise BonError(f"{where}: best_of_k.{key} must hold numbers")
+        if not all(isinstance(k, int) and k >= 1 for k in bok["k"]):
+            raise BonError(f"{where}: best_of_k.k must hold positive integers")
+    by_subset = row.get("by_subset") or {}
+    if not isinstance(by_subset, dict):
+        raise BonError(f"{where}: by_subset must be an object")
+    for name, part in by_subset.items():
+        if not isinstance(part, dict) or not all(
+                _is_number(part.get(k)) for k in ("n_tasks", "accuracy", "accuracy_expected", "pass_at_n", "random")):
+            raise BonError(f"{where}: by_subset[{name!r}] needs numbers n_tasks, accuracy, accuracy_expected, "
+                           f"pass_at_n and random")
+
+
+def _confidence(summary_path: Path) -> float | None:
+    """The run's bootstrap level, from the Hydra config saved beside summary.json (None if absent)."""
+    config = summary_path.parent / ".hydra" / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        value = OmegaConf.load(config).get("confidence")
+    except Exception:  # noqa: BLE001 - not our file to validate; fall back to the default
+        return None
+    return float(value) if _is_number(value) else None
+
+
+def load_rows(path: Path, root: Path | None = None) -> list[dict[str, Any]]:
+    """The rows of one summary.json, each with `source` (path relative to `root`) and `confidence` added."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BonError(f"cannot read {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise BonError(f"malformed {path}: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise BonError(f"malformed {path}: expected a JSON object with 'rows', got {type(data).__name__}")
+    if "rows" in data:
+        rows = data["rows"]
+    elif "selector" in data:  # a single-row summary without the list
+        rows = [data]
+    else:
+        raise BonError(f"malformed {path}: no 'rows' list (is it a bon.run summary?)")
+    if not isinstance(rows, list) or not rows:
+        raise BonError(f"malformed {path}: 'rows' must be a non-empty list")
+    source = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
+    confidence = _confidence(path)
+    out = []
+    for i, row in enumerate(rows):
+        _check_row(row, f"malformed {path}: rows[{i}]")
+        out.append({**row, "oracle": bool(row.get("oracle", row["selector"] == "pass_at_n")),
+                    "by_subset": row.get("by_subset") or {}, "note": row.get("note") or "",
+                    "source": source, "_path": str(path), "confidence": confidence})
+    return out
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return row["dataset"], row["selector"], row["judge"], row["subset"]
+
+
+def collect(root: Path) -> list[dict[str, Any]]:
+    """All rows under `root`; two results for the same (selector, judge, subset) are an error."""
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[str, str, str, str], str] = {}
+    for path in find_summaries(root):
+        for row in load_rows(path, root):
+            key = _key(row)
+            if key in seen:
+                dataset, selector, judge, subset = key
+                raise BonError(f"duplicate result for selector {selector!r}, judge {judge!r}, subset {subset!r} "
+                               f"({dataset}) in {seen[key]} and {row['_path']}; move one of them out of {root}")
+            seen[key] = row["_path"]
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+def _first_seen(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def selector_order(rows: list[dict[str, Any]]) -> list[str]:
+    """random, final, pos_count, pos_ratio, two_stage, other selectors (alphabetical), oracles (pass_at_n last)."""
+    names = _first_seen(r["selector"] for r in rows)
+    oracle = {r["selector"] for r in rows if r["oracle"]}
+    known = [n for n in PREFERRED_ORDER if n in names and n not in oracle]
+    others = sorted(n for n in names if n not in PREFERRED_ORDER and n not in oracle)
+    oracles = sorted(oracle, key=lambda n: (n == "pass_at_n", n))
+    return known + others + oracles
+
+
+def subset_order(rows: list[dict[str, Any]]) -> list[str]:
+    """In order of first appearance, with the pooled 'all' last."""
+    names = _first_seen(r["subset"] for r in rows)
+    return [n for n in names if n != "all"] + [n for n in names if n == "all"]
+
+
+def judge_order(rows: list[dict[str, Any]]) -> list[str]:
+    return _first_seen(r["judge"] for r in rows)
+
+
+def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(dataset, judge, subset) columns: judge-major, as in `judge x subset`."""
+    present = {(r["dataset"], r["judge"], r["subset"]) for r in rows}
+    return [(d, j, s) for d in _first_seen(r["dataset"] for r in rows)
+            for j in judge_order(rows) for s in subset_order(rows) if (d, j, s) in present]
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _finite(x: Any) -> bool:
+    return _is_number(x) and math.isfinite(x)
+
+
+def pct(x: Any) -> str:
+    """A fraction as a percent with one decimal; '' when missing."""
+    return f"{100 * x:.1f}" if _finite(x) else ""
+
+
+def _cell(row: dict[str, Any]) -> str:
+    text = pct(row["accuracy"]) or "n/a"
+    if _finite(row["ci_low"]) and _finite(row["ci_high"]):
+        text += f" [{pct(row['ci_low'])}, {pct(row['ci_high'])}]"
+    return text + (" †" if row["note"] else "")
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _md_table(header: list[str], body: list[list[str]], align: list[str]) -> str:
+    rule = {"l": ":---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
+             "| " + " | ".join(rule[a] for a in align) + " |"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _selector_label(name: str, oracle: bool) -> str:
+    return f"{name} (oracle)" if oracle else name
+
+
+def baseline(rows: list[dict[str, Any]], field: str) -> float | None:
+    """The run-level baseline (`random` or `pass_at_n`) shared by a column's rows.
+
+    Rows whose selector saw only part of the tasks (a `note`) are used only if nothing else is there.
+    """
+    pool = [r for r in rows if not r["note"]] or rows
+    values = [r[field] for r in pool if _finite(r[field])]
+    return values[0] if values else None
+
+
+def main_table(rows: list[dict[str, Any]]) -> str:
+    """Selectors down, judge x subset across, cells 'accuracy [CI]' in percent."""
+    cols = columns(rows)
+    multi_dataset = len({c[0] for c in cols}) > 1
+    by_key = {_key(r): r for r in rows}
+    oracle = {r["selector"]: r["oracle"] for r in rows}
+    names = selector_order(rows)
+    col_rows = {c: [r for r in rows if (r["dataset"], r["judge"], r["subset"]) == c] for c in cols}
+    header = ["selector"] + [f"{d} / " * multi_dataset + f"{j} / {s}" for d, j, s in cols]
+    body: list[list[str]] = []
+    body.append(["random (expected)"] + [pct(baseline(col_rows[c], "random")) for c in cols])
+    for name in names:
+        line = ["random (lowest sample index)" if name == "random" else _selector_label(name, oracle[name])]
+        for d, j, s in cols:
+            row = by_key.get((d, name, j, s))
+            line.append(_cell(row) if row else "–")
+        body.append(line)
+    if "pass_at_n" not in names:
+        body.append(["pass@N (oracle)"] + [pct(baseline(col_rows[c], "pass_at_n")) for c in cols])
+    return _md_table(header, body, ["l"] + ["r"] * len(cols))
+
+
+def best_of_k_table(rows: list[dict[str, Any]]) -> str | None:
+    """Expected accuracy (%) of each selector choosing among k of the N candidates."""
+    with_curve = [r for r in rows if r.get("best_of_k")]
+    if not with_curve:
+        return None
+    ks = sorted({k for r in with_curve for k in r["best_of_k"]["k"]})
+    rank = {n: i for i, n in enumerate(selector_order(rows))}
+    cols = {c: i for i, c in enumerate(columns(rows))}
+    with_curve.sort(key=lambda r: (rank[r["selector"]], cols[(r["dataset"], r["judge"], r["subset"])]))
+    body = []
+    for r in with_curve:
+        curve = dict(zip(r["best_of_k"]["k"], r["best_of_k"]["accuracy"]))
+        body.append([_selector_label(r["selector"], r["oracle"]), r["judge"], r["subset"],
+                     str(r["best_of_k"].get("method", ""))] + [pct(curve.get(k)) for k in ks])
+    return _md_table(["selector", "judge", "subset", "method"] + [f"k={k}" for k in ks], body,
+                     ["l", "l", "l", "l"] + ["r"] * len(ks))
+
+
+def breakdown_table(rows: list[dict[str, Any]]) -> str | None:
+    """Per-subset point estimates of pooled runs (their by_subset), which carry no interval."""
+    pooled = [r for r in rows if r["by_subset"]]
+    if not pooled:
+        return None
+    subsets = _first_seen(s for r in pooled for s in r["by_subset"])
+    rank = {n: i for i, n in enumerate(selector_order(rows))}
+    judges = {j: i for i, j in enumerate(judge_order(rows))}
+    pooled.sort(key=lambda r: (rank[r["selector"]], judges[r["judge"]]))
+    body = [[_selector_label(r["selector"], r["oracle"]), r["judge"], r["subset"]]
+            + [pct(r["by_subset"][s]["accuracy"]) if s in r["by_subset"] else "–" for s in subsets]
+            for r in pooled]
+    return _md_table(["selector", "judge", "pooled"] + subsets, body, ["l", "l", "l"] + ["r"] * len(subsets))
+
+
+def level_label(rows: list[dict[str, Any]]) -> str:
+    """The interval level(s) of the runs, e.g. '95%' (the default when a run's config is not saved)."""
+    levels = sorted({DEFAULT_CONFIDENCE if r["confidence"] is None else r["confidence"] for r in rows})
+    return " / ".join(f"{100 * c:g}%" for c in levels)
+
+
+def _level_text(rows: list[dict[str, Any]]) -> str:
+    levels = sorted({r["confidence"] for r in rows if r["confidence"] is not None})
+    unknown = any(r["confidence"] is None for r in rows)
+    if not levels:
+        return f"{100 * DEFAULT_CONFIDENCE:g}% (bon.run's default; no .hydra/config.yaml beside the summaries)"
+    text = " / ".join(f"{100 * c:g}%" for c in levels)
+    if len(levels) > 1:
+        text += " (runs used different levels: see report.csv sources)"
+    if unknown:
+        text += " (some runs had no .hydra/config.yaml; their level is assumed to be the default)"
+    return text
+
+
+def notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per distinct note, naming the rows it applies to."""
+    grouped: dict[str, list[str]] = {}
+    for r in rows:
+        if r["note"]:
+            grouped.setdefault(r["note"], []).append(f"{r['selector']} ({r['judge']}, {r['subset']})")
+    return [f"† {', '.join(where)}: {note}." for note, where in grouped.items()]
+
+
+def markdown(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """(the whole report.md, the main table with its caption for stdout)."""
+    datasets = ", ".join(_first_seen(r["dataset"] for r in rows))
+    tasks = "; ".join(f"{s}: {', '.join(map(str, _first_seen(str(r['n_tasks']) for r in rows if r['subset'] == s and r['n_tasks'])))}"
+                      for s in subset_order(rows))
+    caption = (f"Selection accuracy (%) on {datasets} with {_level_text(rows)} bootstrap intervals over tasks "
+               f"[low, high]. Columns are judge / subset; tasks per subset: {tasks}.")
+    table = main_table(rows)
+    lines = notes(rows)
+    summary = "\n".join([caption, "", table] + ([""] + lines if lines else []))
+    parts = ["# Best-of-N selection report", "", summary, "",
+             "`random (expected)` is the exact expected accuracy of a uniformly random pick (no interval); "
+             "`pass@N` counts a task as solved if any of its N candidates is correct, the ceiling for any "
+             "selector. Oracle selectors use ground truth."]
+    bok = best_of_k_table(rows)
+    if bok:
+        parts += ["", "## Best-of-k", "",
+                  "Expected accuracy (%) when the selector chooses among k candidates drawn from the N recorded ones "
+                  "(k=1 is the random baseline, k=N the selector's expected accuracy over tie-breaks).", "", bok]
+    breakdown = breakdown_table(rows)
+    if breakdown:
+        parts += ["", "## Per-subset breakdown of pooled runs", "",
+                  "Accuracy (%) within each subset of runs with subset=all (point estimates; no intervals).", "",
+                  breakdown]
+    sources = _first_seen(r["source"] for r in rows)
+    parts += ["", f"Built by `python -m bon.report` from {len(sources)} summary.json file(s)."]
+    return "\n".join(parts) + "\n", summary
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def csv_records(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """report.csv's lines: each run row, then its by_subset breakdown; fractions as percent, 1 decimal."""
+    out = []
+    rank = {n: i for i, n in enumerate(selector_order(rows))}
+    cols = {c: i for i, c in enumerate(columns(rows))}
+    for r in sorted(rows, key=lambda r: (rank[r["selector"]], cols[(r["dataset"], r["judge"], r["subset"])])):
+        base = {"dataset": r["dataset"], "judge": r["judge"], "selector": r["selector"],
+                "oracle": str(r["oracle"]).lower(), "note": r["note"], "source": r["source"]}
+        out.append({**base, "subset": r["subset"], "row_kind": "run", "n_tasks": str(r["n_tasks"]),
+                    "n_candidates": str(r.get("n_candidates", "")),
+                    **{k: pct(r[k]) for k in FRACTION_KEYS}, "judge_failed": str(r["judge_failed"])})
+        for name, part in r["by_subset"].items():
+            out.append({**base, "subset": name, "row_kind": "by_subset", "n_tasks": str(part["n_tasks"]),
+                        "n_candidates": "", **{k: pct(part.get(k)) for k in FRACTION_KEYS}, "judge_failed": ""})
+    return out
+
+
+def write_csv(records: list[dict[str, str]], path: Path) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+# --------------------------------------------------------------------------- command
+
+
+def build(root: Path, out: Path | None = None) -> dict[str, Path]:
+    """Write report.csv, report.md and report.png for every summary under `root`; returns their paths."""
+    root = Path(root)
+    out = Path(out) if out is not None else root
+    rows = collect(root)
+    if out.exists() and not out.is_dir():
+        raise BonError(f"--out {out} exists and is not a directory")
+    paths = {"csv": out / "report.csv", "md": out / "report.md", "png": out / "report.png"}
+    md, summary = markdown(rows)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(csv_records(rows), paths["csv"])
+        paths["md"].write_text(md)
+        from bon import plots
+
+        scored = [r for r in rows if r["accuracy"] is not None]  # not-applicable rows stay in the tables only
+        plots.report_figure(scored, paths["png"], selectors=selector_order(scored), judges=judge_order(scored),
+                            subsets=subset_order(scored), level=level_label(rows))
+    except OSError as exc:
+        raise BonError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
+    print(summary)
+    print()
+    for path in paths.values():
+        print(f"wrote {path}")
+    return paths
+
+
+@exit_on_user_error
+def _run(root: Path, out: Path | None) -> dict[str, Path]:
+    return build(root, out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bon.report",
+        description="Collect every summary.json written by `python -m bon.run` under DIR (runs and multiruns) "
+                    "into report.csv, report.md and report.png.")
+    parser.add_argument("dir", type=Path, help="directory searched recursively for summary.json files")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: DIR)")
+    args = parser.parse_args(argv)
+    _run(args.dir, args.out)
+
+
+if __name__ == "__main__":
+    main()

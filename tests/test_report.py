@@ -1,0 +1,232 @@
+"""`python -m bon.report` on a real (small) multirun of bon.run, and its errors on bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bon import report
+from bon.errors import BonError
+
+SELECTORS = ("final", "two_stage")
+JUDGES = ("GPT-5.2", "DeepSeek-V3.2")
+SUBSET = "gaia_dev"
+
+
+def _python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def sweep(apb_root, tmp_path_factory) -> Path:
+    """2 selectors x 2 judges on one subset, as `python -m bon.run -m` writes them (multirun/<job>/summary.json)."""
+    tmp = tmp_path_factory.mktemp("report")
+    proc = _python("-m", "bon.run", "-m", f"dataset.root={apb_root}", f"dataset.subset={SUBSET}",
+                   f"selector={','.join(SELECTORS)}", f"judge.name={','.join(JUDGES)}", "bootstrap_resamples=999",
+                   f"hydra.sweep.dir={tmp / 'multirun' / 'day' / 'time'}", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    return tmp / "multirun"
+
+
+@pytest.fixture(scope="module")
+def built(sweep, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report_out") / "nested" / "out"
+    proc = _python("-m", "bon.report", str(sweep), "--out", str(out), cwd=sweep.parent)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def _summaries(root: Path) -> dict[tuple[str, str], dict]:
+    rows = [r for p in root.rglob("summary.json") for r in json.loads(p.read_text())["rows"]]
+    return {(r["selector"], r["judge"]): r for r in rows}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def test_csv_has_one_line_per_selector_and_judge_with_the_summaries_accuracies(sweep, built):
+    out, _ = built
+    summaries = _summaries(sweep)
+    assert set(summaries) == {(s, j) for s in SELECTORS for j in JUDGES}
+    with (out / "report.csv").open() as fh:
+        lines = list(csv.DictReader(fh))
+    assert len(lines) == 4 and {line["row_kind"] for line in lines} == {"run"}
+    assert {(line["selector"], line["judge"]) for line in lines} == set(summaries)
+    for line in lines:
+        s = summaries[(line["selector"], line["judge"])]
+        assert line["subset"] == SUBSET and line["dataset"] == "agentprocessbench"
+        for key in ("accuracy", "accuracy_expected", "ci_low", "ci_high", "pass_at_n", "random"):
+            assert line[key] == _pct(s[key]), key
+            assert float(line[key]) == pytest.approx(100 * s[key], abs=0.05)
+        assert int(line["n_tasks"]) == s["n_tasks"] == 50
+        assert int(line["judge_failed"]) == s["judge_failed"]
+        assert (sweep / line["source"]).is_file()
+
+
+def _table_after(lines: list[str], header: str) -> list[str]:
+    """The body lines of the Markdown table that starts with `header`."""
+    body = []
+    for line in lines[lines.index(header) + 2:]:
+        if not line.startswith("|"):
+            break
+        body.append(line)
+    return body
+
+
+def test_markdown_has_selector_rows_and_judge_columns(sweep, built):
+    out, proc = built
+    md = (out / "report.md").read_text()
+    lines = md.splitlines()
+    header = next(line for line in lines if line.startswith("| selector |"))
+    # columns: judge / subset, judges in the order they were swept
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == [f"{j} / {SUBSET}" for j in JUDGES]
+    summaries = _summaries(sweep)
+    table = _table_after(lines, header)
+    body = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]] for line in table}
+    assert len(body) == len(table) == 4
+    assert list(body)[:4] == ["random (expected)", "final", "two_stage", "pass@N (oracle)"]
+    for selector in SELECTORS:
+        for cell, judge in zip(body[selector], JUDGES):
+            s = summaries[(selector, judge)]
+            assert cell == f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]"
+    assert body["random (expected)"] == [_pct(summaries[("final", j)]["random"]) for j in JUDGES]
+    assert "95% bootstrap intervals over tasks" in md
+    # best-of-k table: k=1..5 per selector and judge, k=N equal to the expected accuracy
+    bok_header = next(line for line in lines if line.startswith("| selector | judge | subset | method |"))
+    assert bok_header.rstrip(" |").endswith("k=5")
+    bok = _table_after(lines, bok_header)
+    assert len(bok) == 4
+    final_gpt = next(line for line in bok if line.startswith("| final | GPT-5.2 |"))
+    assert final_gpt.rstrip(" |").endswith(_pct(summaries[("final", "GPT-5.2")]["accuracy_expected"]))
+    # stdout: the table and the paths written
+    assert header in proc.stdout
+    for name in ("report.csv", "report.md", "report.png"):
+        assert f"wrote {out / name}" in proc.stdout
+
+
+def test_png_is_a_real_figure(built):
+    out, _ = built
+    png = out / "report.png"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 30_000
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)
+    height, width = pixels.shape[:2]
+    assert width >= 1000 and height >= 500
+    assert pixels[..., :3].std() > 0.05  # not a blank canvas
+    assert len({tuple(p) for p in pixels[::7, ::7, :3].reshape(-1, 3).round(2).tolist()}) > 50  # colours drawn
+
+
+def test_out_defaults_to_the_input_directory(sweep, tmp_path, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(sweep, root)
+    paths = report.build(root)
+    assert {p.parent for p in paths.values()} == {root}
+    assert all(p.is_file() for p in paths.values())
+    assert "| final |" in capsys.readouterr().out
+
+
+def test_several_rows_per_summary_are_all_reported(sweep, tmp_path):
+    """judge.name=all writes one summary with a row per judge."""
+    rows = [r for p in sorted(sweep.rglob("summary.json")) for r in json.loads(p.read_text())["rows"]
+            if r["selector"] == "final"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({"rows": rows}))
+    records = report.csv_records(report.collect(tmp_path))
+    assert [(r["selector"], r["judge"]) for r in records] == [("final", j) for j in JUDGES]
+
+
+def test_pooled_run_adds_per_subset_lines(sweep, tmp_path):
+    row = json.loads(next(sweep.rglob("summary.json")).read_text())["rows"][0]
+    row |= {"subset": "all", "by_subset": {
+        "hotpotqa": {"n_tasks": 50, "accuracy": 0.76, "accuracy_expected": 0.775, "pass_at_n": 0.9, "random": 0.652},
+        "gaia_dev": {"n_tasks": 50, "accuracy": 0.52, "accuracy_expected": 0.518, "pass_at_n": 0.7, "random": 0.332}}}
+    (tmp_path / "summary.json").write_text(json.dumps({"rows": [row]}))
+    records = report.csv_records(report.collect(tmp_path))
+    assert [(r["subset"], r["row_kind"]) for r in records] == [("all", "run"), ("hotpotqa", "by_subset"),
+                                                               ("gaia_dev", "by_subset")]
+    assert records[1]["accuracy"] == "76.0" and records[1]["ci_low"] == "" and records[2]["n_tasks"] == "50"
+    md, _ = report.markdown(report.collect(tmp_path))
+    assert "## Per-subset breakdown" in md
+
+
+def test_selector_order_puts_random_first_and_oracles_last():
+    rows = [{"selector": s, "oracle": s == "pass_at_n"} for s in
+            ("pass_at_n", "majority", "two_stage", "clean_prefix", "final", "random", "pos_ratio", "pos_count")]
+    assert report.selector_order(rows) == ["random", "final", "pos_count", "pos_ratio", "two_stage",
+                                           "clean_prefix", "majority", "pass_at_n"]
+
+
+def _user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_directory_without_summaries_exits_2_naming_it(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    _user_error(_python("-m", "bon.report", str(empty), cwd=tmp_path), str(empty), "summary.json")
+    _user_error(_python("-m", "bon.report", str(tmp_path / "missing"), cwd=tmp_path), str(tmp_path / "missing"))
+    assert not (empty / "report.md").exists()
+
+
+def test_duplicate_results_name_both_files(sweep, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(sweep, root / "first")
+    job = next(p.parent for p in sorted((root / "first").rglob("summary.json")))
+    shutil.copytree(job, root / "second" / "0")
+    proc = _python("-m", "bon.report", str(root), cwd=tmp_path)
+    _user_error(proc, "duplicate", str(job / "summary.json"), str(root / "second" / "0" / "summary.json"))
+    assert not (root / "report.csv").exists()
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"rows": [{"selector": "final"', "malformed"),
+    ('[1, 2]', "expected a JSON object"),
+    ('{"rows": []}', "non-empty"),
+    ('{"rows": [{"selector": "final", "judge": "GPT-5.2"}]}', "missing dataset"),
+])
+def test_malformed_summary_names_the_file(tmp_path, content, needle):
+    path = tmp_path / "run" / "summary.json"
+    path.parent.mkdir()
+    path.write_text(content)
+    with pytest.raises(BonError, match=needle) as info:
+        report.collect(tmp_path)
+    assert str(path) in str(info.value)
+
+
+def test_malformed_summary_exits_2(sweep, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(sweep, root)
+    path = next(root.rglob("summary.json"))
+    summary = json.loads(path.read_text())
+    summary["rows"][0]["accuracy"] = "high"
+    path.write_text(json.dumps(summary))
+    _user_error(_python("-m", "bon.report", str(root), cwd=tmp_path), str(path), "accuracy")
+
+
+def test_not_applicable_cells_show_na_and_do_not_break_the_report(apb_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "bon.run", "-m", f"dataset.root={apb_root}", "selector=majority,final",
+                           "dataset.subset=gaia_dev", "bootstrap_resamples=999", f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = subprocess.run([sys.executable, "-m", "bon.report", str(sweep)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    md = (sweep / "report.md").read_text()
+    majority_line = next(line for line in md.splitlines() if line.startswith("| majority"))
+    assert "n/a" in majority_line
+    assert (sweep / "report.png").stat().st_size > 10_000
