@@ -66,19 +66,25 @@ def _lexicographic_ranks(selector: Selector, batch: Batch) -> tuple[np.ndarray, 
 
 
 def _closed_form(selector: Selector, batch: Batch) -> np.ndarray:
-    """Filters here rank by their own indicator, which is exactly fallback filtering inside any subset."""
+    """Filters here rank by their own indicator, which is exactly fallback filtering inside any subset.
+
+    Summing success/(t+1) per task at n = l+t+1 and at n = l turns every k into one matrix
+    product with the binomial table: value[t, k] = sum_n M[t, n] C(n, k) / C(N_t, k).
+    """
     lower, tied = _lexicographic_ranks(selector, batch)
     n_task = batch.valid.sum(axis=1)
     n_max = batch.valid.shape[1]
     comb = _binom_table(n_max)
-    success = (batch.success & batch.valid).astype(float)
-    out = np.full((batch.n_tasks, n_max), np.nan)
-    for k in range(1, n_max + 1):
-        with np.errstate(divide="ignore", invalid="ignore"):  # tasks with fewer than k candidates
-            p = (comb[lower + tied + 1, k] - comb[lower, k]) / ((tied + 1) * comb[n_task, k][:, None])
-        value = (np.where(batch.valid, p, 0.0) * success).sum(axis=1)
-        out[:, k - 1] = np.where(n_task >= k, value, np.nan)
-    return out
+    width = n_max + 2
+    w = np.where(batch.valid & batch.success, 1.0 / (tied + 1), 0.0).ravel()
+    base = (np.arange(batch.n_tasks)[:, None] * width).repeat(n_max, axis=1).ravel()
+    size = batch.n_tasks * width
+    m = (np.bincount(base + (lower + tied + 1).ravel(), weights=w, minlength=size)
+         - np.bincount(base + lower.ravel(), weights=w, minlength=size)).reshape(batch.n_tasks, width)
+    numerator = m @ comb[:width, 1:n_max + 1]
+    ks = np.arange(1, n_max + 1)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):  # tasks with fewer than k candidates
+        return np.where(n_task[:, None] >= ks, numerator / comb[n_task][:, 1:n_max + 1], np.nan)
 
 
 def _subset_accuracy(selector: Selector, batch: Batch, subset: np.ndarray) -> np.ndarray:

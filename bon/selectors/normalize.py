@@ -15,7 +15,10 @@ from bon.errors import unknown_choice
 # and `\s` match, and both engines must split the same text the same way.
 _WS = " \t\n\r\f\v"
 _PUNCT = r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]"
-_SQUAD = (("lower",), ("sub", _PUNCT, " "), ("sub", f"[{_WS}]+", " "), ("strip",), ("drop_words", "a", "an", "the"))
+# Articles go while words are separated by two spaces, so each match consumes only its own
+# spaces and adjacent articles ("a an the") all match: one regex pass, same in both engines.
+_SQUAD = (("lower",), ("sub", _PUNCT, " "), ("sub", f"[{_WS}]+", "  "), ("sub", "(^| )(a|an|the)( |$)", " "),
+          ("sub", "[ ]+", " "), ("strip",))
 _FIRST_SENTENCE = (("strip",), ("sub1", r"\n[\s\S]*$", ""), ("sub1", f"([.!?])[{_WS}][\\s\\S]*$", "$1"))
 
 STEPS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -42,8 +45,6 @@ def get(name: str):
                 text = text.lower()
             elif op == "strip":
                 text = text.strip(_WS)
-            elif op == "drop_words":
-                text = " ".join(w for w in text.split(" ") if w not in args)
             else:
                 pattern, repl = args
                 text = re.sub(pattern, repl.replace("$1", r"\1"), text, count=0 if op == "sub" else 1)
@@ -67,8 +68,6 @@ def expr(column: str, name: str) -> pl.Expr:
             e = e.str.to_lowercase()
         elif op == "strip":
             e = e.str.strip_chars(_WS)
-        elif op == "drop_words":
-            e = e.str.split(" ").list.eval(pl.element().filter(~pl.element().is_in(list(args)))).list.join(" ")
         elif op == "sub":
             e = e.str.replace_all(args[0], args[1])
         else:

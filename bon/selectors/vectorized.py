@@ -47,11 +47,23 @@ class Batch:
         return np.nan_to_num(self.col("success"), nan=0.0) > 0
 
     def answer_codes(self, normalizer: str) -> np.ndarray:
-        """Integer code per normalised answer (equal answers, equal codes); -1 casts no vote."""
+        """Vote-group id per candidate: equal normalised answers in one task share an id; -1 casts no vote.
+
+        Ids are dense over the whole batch, so one bincount sums every task's votes at once.
+        """
         if normalizer not in self._codes:
-            codes = (self.table.select(normalize.expr("answer", normalizer).rank("dense"))
-                     .to_series().fill_null(0).cast(pl.Int64).to_numpy() - 1)
-            self._codes[normalizer] = _scatter(codes, self.slot_rows, -1).astype(np.int64)
+            # lazy, so the normaliser's expression is evaluated once (common subexpressions are shared);
+            # 64-bit hashes stand in for the strings (a collision within one task is ~1e-18 likely)
+            norm = self.table.lazy().select(normalize.expr("answer", normalizer)).collect().to_series()
+            hashes = norm.hash(seed=0).to_numpy()
+            _, codes = np.unique(hashes, return_inverse=True)
+            codes = np.where(norm.is_null().to_numpy(), -1, codes.reshape(-1))
+            codes = _scatter(codes, self.slot_rows, -1).astype(np.int64)
+            task = np.broadcast_to(np.arange(self.n_tasks)[:, None], codes.shape)
+            pair = np.where(codes >= 0, task * (int(codes.max()) + 2) + codes, -1)
+            _, group = np.unique(pair, return_inverse=True)
+            group = group.reshape(codes.shape) - int((pair < 0).any())  # no-answer group becomes -1
+            self._codes[normalizer] = group
         return self._codes[normalizer]
 
 
@@ -68,21 +80,20 @@ def to_batch(table: pl.DataFrame) -> Batch:
         raise BonError("the candidate table is empty: there is nothing to select from")
     keys = [c for c in GROUP_COLUMNS if c in table.columns]
     table = table.sort([*keys, "sample"])
-    idx = table.select(
-        pl.struct(keys).rle_id().alias("g"),
-        pl.int_range(pl.len()).over(pl.struct(keys).rle_id()).alias("slot"),
-        pl.struct([*keys, "sample"]).is_duplicated().alias("dup"),
-    )
-    if idx["dup"].any():
-        first = table.filter(idx["dup"]).row(0, named=True)
+    g = table.select(pl.struct(keys).rle_id()).to_series().to_numpy().astype(np.int64)
+    sample = table.get_column("sample").to_numpy()
+    same_task = g[1:] == g[:-1]
+    dup = np.flatnonzero(same_task & (sample[1:] == sample[:-1]))
+    if dup.size:
+        first = table.row(int(dup[0]), named=True)
         where = ", ".join(f"{k}={first[k]!r}" for k in keys)
         raise BonError(f"duplicate candidate: {where} has sample {first['sample']} more than once")
-    g = idx["g"].to_numpy()
-    slot = idx["slot"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ~same_task])
+    slot = np.arange(table.height) - starts[g]
     n_tasks, n_slots = int(g.max()) + 1, int(slot.max()) + 1
     slot_rows = np.full((n_tasks, n_slots), -1, dtype=np.int64)
     slot_rows[g, slot] = np.arange(table.height)
-    groups = table.select(keys).filter(idx["slot"] == 0)
+    groups = table.select(keys)[starts]
     return Batch(groups=groups, valid=slot_rows >= 0, slot_rows=slot_rows, table=table)
 
 
@@ -93,11 +104,17 @@ def _key_values(key: Key, batch: Batch) -> np.ndarray:
 
 
 def _votes(key: Votes, batch: Batch, alive: np.ndarray) -> np.ndarray:
-    codes = batch.answer_codes(key.normalizer)
-    same = (codes[:, :, None] == codes[:, None, :]) & (codes[:, :, None] >= 0)
-    weight = np.ones(codes.shape) if key.weight is None else np.nan_to_num(batch.col(key.weight), nan=0.0)
-    w = np.where(alive, weight, 0.0)
-    return np.round(np.einsum("ti,tij->tj", w, same), 9)
+    groups = batch.answer_codes(key.normalizer)
+    has_answer = groups >= 0
+    safe = np.maximum(groups, 0)  # no-answer slots add weight 0 to group 0, then read back as 0
+    if key.weight is None:
+        w = (alive & has_answer).astype(np.float64)
+    else:
+        w = np.where(alive & has_answer, np.nan_to_num(batch.col(key.weight), nan=0.0), 0.0)
+    totals = np.bincount(safe.ravel(), weights=w.ravel(), minlength=int(safe.max()) + 1)
+    if key.weight is not None:
+        totals = np.round(totals, 9)  # equal weighted totals summed in another order must still tie
+    return np.where(has_answer, totals[safe], 0.0)
 
 
 def top_mask(selector: Selector, batch: Batch, subset: np.ndarray | None = None) -> np.ndarray:
