@@ -359,7 +359,7 @@ def markdown(rows: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def csv_records(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """report.csv's lines: each run row, then its by_subset breakdown; fractions as percent, 1 decimal."""
+    """report_long.csv's lines: each run row, then its by_subset breakdown; fractions as percent, 1 decimal."""
     out = []
     rank = {n: i for i, n in enumerate(selector_order(rows))}
     cols = {c: i for i, c in enumerate(columns(rows))}
@@ -375,9 +375,25 @@ def csv_records(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def write_csv(records: list[dict[str, str]], path: Path) -> None:
+def wide_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, str]]]:
+    """report.csv like Table 4: one line per selector, one accuracy column (percent) per judge / subset."""
+    cols = columns(rows)
+    multi_dataset = len({c[0] for c in cols}) > 1
+    names = {c: f"{c[0]} / " * multi_dataset + f"{c[1]} / {c[2]}" for c in cols}
+    by_key = {_key(r): r for r in rows}
+    records = []
+    for selector in selector_order(rows):
+        line = {"selector": selector}
+        for d, j, sub in cols:
+            row = by_key.get((d, selector, j, sub))
+            line[names[(d, j, sub)]] = pct(row["accuracy"]) if row else ""
+        records.append(line)
+    return ["selector", *names.values()], records
+
+
+def write_csv(records: list[dict[str, str]], path: Path, fieldnames: list[str] = CSV_COLUMNS) -> None:
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(records)
 
@@ -392,11 +408,14 @@ def build(root: Path, out: Path | None = None) -> dict[str, Path]:
     rows = collect(root)
     if out.exists() and not out.is_dir():
         raise BonError(f"--out {out} exists and is not a directory")
-    paths = {"csv": out / "report.csv", "md": out / "report.md", "png": out / "report.png"}
+    paths = {"csv": out / "report.csv", "long_csv": out / "report_long.csv", "md": out / "report.md",
+             "png": out / "report.png"}
     md, summary = markdown(rows)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_csv(csv_records(rows), paths["csv"])
+        header, wide = wide_records(rows)
+        write_csv(wide, paths["csv"], header)
+        write_csv(csv_records(rows), paths["long_csv"])
         paths["md"].write_text(md)
         from bon import plots
 

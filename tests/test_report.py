@@ -56,7 +56,7 @@ def test_csv_has_one_line_per_selector_and_judge_with_the_summaries_accuracies(s
     out, _ = built
     summaries = _summaries(sweep)
     assert set(summaries) == {(s, j) for s in SELECTORS for j in JUDGES}
-    with (out / "report.csv").open() as fh:
+    with (out / "report_long.csv").open() as fh:
         lines = list(csv.DictReader(fh))
     assert len(lines) == 4 and {line["row_kind"] for line in lines} == {"run"}
     assert {(line["selector"], line["judge"]) for line in lines} == set(summaries)
@@ -69,6 +69,19 @@ def test_csv_has_one_line_per_selector_and_judge_with_the_summaries_accuracies(s
         assert int(line["n_tasks"]) == s["n_tasks"] == 50
         assert int(line["judge_failed"]) == s["judge_failed"]
         assert (sweep / line["source"]).is_file()
+
+
+def test_report_csv_is_wide_like_table4(sweep, built):
+    out, _ = built
+    summaries = _summaries(sweep)
+    with (out / "report.csv").open() as fh:
+        reader = csv.DictReader(fh)
+        lines = list(reader)
+    assert reader.fieldnames == ["selector", *(f"{j} / {SUBSET}" for j in JUDGES)]
+    assert [line["selector"] for line in lines] == list(SELECTORS)
+    for line in lines:
+        for judge in JUDGES:
+            assert line[f"{judge} / {SUBSET}"] == _pct(summaries[(line["selector"], judge)]["accuracy"])
 
 
 def _table_after(lines: list[str], header: str) -> list[str]:
@@ -108,7 +121,7 @@ def test_markdown_has_selector_rows_and_judge_columns(sweep, built):
     assert final_gpt.rstrip(" |").endswith(_pct(summaries[("final", "GPT-5.2")]["accuracy_expected"]))
     # stdout: the table and the paths written
     assert header in proc.stdout
-    for name in ("report.csv", "report.md", "report.png"):
+    for name in ("report.csv", "report_long.csv", "report.md", "report.png"):
         assert f"wrote {out / name}" in proc.stdout
 
 
