@@ -350,9 +350,55 @@ def markdown(rows: list[dict[str, Any]]) -> tuple[str, str]:
         parts += ["", "## Per-subset breakdown of pooled runs", "",
                   "Accuracy (%) within each subset of runs with subset=all (point estimates; no intervals).", "",
                   breakdown]
+    versus = paired_table(rows)
+    if versus:
+        parts += ["", f"## Paired comparison against `{PAIRED_BASELINE}`", "",
+                  "Same tasks, same judge: accuracy difference in points with its bootstrap interval, tasks only "
+                  "the selector gets right / only the baseline gets right, and the exact McNemar p-value.", "",
+                  versus]
     sources = _first_seen(r["source"] for r in rows)
     parts += ["", f"Built by `python -m bon.report` from {len(sources)} summary.json file(s)."]
     return "\n".join(parts) + "\n", summary
+
+
+PAIRED_BASELINE = "final"
+
+
+def _picks(row: dict[str, Any]) -> dict[str, float] | None:
+    """Per-task correctness of a row's selector, from the selections.parquet beside its summary.json."""
+    path = Path(row["_path"]).with_name("selections.parquet")
+    if not path.is_file():
+        return None
+    import polars as pl
+
+    frame = pl.read_parquet(path, columns=["judge", "subset", "task_id", "correct"])
+    frame = frame.filter(pl.col("judge") == row["judge"])
+    return {f"{s}:{t}": float(c) for s, t, c in frame.select("subset", "task_id", "correct").iter_rows()}
+
+
+def paired_table(rows: list[dict[str, Any]]) -> str | None:
+    """Each selector against the ORM baseline on the same tasks (bon.metrics.paired)."""
+    from bon.metrics import paired
+
+    base = {(r["dataset"], r["judge"], r["subset"]): r for r in rows
+            if r["selector"] == PAIRED_BASELINE and r["n_tasks"]}
+    body = []
+    for r in sorted(rows, key=lambda r: (r["judge"], r["subset"], selector_order(rows).index(r["selector"]))):
+        ref = base.get((r["dataset"], r["judge"], r["subset"]))
+        if ref is None or r is ref or not r["n_tasks"]:
+            continue
+        mine, theirs = _picks(r), _picks(ref)
+        if not mine or not theirs:
+            continue
+        tasks = sorted(set(mine) & set(theirs))
+        result = paired([mine[t] for t in tasks], [theirs[t] for t in tasks])
+        body.append([_selector_label(r["selector"], r["oracle"]), r["judge"], r["subset"], str(result.n_tasks),
+                     f"{100 * result.diff:+.1f} [{100 * result.ci_low:+.1f}, {100 * result.ci_high:+.1f}]",
+                     f"{result.a_only} / {result.b_only}", f"{result.p_value:.3f}"])
+    if not body:
+        return None
+    return _md_table(["selector", "judge", "subset", "tasks", "Δ points [CI]", "only it / only base", "p"],
+                     body, ["l", "l", "l", "r", "r", "r", "r"])
 
 
 # --------------------------------------------------------------------------- CSV

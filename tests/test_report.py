@@ -243,3 +243,13 @@ def test_not_applicable_cells_show_na_and_do_not_break_the_report(apb_root, tmp_
     majority_line = next(line for line in md.splitlines() if line.startswith("| majority"))
     assert "n/a" in majority_line
     assert (sweep / "report.png").stat().st_size > 10_000
+
+
+def test_paired_comparison_against_final_matches_the_summaries(sweep, built):
+    out, _ = built
+    summaries = _summaries(sweep)
+    md = (out / "report.md").read_text().splitlines()
+    for judge in JUDGES:
+        line = next(l for l in md if l.startswith(f"| two_stage | {judge} | {SUBSET} |"))
+        diff = 100 * (summaries[("two_stage", judge)]["accuracy"] - summaries[("final", judge)]["accuracy"])
+        assert f"{diff:+.1f} [" in line
