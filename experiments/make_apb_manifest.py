@@ -9,21 +9,14 @@ can be verified without trusting the server. Run once per upstream commit:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
+from bon.datasets.fetch import sha256
+
 REPO = "RUCBM/AgentProcessBench"
 COMMIT = "0a42606b178a8c69d40c5765dc05c342f921e578"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def manifest(root: Path, commit: str) -> dict:

@@ -90,16 +90,14 @@ def ensure_cached(base_url: str | None = None, cache_dir: Path | None = None) ->
     return dest
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _is_valid(path: Path, entry: Entry) -> bool:
-    return path.is_file() and path.stat().st_size == entry.size and _sha256(path) == entry.sha256
+    return path.is_file() and path.stat().st_size == entry.size and sha256(path) == entry.sha256
 
 
 def _download(url: str, target: Path, entry: Entry, bar: tqdm) -> None:
