@@ -87,3 +87,16 @@ def test_prm_eval_command_writes_csv(apb_root, tmp_path):
     assert csv.columns == ["judge", "subset", "step_acc", "first_err_acc", "n_steps", "n_trajectories", "n_failed"]
     assert csv.filter(pl.col("subset") == "avg")["step_acc"].item() == pytest.approx(70.1, abs=0.1)
     assert "Confusion" in proc.stdout
+
+
+def test_released_trajectories_address_steps_by_assistant_message_index(apb_root):
+    from bon.datasets import agentprocessbench as apb
+
+    trajectories = apb.trajectories(apb_root)
+    records = {r.record_id: r for r in apb.load_records(apb_root, "hotpotqa")}
+    assert len(trajectories) == len(records) == 250
+    for record_id, trajectory in trajectories.items():
+        # every assistant message is one human-labelled step, keyed by its absolute index
+        assert trajectory.step_indices == list(records[record_id].steps)
+        assert trajectory.success == records[record_id].success
+        assert records[record_id].answer == trajectory.answer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bon import jsonl
 from bon.errors import BonError, unknown_choice
-from bon.types import VALID_LABELS, Judgement
+from bon.types import VALID_LABELS, Judgement, Trajectory
 
 SUBSETS = ("hotpotqa", "gaia_dev", "bfcl", "tau2")
 FAILED_PREFIX = "llm_annotate_failed:"
@@ -118,11 +118,24 @@ def load_records(root: Path, subset: str) -> tuple[Record, ...]:
 
 def _answers(root: Path) -> dict[str, str | None]:
     """Final answers of the hotpotqa trajectories, keyed like the label files."""
+    return {record_id: t.answer for record_id, t in trajectories(root).items()}
+
+
+@functools.lru_cache(maxsize=None)
+def trajectories(root: Path) -> dict[str, Trajectory]:
+    """The released full trajectories (hotpotqa only), by record_id; {} when the file is absent."""
     path = root / "data" / "AgentProcessBench" / "hotpotqa.jsonl"
     if not path.exists():
         return {}
-    return {f"{r['data_source']}:{r['query_index']}:{r['sample_index']}": r.get("answer_text")
-            for _, r in jsonl.read(path)}
+    out = {}
+    for lineno, r in jsonl.read(path):
+        if not isinstance(r.get("messages"), list):
+            raise BonError(f"{path}:{lineno}: `messages` must be a list of chat messages")
+        out[f"{r['data_source']}:{r['query_index']}:{r['sample_index']}"] = Trajectory(
+            task_id=f"hotpotqa:{r['query_index']}", sample=int(r["sample_index"]), messages=tuple(r["messages"]),
+            answer=r.get("answer_text"), success=r.get("final_label") == 1,
+            metadata={"question": r.get("question"), "ground_truth": r.get("ground_truth"), "tools": r.get("tools")})
+    return out
 
 
 @functools.lru_cache(maxsize=None)
