@@ -94,7 +94,7 @@ def run(cfg: DictConfig, out_dir: Path) -> pl.DataFrame:
     return frame
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="prm_eval")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 

@@ -17,6 +17,9 @@ from bon import datasets, generators, selectors
 from bon.config import conf_dir
 from bon.errors import exit_on_user_error
 from bon.evaluate import evaluate
+from bon.sim import SYNTHETIC
+
+SYNTHETIC_NOTE = f"{SYNTHETIC}: simulated trajectories and judge, calibrated to AgentProcessBench statistics"
 
 
 def _pct(x: float | None) -> str:
@@ -41,9 +44,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     generators.check(OmegaConf.to_container(cfg.generator, resolve=True))
     selector = selectors.from_config(OmegaConf.to_container(cfg.selector, resolve=True))
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
-    table = datasets.candidate_table(dataset_cfg, OmegaConf.to_container(cfg.judge, resolve=True))
+    table = datasets.candidate_table(dataset_cfg, OmegaConf.to_container(cfg.judge, resolve=True),
+                                     OmegaConf.to_container(cfg.generator, resolve=True), cfg.seed)
     picks, rows = evaluate(selector, table, dataset_cfg["name"], str(dataset_cfg.get("subset")),
                            cfg.confidence, cfg.bootstrap_resamples, cfg.seed)
+    synthetic = dataset_cfg["name"] == "sim"
+    if synthetic:
+        for row in rows:
+            row["synthetic"] = True
+            row["note"] = "; ".join(filter(None, [SYNTHETIC_NOTE, row["note"]]))
     summary: dict[str, Any] = dict(rows[0]) if len(rows) == 1 else {}
     summary["rows"] = rows
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +63,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         print(f"warning: {rows[0]['note']}", file=sys.stderr)
     else:
         print(f"{selector.name} on {dataset_cfg['name']}/{dataset_cfg.get('subset')} "
-              f"({rows[0]['n_tasks']} tasks, accuracy in %)")
+              f"({rows[0]['n_tasks']} tasks, accuracy in %)" + (f"  [{SYNTHETIC}]" if synthetic else ""))
         print(format_rows(rows))
         if rows[0]["note"]:
             print(f"note: {rows[0]['note']}")

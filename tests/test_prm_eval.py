@@ -80,7 +80,7 @@ def test_first_error_compares_index_of_first_minus_one():
 def test_prm_eval_command_writes_csv(apb_root, tmp_path):
     import subprocess, sys, os
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "bon.prm_eval", f"dataset.root={apb_root}", "judge.name=GPT-5.2",
+    proc = subprocess.run([sys.executable, "-m", "bon.prm_eval", "dataset=agentprocessbench", f"dataset.root={apb_root}", "judge.name=GPT-5.2",
                            f"hydra.run.dir={out}"], capture_output=True, text=True, cwd=tmp_path, env=os.environ)
     assert proc.returncode == 0, proc.stderr
     csv = pl.read_csv(out / "prm_eval.csv")

@@ -28,7 +28,7 @@ def _python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def sweep(apb_root, tmp_path_factory) -> Path:
     """2 selectors x 2 judges on one subset, as `python -m bon.run -m` writes them (multirun/<job>/summary.json)."""
     tmp = tmp_path_factory.mktemp("report")
-    proc = _python("-m", "bon.run", "-m", f"dataset.root={apb_root}", f"dataset.subset={SUBSET}",
+    proc = _python("-m", "bon.run", "-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", f"dataset.subset={SUBSET}",
                    f"selector={','.join(SELECTORS)}", f"judge.name={','.join(JUDGES)}", "bootstrap_resamples=999",
                    f"hydra.sweep.dir={tmp / 'multirun' / 'day' / 'time'}", cwd=tmp)
     assert proc.returncode == 0, proc.stderr
@@ -233,7 +233,7 @@ def test_malformed_summary_exits_2(sweep, tmp_path):
 
 def test_not_applicable_cells_show_na_and_do_not_break_the_report(apb_root, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "bon.run", "-m", f"dataset.root={apb_root}", "selector=majority,final",
+    proc = subprocess.run([sys.executable, "-m", "bon.run", "-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", "selector=majority,final",
                            "dataset.subset=gaia_dev", "bootstrap_resamples=999", f"hydra.sweep.dir={sweep}"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -22,7 +22,7 @@ def bon_run(*args: str, cwd: Path, module: str = "bon.run") -> subprocess.Comple
 
 def test_run_writes_summary_and_tables(apb_root, tmp_path):
     out = tmp_path / "out"
-    proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "judge=replay", "judge.name=GPT-5.2",
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "judge=replay", "judge.name=GPT-5.2",
                    "selector=two_stage", f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -44,7 +44,7 @@ def test_run_writes_summary_and_tables(apb_root, tmp_path):
 
 def test_all_subsets_report_a_breakdown(apb_root, tmp_path):
     out = tmp_path / "out"
-    proc = bon_run(f"dataset.root={apb_root}", "judge.name=DeepSeek-V3.2", "selector=pos_ratio",
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "judge.name=DeepSeek-V3.2", "selector=pos_ratio",
                    f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -59,7 +59,7 @@ def test_all_subsets_report_a_breakdown(apb_root, tmp_path):
 
 def test_yaml_only_selector_and_human_judge(apb_root, tmp_path):
     out = tmp_path / "out"
-    proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=hotpotqa", "judge=human", "selector=orm_majority",
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=hotpotqa", "judge=human", "selector=orm_majority",
                    f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -70,7 +70,7 @@ def test_yaml_only_selector_and_human_judge(apb_root, tmp_path):
 
 def test_judge_all_gives_one_row_per_judge(apb_root, tmp_path):
     out = tmp_path / "out"
-    proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=bfcl", "judge.name=all", "selector=final",
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=bfcl", "judge.name=all", "selector=final",
                    f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((out / "summary.json").read_text())["rows"]
@@ -78,7 +78,7 @@ def test_judge_all_gives_one_row_per_judge(apb_root, tmp_path):
 
 
 def test_multirun_sweeps_selectors(apb_root, tmp_path):
-    proc = bon_run("-m", f"dataset.root={apb_root}", "dataset.subset=tau2", "selector=final,pos_count",
+    proc = bon_run("-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=tau2", "selector=final,pos_count",
                    "judge.name=GPT-5.2,Kimi-K2.5", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     found = {(s["selector"], s["judge"]) for s in
@@ -106,7 +106,7 @@ def test_malformed_jsonl_line_names_file_and_line(apb_root, tmp_path):
     lines = path.read_text().splitlines()
     lines[6] = lines[6][:40]
     path.write_text("\n".join(lines) + "\n")
-    proc = bon_run(f"dataset.root={root}", "dataset.subset=bfcl", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={root}", "dataset.subset=bfcl", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     _user_error(proc, f"{path}:7", "malformed JSON")
 
 
@@ -119,7 +119,7 @@ def test_label_outside_range_names_the_record(apb_root, tmp_path):
     record["step_labels"][step] = 2
     lines[3] = json.dumps(record)
     path.write_text("\n".join(lines) + "\n")
-    proc = bon_run(f"dataset.root={root}", "dataset.subset=tau2", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={root}", "dataset.subset=tau2", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     _user_error(proc, record["record_id"], ":4", "-1, 0 or 1")
 
 
@@ -129,25 +129,25 @@ def test_label_outside_range_names_the_record(apb_root, tmp_path):
     ("dataset.name=swebench", ["unknown dataset 'swebench'", "agentprocessbench"]),
 ])
 def test_unknown_choices_list_the_valid_ones(apb_root, tmp_path, override, needles):
-    proc = bon_run(f"dataset.root={apb_root}", override, f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", override, f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     _user_error(proc, *needles)
 
 
 def test_unknown_selector_lists_the_valid_ones(apb_root, tmp_path):
-    proc = bon_run(f"dataset.root={apb_root}", "selector=best", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "selector=best", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     _user_error(proc, "selector/best", "two_stage", "pos_ratio")
 
 
 def test_missing_data_directory_says_where_it_looked(tmp_path):
     missing = tmp_path / "nowhere"
-    proc = bon_run(f"dataset.root={missing}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={missing}", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     _user_error(proc, str(missing), "data/AnswerOnly")
 
 
 def test_majority_without_answers_is_recorded_as_not_applicable(apb_root, tmp_path):
     """Never a guess: no accuracy is reported, the reason is, and a sweep can carry on."""
     out = tmp_path / "o"
-    proc = bon_run(f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "selector=majority",
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "selector=majority",
                    f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "not applicable" in proc.stderr and "hotpotqa" in proc.stderr
@@ -157,7 +157,7 @@ def test_majority_without_answers_is_recorded_as_not_applicable(apb_root, tmp_pa
 
 
 def test_replay_path_never_imports_litellm(apb_root, tmp_path):
-    code = ("import sys; sys.argv = ['bon.run', 'dataset.subset=hotpotqa', 'hydra.run.dir=out']; "
+    code = ("import sys; sys.argv = ['bon.run', 'dataset=agentprocessbench', 'dataset.subset=hotpotqa', 'hydra.run.dir=out']; "
             "from bon.run import main; main(); print('LITELLM_IMPORTED', 'litellm' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -165,5 +165,5 @@ def test_replay_path_never_imports_litellm(apb_root, tmp_path):
 
 
 def test_unknown_generator_kind_lists_valid(apb_root, tmp_path):
-    proc = bon_run(f"dataset.root={apb_root}", "generator.kind=live", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "generator.kind=live", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     _user_error(proc, "unknown generator kind 'live'", "replay")

@@ -11,7 +11,7 @@ from bon import candidates
 from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError, unknown_choice
 
-DATASETS = ("agentprocessbench",)
+DATASETS = ("agentprocessbench", "sim")
 ENV_ROOT = "BON_DATA_DIR"
 
 
@@ -33,8 +33,11 @@ def locate_root(root: str | None) -> Path:
 
 
 def judge_names(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any]) -> tuple[Path, list[str]]:
-    """The data root and the canonical judge names a config asks for."""
+    """The data root and the canonical judge names a config asks for (AgentProcessBench)."""
     _check_dataset(dataset_cfg)
+    if dataset_cfg["name"] != "agentprocessbench":
+        raise BonError(f"judge quality needs human step labels: use dataset=agentprocessbench "
+                       f"(got dataset={dataset_cfg['name']})")
     root = locate_root(dataset_cfg.get("root"))
     kind = judge_cfg.get("kind", "replay")
     if kind == "human":
@@ -56,8 +59,17 @@ def records(dataset_cfg: Mapping[str, Any]) -> list[apb.Record]:
     return [r for s in apb.subsets(str(dataset_cfg.get("subset", "all"))) for r in apb.load_records(root, s)]
 
 
-def candidate_table(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any]) -> pl.DataFrame:
-    """One row per (task, sample, judge) for the configured subset(s) and judge(s)."""
+def candidate_table(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
+                    generator_cfg: Mapping[str, Any] | None = None, seed: int = 0) -> pl.DataFrame:
+    """One row per (task, sample, judge) for the configured dataset, generator and judge(s)."""
+    _check_dataset(dataset_cfg)
+    if dataset_cfg["name"] == "sim":
+        from bon.datasets import sim
+
+        return sim.candidate_table(dataset_cfg, generator_cfg or {"kind": "sim"}, judge_cfg, seed)
+    if (generator_cfg or {}).get("kind", "replay") != "replay":
+        raise BonError(f"dataset={dataset_cfg['name']} replays recorded trajectories: use generator=replay "
+                       f"(got {generator_cfg.get('kind')!r})")
     root, judges = judge_names(dataset_cfg, judge_cfg)
     rows = []
     for record in records({**dataset_cfg, "root": str(root)}):

@@ -1,7 +1,7 @@
 """Generators produce N trajectories per task.
 
-Kinds available now: `replay` (the dataset's recorded trajectories). Live litellm
-samplers arrive with the live pipeline.
+Kinds available now: `replay` (the dataset's recorded trajectories) and `sim` (the
+synthetic label-level agent of bon.sim). Live litellm samplers arrive with the live pipeline.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from bon.errors import unknown_choice
 
-KINDS = ("replay",)
+KINDS = ("replay", "sim")
 
 
 def check(generator_cfg: Mapping[str, Any]) -> None:

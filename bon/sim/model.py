@@ -1,0 +1,214 @@
+"""The simulator's generative model, vectorised over every candidate of every task.
+
+Labels are stored as int8 in a [candidates, max_steps] array (state index 0, 1, 2 for
+labels -1, 0, +1; -1 marks padding). Candidates are processed sorted by length so the
+chain only touches steps that exist: the work is proportional to the number of steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+
+from bon.candidates import SCHEMA
+from bon.errors import BonError
+
+LABELS = np.array([-1, 0, 1], dtype=np.int8)
+PAD = -1
+
+
+def _stochastic(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    arr = np.asarray(value, dtype=float)
+    if arr.shape != shape or np.any(arr < 0) or not np.allclose(arr.sum(axis=-1), 1.0, atol=1e-3):
+        raise BonError(f"{name} must be {'x'.join(map(str, shape))} probabilities summing to 1 per row "
+                       f"(order -1, 0, +1), got {value!r}")
+    return arr / arr.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """How one kind of attempt (on track or not) unfolds: first label, transitions, length."""
+
+    initial: np.ndarray  # [3] over labels -1, 0, +1
+    transition: np.ndarray  # [3, 3] row = previous label
+    length_quantiles: np.ndarray  # step counts at evenly spaced quantiles 0..100%
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], where: str) -> "Chain":
+        q = np.asarray(cfg["length_quantiles"], dtype=float)
+        if q.ndim != 1 or q.size < 2 or np.any(np.diff(q) < 0) or q[0] < 1:
+            raise BonError(f"{where}.length_quantiles must be a non-decreasing list of step counts >= 1")
+        return cls(_stochastic(f"{where}.initial", cfg["initial"], (3,)),
+                   _stochastic(f"{where}.transition", cfg["transition"], (3, 3)), q)
+
+    def lengths(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        u = rng.random(n)
+        grid = np.linspace(0.0, 1.0, self.length_quantiles.size)
+        return np.floor(np.interp(u, grid, self.length_quantiles + 0.999)).astype(np.int32).clip(1)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A benchmark's shape: task difficulty spread and the two chains, measured from real labels."""
+
+    name: str
+    task_alpha: float  # per-task chance of an on-track attempt ~ Beta(alpha, beta)
+    task_beta: float
+    on_track: Chain
+    off_track: Chain
+
+    @classmethod
+    def from_config(cls, name: str, cfg: Mapping[str, Any]) -> "Profile":
+        where = f"dataset.profiles.{name}"
+        try:
+            return cls(name, float(cfg["task_alpha"]), float(cfg["task_beta"]),
+                       Chain.from_config(cfg["on_track"], f"{where}.on_track"),
+                       Chain.from_config(cfg["off_track"], f"{where}.off_track"))
+        except KeyError as exc:
+            raise BonError(f"{where} is missing {exc.args[0]!r}") from None
+
+
+@dataclass(frozen=True)
+class JudgeModel:
+    """A simulated PRM+ORM: per-step confusion over true labels, a pull towards +1, outcome rates."""
+
+    name: str
+    confusion: np.ndarray  # [3, 3]: row = true label, column = predicted label
+    positive_bias: float = 0.0  # extra share of steps labelled +1 whatever their truth
+    orm_tpr: float = 0.8  # P(final +1 | success)
+    orm_fpr: float = 0.2  # P(final +1 | failure)
+    orm_missing: float = 0.0  # P(no final label)
+    fail_rate: float = 0.0  # P(the whole judge call fails)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "confusion", _stochastic("judge.confusion", self.confusion, (3, 3)))
+        for field in ("positive_bias", "orm_tpr", "orm_fpr", "orm_missing", "fail_rate"):
+            value = getattr(self, field)
+            if not 0.0 <= value <= 1.0:
+                raise BonError(f"judge.{field} must be a probability in [0, 1], got {value!r}")
+
+    @property
+    def effective_confusion(self) -> np.ndarray:
+        """The confusion after the positive bias is applied."""
+        return (1 - self.positive_bias) * self.confusion + self.positive_bias * np.array([0.0, 0.0, 1.0])
+
+    def step_accuracy(self, true_share: np.ndarray) -> float:
+        """Expected StepAcc on steps whose true labels have shares `true_share` (-1, 0, +1)."""
+        return float((1 - self.fail_rate) * np.dot(true_share, np.diag(self.effective_confusion)))
+
+
+@dataclass
+class SimTrajectories:
+    """Candidates in task-major order: row r is task r // n, sample r % n."""
+
+    n_tasks: int
+    n_candidates: int
+    labels: np.ndarray  # int8 [rows, max_steps], state index 0/1/2 or PAD
+    lengths: np.ndarray
+    success: np.ndarray
+    answers: np.ndarray | None  # int code per row; 0 is the correct answer
+
+
+def sample_tasks(profile: Profile, n_tasks: int, rng: np.random.Generator) -> np.ndarray:
+    """Each task's chance that an attempt is on track."""
+    return rng.beta(profile.task_alpha, profile.task_beta, n_tasks)
+
+
+def _run_chain(chain: Chain, rows: np.ndarray, lengths: np.ndarray, labels: np.ndarray,
+               rng: np.random.Generator) -> None:
+    order = rows[np.argsort(-lengths[rows], kind="stable")]
+    active_counts = np.searchsorted(-lengths[order], -np.arange(1, labels.shape[1] + 1), side="right")
+    cum_init = np.cumsum(chain.initial)
+    cum_next = np.cumsum(chain.transition, axis=1)
+    state = np.searchsorted(cum_init, rng.random(order.size) * cum_init[-1], side="right").astype(np.int8)
+    labels[order, 0] = state
+    for step in range(1, labels.shape[1]):
+        k = active_counts[step]
+        if k == 0:
+            break
+        u = rng.random(k)
+        cum = cum_next[state[:k]]
+        state = ((u > cum[:, 0]).astype(np.int8) + (u > cum[:, 1])).astype(np.int8)
+        labels[order[:k], step] = state
+
+
+def generate(profile: Profile, task_p: np.ndarray, n_candidates: int, rng: np.random.Generator,
+             wrong_answers: int = 3) -> SimTrajectories:
+    """Sample N candidates per task: on track or not, a length, a label chain, success, an answer.
+
+    Success needs an on-track attempt that ends without an uncorrected error (last label not -1).
+    Wrong attempts answer one of `wrong_answers` wrong answers (Zipf-weighted), so majority vote
+    has something to work with; `wrong_answers=0` gives no answers at all.
+    """
+    n_tasks = task_p.size
+    rows = n_tasks * n_candidates
+    on_track = rng.random(rows) < np.repeat(task_p, n_candidates)
+    lengths = np.empty(rows, dtype=np.int32)
+    lengths[on_track] = profile.on_track.lengths(rng, int(on_track.sum()))
+    lengths[~on_track] = profile.off_track.lengths(rng, int((~on_track).sum()))
+    labels = np.full((rows, int(lengths.max())), PAD, dtype=np.int8)
+    _run_chain(profile.on_track, np.flatnonzero(on_track), lengths, labels, rng)
+    _run_chain(profile.off_track, np.flatnonzero(~on_track), lengths, labels, rng)
+    last = labels[np.arange(rows), lengths - 1]
+    success = on_track & (last != 0)
+    answers = None
+    if wrong_answers > 0:
+        weights = 1.0 / np.arange(1, wrong_answers + 1)
+        wrong = 1 + np.searchsorted(np.cumsum(weights / weights.sum()), rng.random(rows), side="right")
+        answers = np.where(success, 0, np.minimum(wrong, wrong_answers))
+    return SimTrajectories(n_tasks, n_candidates, labels, lengths, success, answers)
+
+
+def judge(model: JudgeModel, trajs: SimTrajectories, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted step labels (same layout, PAD kept), final labels (+1/-1/0 for none) and failed flags."""
+    cum = np.cumsum(model.effective_confusion, axis=1)
+    valid = trajs.labels != PAD
+    truth = trajs.labels[valid]
+    u = rng.random(truth.size)
+    c = cum[truth]
+    predicted = np.full_like(trajs.labels, PAD)
+    predicted[valid] = (u > c[:, 0]).astype(np.int8) + (u > c[:, 1])
+    rows = trajs.success.size
+    positive = rng.random(rows) < np.where(trajs.success, model.orm_tpr, model.orm_fpr)
+    final = np.where(positive, 1, -1).astype(np.int8)
+    final[rng.random(rows) < model.orm_missing] = 0
+    failed = rng.random(rows) < model.fail_rate
+    final[failed] = 0
+    return predicted, final, failed
+
+
+def candidate_table(trajs: SimTrajectories, predicted: np.ndarray, final: np.ndarray, failed: np.ndarray,
+                    judge_name: str, subset: str) -> pl.DataFrame:
+    """The candidate table the selectors read; step k sits at message index 2 + 2k (system, user, then turns)."""
+    rows = trajs.success.size
+    valid = predicted != PAD
+    n = trajs.lengths
+    ok = ~failed
+    n_pos = np.where(ok, (predicted == 2).sum(axis=1), 0)
+    n_neg = np.where(ok, (predicted == 0).sum(axis=1), 0)
+    is_error = (predicted == 0) & valid
+    has_error = is_error.any(axis=1) & ok
+    first = np.where(has_error, is_error.argmax(axis=1), 0)
+    task = np.arange(rows) // trajs.n_candidates
+    answers = None
+    if trajs.answers is not None:
+        answers = pl.Series("answer", trajs.answers).cast(pl.String).str.replace(r"^", "answer-")
+    return pl.DataFrame({
+        "task_id": pl.Series(task).cast(pl.String).str.replace(r"^", "synthetic:"),
+        "subset": pl.repeat(subset, rows, eager=True),
+        "sample": np.arange(rows) % trajs.n_candidates,
+        "judge": pl.repeat(judge_name, rows, eager=True),
+        "n_steps": n,
+        "n_pos": n_pos,
+        "n_neg": n_neg,
+        "n_missing": np.where(ok, 0, n),
+        "pos_ratio": n_pos / n,
+        "first_error": pl.Series(np.where(has_error, 2 + 2 * first, 0)).set(pl.Series(~has_error), None),
+        "clean_prefix": np.where(has_error, first / n, 1.0),
+        "final_pred": pl.Series(final).set(pl.Series(final == 0), None),
+        "judge_ok": ok,
+        "answer": answers if answers is not None else pl.repeat(None, rows, dtype=pl.String, eager=True),
+        "success": trajs.success,
+    }, schema=SCHEMA)
