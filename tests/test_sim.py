@@ -1,0 +1,124 @@
+"""The simulator: calibrated to AgentProcessBench, seeded, and the default `python -m bon.run`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bon.datasets import sim as sim_dataset
+from bon.errors import BonError
+from bon.sim import model
+from bon.sim.calibrate import judge_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PROFILES = yaml.safe_load((CONF / "dataset" / "sim.yaml").read_text())["profiles"]
+JUDGE = yaml.safe_load((CONF / "judge" / "sim.yaml").read_text())
+
+
+def _profile(name: str) -> model.Profile:
+    return sim_dataset.profile({"profiles": PROFILES, "profile": name})
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profiles_reproduce_the_measured_statistics(name):
+    rng = np.random.default_rng(3)
+    prof = _profile(name)
+    trajs = model.generate(prof, model.sample_tasks(prof, 20_000, rng), 5, rng)
+    measured = PROFILES[name]["measured"]
+    labels = trajs.labels[trajs.labels != model.PAD]
+    assert trajs.success.mean() == pytest.approx(measured["success_rate"], abs=0.02)
+    assert trajs.success.reshape(-1, 5).any(axis=1).mean() == pytest.approx(measured["pass_at_5"], abs=0.06)
+    assert trajs.lengths.mean() == pytest.approx(measured["mean_steps"], rel=0.08)
+    for state, share in enumerate(measured["label_share"]):
+        assert np.mean(labels == state) == pytest.approx(share, abs=0.04)
+
+
+def test_errors_propagate_until_corrected():
+    prof = _profile("gaia_dev")
+    rng = np.random.default_rng(0)
+    trajs = model.generate(prof, np.zeros(20_000), 1, rng)  # every attempt off track
+    prev, nxt = trajs.labels[:, :-1], trajs.labels[:, 1:]
+    pairs = (prev == 0) & (nxt != model.PAD)
+    stay = np.mean(nxt[pairs] == 0)
+    assert stay == pytest.approx(prof.off_track.transition[0, 0], abs=0.01)
+    # success needs an on-track attempt that does not end on an uncorrected error
+    assert not trajs.success.any()
+
+
+def test_simulated_judge_follows_its_confusion_and_outcome_rates():
+    prof = _profile("tau2")
+    rng = np.random.default_rng(1)
+    trajs = model.generate(prof, model.sample_tasks(prof, 5_000, rng), 4, rng)
+    judge = model.JudgeModel("j", JUDGE["confusion"], positive_bias=0.2, orm_tpr=0.9, orm_fpr=0.1)
+    predicted, final, failed = model.judge(judge, trajs, rng)
+    valid = trajs.labels != model.PAD
+    for t in range(3):
+        row = np.bincount(predicted[valid][trajs.labels[valid] == t], minlength=3) / np.sum(trajs.labels[valid] == t)
+        np.testing.assert_allclose(row, judge.effective_confusion[t], atol=0.01)
+    assert np.mean(final[trajs.success] == 1) == pytest.approx(0.9, abs=0.02)
+    assert np.mean(final[~trajs.success] == 1) == pytest.approx(0.1, abs=0.02)
+    assert not failed.any()
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    cfg = {"profiles": PROFILES, "profile": "bfcl", "n_tasks": 200, "name": "sim"}
+    gen, jcfg = {"kind": "sim", "n": 4, "wrong_answers": 3}, {"kind": "sim", **JUDGE}
+    a = sim_dataset.candidate_table(cfg, gen, jcfg, seed=5)
+    b = sim_dataset.candidate_table(cfg, gen, jcfg, seed=5)
+    c = sim_dataset.candidate_table(cfg, gen, jcfg, seed=6)
+    assert a.equals(b) and not a.equals(c)
+    assert a.height == 800 and a["task_id"].str.starts_with("synthetic:").all()
+
+
+def test_calibrate_from_matches_the_recorded_judge(apb_root):
+    from bon.datasets import agentprocessbench as apb
+    from bon.prm_eval import score
+
+    records = list(apb.load_records(apb_root, "gaia_dev"))
+    measured = judge_config(apb_root, "GPT-5.2", records)
+    pooled = score({"name": "agentprocessbench", "subset": "gaia_dev", "root": str(apb_root)},
+                   {"kind": "replay", "name": "GPT-5.2"})["GPT-5.2"]["gaia_dev"]
+    counts = pooled.confusion[:, :3] + 0.5  # the same half-count prior, failed calls excluded as missing
+    np.testing.assert_allclose(measured["confusion"], counts / counts.sum(axis=1, keepdims=True), atol=1e-4)
+    assert measured["fail_rate"] == pytest.approx(1 / 250)
+    cfg = {"profiles": PROFILES, "profile": "gaia_dev", "n_tasks": 100, "name": "sim"}
+    table = sim_dataset.candidate_table(cfg, {"kind": "sim", "n": 5},
+                                        {"kind": "sim", "calibrate_from": "gpt-5.2", "root": str(apb_root)})
+    assert set(table["judge"]) == {"sim:GPT-5.2"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"profile": "swebench"}, "dataset.profile"),
+])
+def test_bad_profile_lists_valid_ones(change, message):
+    with pytest.raises(BonError, match=message) as err:
+        sim_dataset.candidate_table({"profiles": PROFILES, "n_tasks": 10, "name": "sim", **change},
+                                    {"kind": "sim", "n": 2}, {"kind": "sim", **JUDGE})
+    assert "gaia_dev" in str(err.value) and "tau2" in str(err.value)
+
+
+def test_bad_judge_confusion_and_kind_are_clear_errors():
+    cfg = {"profiles": PROFILES, "profile": "bfcl", "n_tasks": 10, "name": "sim"}
+    with pytest.raises(BonError, match="judge.confusion"):
+        sim_dataset.candidate_table(cfg, {"kind": "sim", "n": 2}, {"kind": "sim", **JUDGE, "confusion": [[1, 0, 0]]})
+    with pytest.raises(BonError, match="judge=sim"):
+        sim_dataset.candidate_table(cfg, {"kind": "sim", "n": 2}, {"kind": "replay", "name": "GPT-5.2"})
+
+
+def test_default_run_needs_no_data_and_says_synthetic(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("BON_DATA_DIR", "HYDRA_FULL_ERROR")}
+    env["BON_APB_MIRROR"] = "http://127.0.0.1:9/"  # any attempt to fetch data would fail loudly
+    proc = subprocess.run([sys.executable, "-m", "bon.run", "hydra.run.dir=out"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "SYNTHETIC" in proc.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["synthetic"] is True and "SYNTHETIC" in summary["note"]
+    assert summary["dataset"] == "sim" and summary["n_tasks"] == 1000
+    assert summary["random"] < summary["accuracy"] < summary["pass_at_n"]
