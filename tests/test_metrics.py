@@ -39,3 +39,14 @@ def test_paired_counts_discordant_tasks_and_tests_them_exactly():
 def test_paired_needs_the_same_tasks():
     with pytest.raises(ValueError, match="same tasks"):
         paired([1, 0], [1])
+
+
+def test_large_samples_use_the_normal_interval_which_matches_the_bootstrap():
+    from bon import metrics
+
+    rng = np.random.default_rng(1)
+    data = (rng.random(metrics.NORMAL_ABOVE + 1) < 0.3).astype(float)
+    lo, hi = bootstrap_ci(data)
+    assert lo < data.mean() < hi
+    boot_lo, boot_hi = bootstrap_ci(data[: metrics.NORMAL_ABOVE], n_resamples=2000)
+    assert (hi - lo) == pytest.approx(boot_hi - boot_lo, rel=0.1)

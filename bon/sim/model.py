@@ -163,13 +163,11 @@ def generate(profile: Profile, task_p: np.ndarray, n_candidates: int, rng: np.ra
 
 def judge(model: JudgeModel, trajs: SimTrajectories, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predicted step labels (same layout, PAD kept), final labels (+1/-1/0 for none) and failed flags."""
-    cum = np.cumsum(model.effective_confusion, axis=1)
-    valid = trajs.labels != PAD
-    truth = trajs.labels[valid]
-    u = rng.random(truth.size)
-    c = cum[truth]
-    predicted = np.full_like(trajs.labels, PAD)
-    predicted[valid] = (u > c[:, 0]).astype(np.int8) + (u > c[:, 1])
+    cum = np.cumsum(model.effective_confusion, axis=1).astype(np.float32)
+    u = rng.random(trajs.labels.shape, dtype=np.float32)
+    truth = trajs.labels  # PAD (-1) picks the last row here and is restored below
+    predicted = (u > cum[truth, 0]).astype(np.int8) + (u > cum[truth, 1])
+    predicted[truth == PAD] = PAD
     rows = trajs.success.size
     positive = rng.random(rows) < np.where(trajs.success, model.orm_tpr, model.orm_fpr)
     final = np.where(positive, 1, -1).astype(np.int8)
