@@ -31,10 +31,12 @@ SCHEMA: dict[str, pl.DataType] = {
 """Column meanings:
 n_steps      assistant steps in the trajectory
 n_pos/n_neg  steps the judge labelled +1 / -1
+n_neg        null when the judge call failed (unknown, never "no errors")
 n_missing    steps the judge gave no label (failed or skipped)
 pos_ratio    n_pos / n_steps (a missing label counts as not +1; 0 when there are no steps)
 first_error  absolute message index of the first step labelled -1, null if none
-clean_prefix share of steps before the first -1 (1.0 when the judge saw no error)
+clean_prefix share of steps before the first -1 or unlabelled step (1.0 when all are 0/+1;
+             null when the judge call failed)
 final_pred   the judge's outcome label +1/-1, null when it gave none
 judge_ok     False when the judge call failed
 success      ground truth: did this trajectory solve the task
@@ -42,23 +44,29 @@ success      ground truth: did this trajectory solve the task
 
 
 def step_features(steps: Sequence[int], judgement: Judgement) -> dict[str, Any]:
-    """Features of one trajectory under one judgement; `steps` are the assistant message indices."""
+    """Features of one trajectory under one judgement; `steps` are the assistant message indices.
+
+    A failed judgement says nothing about errors, so its error features are null (ranked
+    worst), never 0 errors; a missing step label ends the clean prefix like a -1 does.
+    """
     steps = sorted(steps)
     labels = [judgement.step_labels.get(i) for i in steps]
     n = len(steps)
     n_pos = sum(1 for v in labels if v == 1)
     first = next((k for k, v in enumerate(labels) if v == -1), None)
+    unclean = next((k for k, v in enumerate(labels) if v != 1 and v != 0), None)
     final = judgement.final_label if judgement.final_label in (1, -1) else None
+    failed = judgement.failed
     return {
         "n_steps": n,
         "n_pos": n_pos,
-        "n_neg": sum(1 for v in labels if v == -1),
+        "n_neg": None if failed else sum(1 for v in labels if v == -1),
         "n_missing": sum(1 for v in labels if v is None),
         "pos_ratio": n_pos / n if n else 0.0,
         "first_error": steps[first] if first is not None else None,
-        "clean_prefix": first / n if first is not None else 1.0,
+        "clean_prefix": None if failed or not n else (unclean / n if unclean is not None else 1.0),
         "final_pred": final,
-        "judge_ok": not judgement.failed,
+        "judge_ok": not failed,
     }
 
 
@@ -71,7 +79,7 @@ def candidate(trajectory: Trajectory, judgement: Judgement, subset: str = "") ->
         "judge": judgement.judge,
         **step_features(trajectory.step_indices, judgement),
         "answer": trajectory.answer,
-        "success": bool(trajectory.success),
+        "success": trajectory.success,  # None when unknown (live runs without a reference answer)
     }
 
 

@@ -53,10 +53,21 @@ def test_missing_labels_are_counted_and_are_not_plus_one():
     row = cand(0, "++??")
     assert (row["n_steps"], row["n_pos"], row["n_neg"], row["n_missing"]) == (4, 2, 0, 2)
     assert row["pos_ratio"] == 0.5
-    assert row["clean_prefix"] == 1.0 and row["first_error"] is None
+    # an unlabelled step ends the clean prefix: the judge did not vouch for it
+    assert row["clean_prefix"] == 0.5 and row["first_error"] is None
     # a label given explicitly as None is missing too
     explicit = candidates.step_features([1, 3], Judgement("j", {1: 1, 3: None}))
     assert explicit["n_missing"] == 1 and explicit["pos_ratio"] == 0.5
+
+
+def test_a_failed_judgement_never_looks_error_free():
+    failed = candidates.step_features([2, 4], Judgement("j", status="failed", reason="timeout"))
+    assert failed["n_neg"] is None and failed["clean_prefix"] is None and not failed["judge_ok"]
+    rows = [{**failed, "sample": 0, "success": False, "answer": None}, {**cand(1, "+-"), "success": True}]
+    assert selectors.clean_prefix(rows) == 1
+    assert selectors.Selector("fewest", rank=(selectors.Key("n_neg", descending=False),))(rows) == 1
+    only_failed_and_clean = [rows[0], {**cand(1, "++"), "success": True}]
+    assert selectors.Selector("clean", (selectors.FILTERS["no_error"],))(only_failed_and_clean) == 1
 
 
 def test_first_error_and_clean_prefix():

@@ -49,7 +49,10 @@ class Filter:
 
 @dataclass(frozen=True)
 class Key:
-    """Rank by a column, highest first (or lowest with `descending=False`); `missing` fills nulls."""
+    """Rank by a column, highest first (or lowest with `descending=False`).
+
+    A null ranks as `missing` after the direction is applied: by default worst either way.
+    """
 
     column: str
     descending: bool = True
@@ -60,8 +63,9 @@ class Key:
 
     def value(self, row: Mapping[str, Any]) -> float:
         raw = row.get(self.column)
-        v = self.missing if raw is None else float(raw)
-        return v if self.descending else -v
+        if raw is None:
+            return self.missing
+        return float(raw) if self.descending else -float(raw)
 
     @property
     def uses_votes(self) -> bool:

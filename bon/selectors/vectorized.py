@@ -99,8 +99,7 @@ def to_batch(table: pl.DataFrame) -> Batch:
 
 def _key_values(key: Key, batch: Batch) -> np.ndarray:
     v = batch.col(key.column)
-    v = np.where(np.isnan(v), key.missing, v)
-    return v if key.descending else -v
+    return np.where(np.isnan(v), key.missing, v if key.descending else -v)
 
 
 def _votes(key: Votes, batch: Batch, alive: np.ndarray) -> np.ndarray:
