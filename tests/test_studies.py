@@ -1,0 +1,151 @@
+"""The experiments/study_*.py scripts: each writes a readable PNG and a CSV with plausible numbers, quickly."""
+from __future__ import annotations
+
+import csv
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def study(name: str):
+    return importlib.import_module(name)
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), f"{path} was not written"
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert len(data) > 20_000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+def read_csv(path: Path, columns: set[str]) -> list[dict[str, str]]:
+    assert path.is_file(), f"{path} was not written"
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows, f"{path} is empty"
+    assert columns <= set(rows[0]), f"{path} lacks columns {columns - set(rows[0])}"
+    return rows
+
+
+def num(value: str) -> float:
+    return float(value) if value not in ("", None) else math.nan
+
+
+def test_bootstrap_bands_match_bon_metrics_bootstrap_ci():
+    from _common import bootstrap_bands
+
+    from bon.metrics import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    values = (rng.random((300, 2)) < [0.3, 0.7]).astype(float)
+    low, high = bootstrap_bands(values, resamples=4000, seed=1)
+    for i in range(2):
+        ref = bootstrap_ci(values[:, i], n_resamples=4000, seed=1)
+        assert low[i] == pytest.approx(ref[0], abs=0.012) and high[i] == pytest.approx(ref[1], abs=0.012)
+    assert bootstrap_bands(np.full(20, 0.5)) == (0.5, 0.5)
+
+
+def test_best_of_k_writes_curves_for_sim_and_replay(apb_root, tmp_path, capsys):
+    study("study_best_of_k").main(["--out", str(tmp_path), "--root", str(apb_root), "--tasks", "200", "--n", "6",
+                                   "--resamples", "200", "--subset", "hotpotqa"])
+    assert_png(tmp_path / "best_of_k.png")
+    rows = read_csv(tmp_path / "best_of_k.csv", {"source", "dataset", "subset", "judge", "selector", "k",
+                                                  "n_candidates", "n_tasks", "accuracy", "ci_low", "ci_high"})
+    assert {r["source"] for r in rows} == {"sim", "replay"}
+    for source, n in (("sim", 6), ("replay", 5)):
+        mine = [r for r in rows if r["source"] == source]
+        assert {int(r["k"]) for r in mine} == set(range(1, n + 1))
+        assert "majority" in {r["selector"] for r in mine}  # hotpotqa has final answers
+        at = {(r["selector"], int(r["k"])): num(r["accuracy"]) for r in mine}
+        for r in mine:
+            acc, low, high = num(r["accuracy"]), num(r["ci_low"]), num(r["ci_high"])
+            assert 0 <= low <= acc <= high <= 100
+        for s in {r["selector"] for r in mine}:  # with one candidate every selector is a random pick
+            assert at[(s, 1)] == pytest.approx(at[("random", 1)], abs=1e-9)
+            assert at[(s, n)] <= at[("pass_at_n", n)] + 1e-9
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out and "replay/hotpotqa" in out
+
+
+def test_best_of_k_sim_half_needs_no_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("BON_DATA_DIR", raising=False)
+    monkeypatch.setenv("BON_APB_MIRROR", "http://127.0.0.1:9/nowhere")  # any attempt to fetch data would fail
+    study("study_best_of_k").main(["--out", str(tmp_path), "--only", "sim", "--tasks", "100", "--n", "4",
+                                   "--resamples", "100", "--selectors", "final,two_stage,random,pass_at_n"])
+    assert_png(tmp_path / "best_of_k.png")
+    rows = read_csv(tmp_path / "best_of_k.csv", {"source", "accuracy"})
+    assert {r["source"] for r in rows} == {"sim"} and len(rows) == 4 * 4
+
+
+def test_judge_quality_sweep_crossover_and_real_judges(apb_root, tmp_path, capsys):
+    study("study_judge_quality").main(["--out", str(tmp_path), "--root", str(apb_root), "--tasks", "400",
+                                       "--steps", "6", "--biases", "0,0.3", "--resamples", "100"])
+    assert_png(tmp_path / "judge_quality.png")
+    rows = read_csv(tmp_path / "judge_quality.csv", {"kind", "bias", "q", "judge", "step_acc", "selector", "accuracy"})
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"sweep", "sweep_diff", "sim_calibrated", "real_replay", "crossover"}
+    for r in rows:
+        if r["kind"] in ("sweep", "sim_calibrated", "real_replay"):
+            assert 0 <= num(r["accuracy"]) <= 100 and 0 <= num(r["step_acc"]) <= 100
+    sweep = [r for r in rows if r["kind"] == "sweep" and r["selector"] == "pos_ratio" and num(r["bias"]) == 0]
+    acc = [num(r["step_acc"]) for r in sorted(sweep, key=lambda r: num(r["q"]))]
+    assert acc == sorted(acc) and acc[0] < 40 and acc[-1] > 95  # q walks StepAcc from noise to near perfect
+    final = {num(r["accuracy"]) for r in rows if r["kind"] == "sweep" and r["selector"] == "final"}
+    assert len(final) == 1  # the ORM is held fixed, and every point shares its random numbers
+    crossings = [r for r in rows if r["kind"] == "crossover"]
+    assert sorted(num(r["bias"]) for r in crossings) == [0.0, 0.3]
+    assert all(40 < num(r["step_acc"]) < 100 for r in crossings)
+    for kind in ("sim_calibrated", "real_replay"):
+        assert len({r["judge"] for r in rows if r["kind"] == kind}) == 15
+    assert "Crossover" in capsys.readouterr().out
+
+
+def test_confusion_matrices_and_orm_accuracy(apb_root, tmp_path):
+    study("study_confusion").main(["--out", str(tmp_path), "--root", str(apb_root)])
+    assert_png(tmp_path / "confusion.png")
+    assert_png(tmp_path / "stepacc_vs_orm.png")
+    judges = read_csv(tmp_path / "judges.csv", {"judge", "step_acc", "orm_acc", "n_failed"})
+    assert len(judges) == 15
+    by = {r["judge"]: r for r in judges}
+    assert num(by["GPT-5.2"]["step_acc"]) == pytest.approx(70.1, abs=0.1)  # the paper's Table 3 / README
+    assert all(0 <= num(r["orm_acc"]) <= 100 for r in judges)
+    cells = read_csv(tmp_path / "confusion.csv", {"judge", "human", "judge_label", "count", "row_share"})
+    assert len(cells) == 15 * 3 * 4
+    totals: dict[tuple[str, str], float] = {}
+    for r in cells:
+        totals[(r["judge"], r["human"])] = totals.get((r["judge"], r["human"]), 0.0) + num(r["row_share"])
+    assert all(v == pytest.approx(100.0) for v in totals.values())
+
+
+def test_heatmap_gain_over_random(apb_root, tmp_path):
+    study("study_heatmap").main(["--out", str(tmp_path), "--root", str(apb_root), "--resamples", "200"])
+    assert_png(tmp_path / "heatmap.png")
+    rows = read_csv(tmp_path / "heatmap.csv", {"selector", "judge", "n_tasks", "accuracy", "random", "gain_pp",
+                                                "ci_low", "ci_high", "note"})
+    assert len({r["judge"] for r in rows}) == 16 and "human" in {r["judge"] for r in rows}
+    for r in rows:
+        assert 0 <= num(r["accuracy"]) <= 100
+        assert num(r["gain_pp"]) == pytest.approx(num(r["accuracy"]) - num(r["random"]), abs=1e-6)
+    majority = [r for r in rows if r["selector"] == "majority"]
+    assert all(int(r["n_tasks"]) == 50 and "hotpotqa" in r["note"] for r in majority)
+    human_final = next(r for r in rows if r["selector"] == "final" and r["judge"] == "human")
+    oracle = next(r for r in rows if r["selector"] == "pass_at_n" and r["judge"] == "human")
+    assert num(human_final["accuracy"]) == pytest.approx(num(oracle["accuracy"]))  # human final labels are the truth
+
+
+def test_heatmap_leaves_vote_cells_blank_without_answers(apb_root, tmp_path):
+    study("study_heatmap").main(["--out", str(tmp_path), "--root", str(apb_root), "--resamples", "100",
+                                 "--subset", "gaia_dev", "--selectors", "final,majority,pass_at_n"])
+    assert_png(tmp_path / "heatmap.png")
+    rows = read_csv(tmp_path / "heatmap.csv", {"selector", "gain_pp", "note"})
+    assert all(r["gain_pp"] == "" and r["note"].startswith("blank") for r in rows if r["selector"] == "majority")
+    assert all(r["gain_pp"] != "" for r in rows if r["selector"] != "majority")
