@@ -45,7 +45,10 @@ class PrmScore:
             self.n_step_correct += p == h
             self.confusion[LABEL_ORDER.index(h), 3 if p is None else LABEL_ORDER.index(p)] += 1
         if not failed:
-            self.n_first_error_correct += first_error(steps, human.step_labels) == first_error(steps, predicted.step_labels)
+            # an unlabelled step before the judge's first -1 leaves its first error unknown: a mismatch
+            undecided = next((i for i in sorted(steps) if predicted.step_labels.get(i) in (-1, None)), None)
+            known = undecided is None or predicted.step_labels.get(undecided) == -1
+            self.n_first_error_correct += known and first_error(steps, human.step_labels) == undecided
 
     def __add__(self, other: "PrmScore") -> "PrmScore":
         return PrmScore(self.n_steps + other.n_steps, self.n_step_correct + other.n_step_correct,

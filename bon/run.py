@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bon import datasets, generators, selectors
 from bon.config import conf_dir
-from bon.errors import exit_on_user_error
+from bon.errors import BonError, exit_on_user_error
 from bon.evaluate import evaluate
 from bon.sim import SYNTHETIC
 
@@ -38,15 +38,27 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _check_run_options(cfg: DictConfig) -> None:
+    """Fail early, naming the option, rather than deep inside numpy or scipy."""
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise BonError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    if not isinstance(cfg.confidence, float) or not 0 < cfg.confidence < 1:
+        raise BonError(f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {cfg.confidence!r}")
+    if not isinstance(cfg.bootstrap_resamples, int) or cfg.bootstrap_resamples < 100:
+        raise BonError(f"bootstrap_resamples must be an integer >= 100, got {cfg.bootstrap_resamples!r}")
+
+
 @exit_on_user_error
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one configuration and write its outputs into `out_dir`."""
+    _check_run_options(cfg)
     generators.check(OmegaConf.to_container(cfg.generator, resolve=True))
     selector = selectors.from_config(OmegaConf.to_container(cfg.selector, resolve=True))
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     table = datasets.candidate_table(dataset_cfg, OmegaConf.to_container(cfg.judge, resolve=True),
                                      OmegaConf.to_container(cfg.generator, resolve=True), cfg.seed)
-    picks, rows = evaluate(selector, table, dataset_cfg["name"], str(dataset_cfg.get("subset")),
+    subset = str(dataset_cfg.get("subset") or dataset_cfg.get("profile"))
+    picks, rows = evaluate(selector, table, dataset_cfg["name"], subset,
                            cfg.confidence, cfg.bootstrap_resamples, cfg.seed)
     synthetic = dataset_cfg["name"] == "sim"
     if synthetic:
@@ -62,7 +74,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if rows[0]["n_tasks"] == 0:
         print(f"warning: {rows[0]['note']}", file=sys.stderr)
     else:
-        print(f"{selector.name} on {dataset_cfg['name']}/{dataset_cfg.get('subset')} "
+        print(f"{selector.name} on {dataset_cfg['name']}/{subset} "
               f"({rows[0]['n_tasks']} tasks, accuracy in %)" + (f"  [{SYNTHETIC}]" if synthetic else ""))
         print(format_rows(rows))
         if rows[0]["note"]:

@@ -127,7 +127,7 @@ def conf(group: str, name: str) -> dict[str, Any]:
 
 def sim_configs(profile: str, n: int, n_tasks: int, **judge: Any) -> tuple[dict, dict, dict]:
     """(dataset, generator, judge) configs for dataset=sim with these sizes; `judge` overrides conf/judge/sim.yaml."""
-    dataset = conf("dataset", "sim") | {"profile": profile, "subset": profile, "n_tasks": n_tasks}
+    dataset = conf("dataset", "sim") | {"profile": profile, "n_tasks": n_tasks}
     if profile not in dataset["profiles"]:
         raise BonError(f"unknown profile {profile!r}; valid: {', '.join(dataset['profiles'])}")
     generator = conf("generator", "sim") | {"n": n}

@@ -61,11 +61,15 @@ def test_failed_and_missing_predictions_are_mismatches():
     score = PrmScore()
     # a failed judgement with no -1 would "match" a human trajectory with no -1 if it were not a mismatch
     score.add([2, 4], human, Judgement("j", {2: None, 4: None}, None, status="failed", reason="timeout"))
-    score.add([2, 4], human, Judgement("j", {2: 1}, 1))  # step 4 missing
-    assert score.n_steps == 4 and score.n_step_correct == 1
-    assert score.n_first_error_correct == 1  # only the second trajectory
+    score.add([2, 4], human, Judgement("j", {2: 1}, 1))  # step 4 missing: its first error is unknown
+    score.add([2, 4], human, Judgement("j", {2: 1, 4: 1}, 1))
+    assert score.n_steps == 6 and score.n_step_correct == 3
+    assert score.n_first_error_correct == 1  # only the fully labelled trajectory
     assert score.n_failed == 1
-    assert score.confusion[2].tolist() == [0, 0, 1, 3]  # human +1: one +1, three missing
+    assert score.confusion[2].tolist() == [0, 0, 3, 3]  # human +1: three +1, three missing
+    later = PrmScore()  # a -1 before any gap fixes the first error even if later steps are unlabelled
+    later.add([2, 4, 6], Judgement("human", {2: 1, 4: -1, 6: -1}, -1), Judgement("j", {2: 1, 4: -1}, -1))
+    assert later.n_first_error_correct == 1
 
 
 def test_first_error_compares_index_of_first_minus_one():

@@ -167,3 +167,31 @@ def test_replay_path_never_imports_litellm(apb_root, tmp_path):
 def test_unknown_generator_kind_lists_valid(apb_root, tmp_path):
     proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "generator.kind=live", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
     _user_error(proc, "unknown generator kind 'live'", "replay")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("bootstrap_resamples=0", "bootstrap_resamples"),
+    ("confidence=1.5", "confidence"),
+    ("seed=abc", "seed"),
+    ("dataset.subset=hotpotqa", "dataset.profile=hotpotqa"),   # the simulator has profiles, not subsets
+    ("judge.name=GPT-5.2", "judge.calibrate_from=GPT-5.2"),    # a sim judge is never relabelled as a real one
+])
+def test_bad_run_options_name_the_option(tmp_path, override, needle):
+    proc = bon_run(override, f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    _user_error(proc, needle)
+
+
+def test_duplicate_or_malformed_judge_records_are_errors(apb_root, tmp_path):
+    root = _copy_root(apb_root, tmp_path / "apb")
+    path = root / "eval" / "results" / "GPT-5.2" / "hotpotqa__blind_gpt-5.2.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines + [lines[2]]) + "\n")
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={root}", "dataset.subset=hotpotqa",
+                   f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+    _user_error(proc, f"{path}:{len(lines) + 1}", "duplicate record_id", "line 3")
+    record = json.loads(lines[0])
+    record["step_labels"][next(iter(record["step_labels"]))] = [1]
+    path.write_text("\n".join([json.dumps(record)] + lines[1:]) + "\n")
+    proc = bon_run("dataset=agentprocessbench", f"dataset.root={root}", "dataset.subset=hotpotqa",
+                   f"hydra.run.dir={tmp_path / 'o2'}", cwd=tmp_path)
+    _user_error(proc, f"{path}:1", "-1, 0 or 1")

@@ -81,7 +81,7 @@ def _labels(raw: object, where: str, allow_null: bool) -> dict[int, int | None]:
             raise BonError(f"{where}: step label key {key!r} is not a message index")
         if value is None and allow_null:
             labels[int(key)] = None
-        elif value not in VALID_LABELS or isinstance(value, bool):
+        elif not isinstance(value, int) or isinstance(value, bool) or value not in VALID_LABELS:
             raise BonError(f"{where}: step {key} has label {value!r}; labels must be -1, 0 or 1")
         else:
             labels[int(key)] = int(value)
@@ -91,7 +91,7 @@ def _labels(raw: object, where: str, allow_null: bool) -> dict[int, int | None]:
 def _final(raw: object, where: str) -> int | None:
     if raw is None or raw == 0:
         return None
-    if raw not in (-1, 1) or isinstance(raw, bool):
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw not in (-1, 1):
         raise BonError(f"{where}: final_label {raw!r}; must be -1, 0 or 1")
     return int(raw)
 
@@ -147,8 +147,14 @@ def load_judge(root: Path, judge: str, subset: str) -> dict[str, Judgement]:
         found = ", ".join(f.name for f in files) or "none"
         raise BonError(f"expected one {subset}__*.jsonl in {directory}, found {found}")
     out: dict[str, Judgement] = {}
+    seen: dict[str, int] = {}
     for lineno, r in jsonl.read(files[0]):
         where = f"{files[0]}:{lineno} (record {r.get('record_id')!r})"
+        if not isinstance(r.get("record_id"), str):
+            raise BonError(f"{where}: missing or non-string record_id")
+        if r["record_id"] in seen:
+            raise BonError(f"{where}: duplicate record_id, first seen on line {seen[r['record_id']]}")
+        seen[r["record_id"]] = lineno
         labels = _labels(r.get("step_labels") or {}, where, allow_null=True)
         comment = str(r.get("comment") or "")
         failed = comment.startswith(FAILED_PREFIX)

@@ -13,6 +13,9 @@ from bon.sim.model import JudgeModel, Profile
 
 def profile(dataset_cfg: Mapping[str, Any]) -> Profile:
     profiles = dataset_cfg.get("profiles") or {}
+    if dataset_cfg.get("subset") is not None:
+        raise BonError(f"dataset=sim has profiles, not subsets: use dataset.profile={dataset_cfg['subset']} "
+                       f"(valid: {', '.join(sorted(profiles))})")
     name = dataset_cfg.get("profile")
     if name not in profiles:
         raise unknown_choice("dataset.profile", name, profiles)
@@ -37,6 +40,9 @@ def judge_model(judge_cfg: Mapping[str, Any], profile_name: str) -> JudgeModel:
         base = measured(root, name, subsets)
         values = {f: getattr(base, f) for f in fields} | {"positive_bias": float(judge_cfg.get("positive_bias", 0.0))}
         return JudgeModel(name=f"sim:{name}", **values)
+    if judge_cfg.get("name") not in (None, "sim"):
+        raise BonError(f"judge.name={judge_cfg['name']!r} would only relabel the simulated judge; to imitate a "
+                       f"recorded judge use judge.calibrate_from={judge_cfg['name']}")
     missing = [f for f in fields if judge_cfg.get(f) is None]
     if missing:
         raise BonError(f"judge=sim is missing {missing}; set them or judge.calibrate_from=<recorded judge>")

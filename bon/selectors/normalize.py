@@ -17,13 +17,13 @@ _WS = " \t\n\r\f\v"
 _PUNCT = r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]"
 # Articles go while words are separated by two spaces, so each match consumes only its own
 # spaces and adjacent articles ("a an the") all match: one regex pass, same in both engines.
-_SQUAD = (("lower",), ("sub", _PUNCT, " "), ("sub", f"[{_WS}]+", "  "), ("sub", "(^| )(a|an|the)( |$)", " "),
+_SQUAD = (("lower",), ("sub", _PUNCT, ""), ("sub", f"[{_WS}]+", "  "), ("sub", "(^| )(a|an|the)( |$)", " "),
           ("sub", "[ ]+", " "), ("strip",))
 _FIRST_SENTENCE = (("strip",), ("sub1", r"\n[\s\S]*$", ""), ("sub1", f"([.!?])[{_WS}][\\s\\S]*$", "$1"))
 
 STEPS: dict[str, tuple[tuple[str, ...], ...]] = {
     "exact": (("strip",),),
-    "squad": _SQUAD,  # lower case, no punctuation or articles, single spaces
+    "squad": _SQUAD,  # lower case, punctuation deleted ("U.S.A." = "USA"), no articles, single spaces
     "first_line": _FIRST_SENTENCE + _SQUAD,  # the squad form of the first sentence only
 }
 
