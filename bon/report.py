@@ -2,11 +2,13 @@
 
 Writes into OUT (default DIR):
 
-* report.csv -- long format, one line per (selector, judge, subset), accuracies in percent;
+* report.csv -- like the paper's Table 4: one line per selector, one accuracy column (percent) per
+  judge / subset.
+* report_long.csv -- one line per (selector, judge, subset) with every figure, accuracies in percent;
   pooled `subset=all` runs also contribute one line per subset from their `by_subset` breakdown
   (row_kind "by_subset", no interval).
-* report.md  -- selectors x (judge, subset) table of "accuracy [CI low, CI high]" in percent, the
-  best-of-k expected accuracy at each k, and the runs' notes.
+* report.md  -- selectors x (judge, subset) table of "accuracy [CI low, CI high]" in percent, the same
+  as tie-aware expectations, best-of-k at each k, a paired comparison against `final`, and notes.
 * report.png -- accuracy with intervals per selector and judge, and best-of-k curves (bon.plots).
 """
 from __future__ import annotations
@@ -243,8 +245,8 @@ def baseline(rows: list[dict[str, Any]], field: str) -> float | None:
     return values[0] if values else None
 
 
-def main_table(rows: list[dict[str, Any]]) -> str:
-    """Selectors down, judge x subset across, cells 'accuracy [CI]' in percent."""
+def main_table(rows: list[dict[str, Any]], expected: bool = False) -> str:
+    """Selectors down, judge x subset across, cells 'accuracy [CI]' in percent (or the tie-aware expectation)."""
     cols = columns(rows)
     multi_dataset = len({c[0] for c in cols}) > 1
     by_key = {_key(r): r for r in rows}
@@ -258,7 +260,10 @@ def main_table(rows: list[dict[str, Any]]) -> str:
         line = ["random (lowest sample index)" if name == "random" else _selector_label(name, oracle[name])]
         for d, j, s in cols:
             row = by_key.get((d, name, j, s))
-            line.append(_cell(row) if row else "–")
+            if not row:
+                line.append("–")
+            else:
+                line.append((pct(row["accuracy_expected"]) or "n/a") if expected else _cell(row))
         body.append(line)
     if "pass_at_n" not in names:
         body.append(["pass@N (oracle)"] + [pct(baseline(col_rows[c], "pass_at_n")) for c in cols])
@@ -340,6 +345,10 @@ def markdown(rows: list[dict[str, Any]]) -> tuple[str, str]:
              "`random (expected)` is the exact expected accuracy of a uniformly random pick (no interval); "
              "`pass@N` counts a task as solved if any of its N candidates is correct, the ceiling for any "
              "selector. Oracle selectors use ground truth."]
+    parts += ["", "## Tie-aware expected accuracy", "",
+              "The table above breaks ties by the lowest sample index (on AgentProcessBench that is the first "
+              "policy model). Here a tie counts as the mean success of the tied candidates, so the numbers do "
+              "not depend on sample order.", "", main_table(rows, expected=True)]
     bok = best_of_k_table(rows)
     if bok:
         parts += ["", "## Best-of-k", "",
