@@ -12,7 +12,6 @@ band is a 95% percentile bootstrap over tasks. Writes best_of_k.png and best_of_
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -114,7 +113,7 @@ def plot(rows: list[dict[str, Any]], path) -> None:
             title = (f"AgentProcessBench replay: subset {m['subset']}, {n_tasks} tasks, N={m['n_candidates']}\n"
                      f"recorded judge {m['judge']}")
         _panel(ax, mine, title)
-    handles, labels = {}, {}
+    handles: dict = {}
     for ax in axes:  # one legend for both panels: a selector has the same colour everywhere
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
@@ -175,10 +174,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from bon.errors import BonError
+    from bon.errors import exit_on_user_error
 
-    try:
-        main()
-    except BonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main)()

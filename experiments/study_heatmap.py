@@ -12,7 +12,6 @@ recorded judges by StepAcc, best first. Writes heatmap.png and heatmap.csv.
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -140,10 +139,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from bon.errors import BonError
+    from bon.errors import exit_on_user_error
 
-    try:
-        main()
-    except BonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main)()

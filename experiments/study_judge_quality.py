@@ -20,7 +20,6 @@ synthetic candidates, at its simulated StepAcc; and the judge's real replay accu
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -295,10 +294,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from bon.errors import BonError
+    from bon.errors import exit_on_user_error
 
-    try:
-        main()
-    except BonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main)()

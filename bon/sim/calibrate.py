@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bon.datasets import agentprocessbench as apb
-from bon.sim.model import Chain, Profile, JudgeModel, generate, sample_tasks
+from bon.sim.model import Chain, JudgeModel, Profile, generate
 
 QUANTILES = 21  # step counts stored at 0, 5, ..., 100 %
 
