@@ -1,0 +1,367 @@
+"""`LLMClient`: one model's chat completions through litellm, limited, retried, cached and costed.
+
+Every call returns a `CallResult`, never raises for an API failure: a failed call is data (status
+"failed" with the kind of failure) that judges and generators record and summaries count. Only
+programming errors and cancellation propagate.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import sqlite3
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+from bon.errors import BonError
+from bon.llm.cache import ResponseCache, cache_key
+from bon.llm.limits import Limiter
+from bon.llm.retry import Failure, RetryPolicy, classify
+
+log = logging.getLogger(__name__)
+
+# Loggers litellm and its HTTP stack write to; kept at WARNING so a run's log holds our lines only.
+NOISY_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "openai",
+                 "aiohttp")
+# Sent as the key when a custom api_base is used without api_key_env, so that the provider's
+# default key (e.g. OPENAI_API_KEY) is never sent to a local or third-party server by accident.
+PLACEHOLDER_KEY = "no-key"
+# How much longer than `timeout` we wait before cancelling a call ourselves, should litellm's own
+# timeout not fire (it does today; this is a backstop so a hang can never stall a run).
+TIMEOUT_GRACE_S = 5.0
+
+
+def quiet_loggers() -> None:
+    """Cap litellm's and the HTTP stack's loggers at WARNING (Hydra sets the root to INFO)."""
+    for name in NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING or logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+_litellm: Any = None
+
+
+def import_litellm() -> Any:
+    """Import litellm on first use (it takes seconds), offline and quiet."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map
+        quiet_loggers()  # before the import: litellm logs while importing
+        import litellm
+
+        litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banner on every exception
+        quiet_loggers()
+        _litellm = litellm
+    return _litellm
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """The outcome of one `complete` call (after all retries).
+
+    `message` is the assistant message as a plain OpenAI-format dict (role, content, tool_calls
+    with JSON-string arguments). `cost_usd` is None when the price is unknown. For a cache hit,
+    tokens, cost and latency describe the original call (`cached` says it cost nothing now).
+    """
+
+    status: Literal["ok", "failed"]
+    model: str
+    message: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0  # the successful (or last) HTTP attempt
+    wall_s: float = 0.0  # the whole call: queueing, retries, backoff
+    cost_usd: float | None = None
+    attempts: int = 0
+    cached: bool = False
+    reason: str | None = None  # failure kind (see bon.llm.retry.KINDS)
+    error: str | None = None  # the failure's message, credentials removed
+    reasoning: str | None = None  # provider reasoning text (e.g. reasoning_content), kept out of `message`
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def content(self) -> str | None:
+        return (self.message or {}).get("content")
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        return list((self.message or {}).get("tool_calls") or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# What a cache row holds: the response, not how we got it.
+_CACHED_FIELDS = ("model", "message", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s",
+                  "cost_usd", "reasoning")
+
+
+@dataclass
+class Stats:
+    """Running totals for a stage: shown on progress bars, written to summary.json.
+
+    Tokens and cost count live calls only (what this run spent); `saved_cost_usd` is what the
+    cache hits had cost when first made. `unpriced` counts live calls whose price is unknown.
+    """
+
+    calls: int = 0
+    ok: int = 0
+    failed: int = 0
+    cache_hits: int = 0
+    requests: int = 0  # HTTP attempts
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
+    saved_cost_usd: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def add(self, r: CallResult) -> None:
+        self.calls += 1
+        if r.ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+            self.failures[r.reason or "error"] = self.failures.get(r.reason or "error", 0) + 1
+        if r.cached:
+            self.cache_hits += 1
+            self.saved_cost_usd += r.cost_usd or 0.0
+            return
+        self.requests += r.attempts
+        self.retries += max(0, r.attempts - 1)
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        if r.cost_usd is None:
+            self.unpriced += r.ok
+        else:
+            self.cost_usd += r.cost_usd
+
+    def merge(self, other: "Stats") -> "Stats":
+        """A new Stats summing both (e.g. a stage's judge and generator clients)."""
+        out = Stats(**{k: v for k, v in asdict(self).items() if k != "failures"})
+        for k, v in asdict(other).items():
+            if k != "failures":
+                setattr(out, k, getattr(out, k) + v)
+        out.failures = dict(self.failures)
+        for k, v in other.failures.items():
+            out.failures[k] = out.failures.get(k, 0) + v
+        return out
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def postfix(self) -> dict[str, str]:
+        """Compact fields for tqdm's set_postfix (the bar itself counts done)."""
+        tok = self.tokens
+        tok_s = f"{tok / 1e6:.1f}M" if tok >= 1e6 else f"{tok / 1e3:.1f}k" if tok >= 1e3 else str(tok)
+        cost = f"${self.cost_usd:.4f}" + ("+?" if self.unpriced else "")
+        return {"failed": str(self.failed), "cached": str(self.cache_hits), "tok": tok_s, "cost": cost}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tokens"] = self.tokens
+        d["cost_usd"] = round(self.cost_usd, 6)
+        d["saved_cost_usd"] = round(self.saved_cost_usd, 6)
+        d["cost_complete"] = self.unpriced == 0
+        return d
+
+
+def _check_prices(prices: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    if prices is None:
+        return None
+    try:
+        return float(prices["input_per_mtok"]), float(prices["output_per_mtok"])
+    except (KeyError, TypeError, ValueError):
+        raise BonError("prices must give numbers for input_per_mtok and output_per_mtok "
+                       f"(USD per million tokens); got {dict(prices)!r}") from None
+
+
+class LLMClient:
+    """Chat completions for one model, with limits, retries, a cache and accounting.
+
+    `api_key_env` names the environment variable holding the key; it is read here, so a missing
+    variable fails before any work starts. Without it litellm's default variable for the provider
+    applies, except with a custom `api_base`, where no key is sent (see PLACEHOLDER_KEY).
+    `params` (temperature, max_tokens, seed, ...) go to every call and into the cache key.
+    `prices` ({input_per_mtok, output_per_mtok} in USD) take precedence over litellm's price data.
+    """
+
+    def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
+                 concurrency: int = 16, rpm: int | None = None, rpm_period_s: float = 60.0,
+                 timeout: float = 120.0, max_attempts: int = 5, backoff_base_s: float = 1.0,
+                 max_delay_s: float = 60.0, cache: ResponseCache | None = None,
+                 prices: Mapping[str, Any] | None = None, limiter: Limiter | None = None,
+                 stats: Stats | None = None, jitter_seed: int | None = None,
+                 **params: Any) -> None:
+        if max_attempts < 1:
+            raise BonError("max_attempts must be >= 1")
+        if timeout <= 0:
+            raise BonError("timeout must be > 0 seconds")
+        self.model = model
+        self.api_base = api_base
+        self.api_key_env = api_key_env
+        self._api_key: str | None = None
+        if api_key_env:
+            value = os.environ.get(api_key_env)
+            if not value:
+                raise BonError(f"environment variable {api_key_env} is not set; it must hold the API key "
+                               f"for model {model!r}")
+            self._api_key = value
+        elif api_base:
+            self._api_key = PLACEHOLDER_KEY
+        self.timeout = float(timeout)
+        self.policy = RetryPolicy(max_attempts=max_attempts, base_delay=backoff_base_s, max_delay=max_delay_s)
+        self.limiter = limiter or Limiter(concurrency=concurrency, rpm=rpm, period=rpm_period_s)
+        self.cache = cache if cache is not None and cache.mode != "off" else None
+        self.prices = _check_prices(prices)
+        self.stats = stats if stats is not None else Stats()
+        self.params = dict(params)
+        self._rng = random.Random(jitter_seed)
+        self._litellm_prices_unknown = False
+
+    def __repr__(self) -> str:  # never shows the key
+        return (f"LLMClient(model={self.model!r}, api_base={self.api_base!r}, api_key_env={self.api_key_env!r}, "
+                f"limiter={self.limiter!r}, cache={self.cache!r})")
+
+    # -- public API
+    async def complete(self, messages: Sequence[Mapping[str, Any]],
+                       tools: Sequence[Mapping[str, Any]] | None = None, sample: int = 0,
+                       **params: Any) -> CallResult:
+        """One chat completion: from the cache if there, else from the API (retrying transient
+        failures). `sample` distinguishes repeated samples of the same request in the cache."""
+        started = time.perf_counter()
+        call_params = {**self.params, **params}
+        tools = list(tools) if tools else None
+        key = None
+        if self.cache is not None:
+            key = cache_key(self.model, messages, tools, call_params, sample)
+            try:
+                stored = await self.cache.aget(key)
+            except sqlite3.Error as exc:  # an unusable cache must not stop the run: call the API
+                log.warning("response cache %s unreadable (%s); calling the API", self.cache.path, exc)
+                stored = None
+            if stored is not None:
+                result = CallResult(status="ok", attempts=0, cached=True, wall_s=time.perf_counter() - started,
+                                    **{k: stored.get(k) for k in _CACHED_FIELDS if k in stored})
+                self.stats.add(result)
+                return result
+        result = await self._call(messages, tools, call_params, started)
+        if result.ok and key is not None and self.cache is not None and self.cache.writable:
+            try:
+                await self.cache.aput(key, self.model, {k: getattr(result, k) for k in _CACHED_FIELDS})
+            except sqlite3.Error as exc:  # keep the result we paid for; only its reuse is lost
+                log.warning("could not store a response in %s: %s", self.cache.path, exc)
+        self.stats.add(result)
+        return result
+
+    async def aclose(self) -> None:
+        """Close litellm's pooled HTTP sessions, so no connection outlives the run.
+
+        The sessions are litellm's, shared by every client in the process: call this at the end
+        of a run (a later call simply opens new ones). The cache is left open: it may be shared."""
+        if "litellm" in sys.modules:
+            await sys.modules["litellm"].close_litellm_async_clients()
+
+    async def __aenter__(self) -> "LLMClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- internals
+    async def _call(self, messages: Sequence[Mapping[str, Any]], tools: list | None,
+                    params: dict[str, Any], started: float) -> CallResult:
+        litellm = import_litellm()
+        kwargs: dict[str, Any] = {**params, "model": self.model, "messages": list(messages),
+                                  "timeout": self.timeout, "num_retries": 0, "max_retries": 0, "caching": False}
+        if tools:
+            kwargs["tools"] = tools
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self.limiter.slot():
+                t0 = time.perf_counter()
+                try:
+                    async with asyncio.timeout(self.timeout + TIMEOUT_GRACE_S):
+                        response = await litellm.acompletion(**kwargs)
+                    failure = None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every failure of the API call becomes data
+                    failure = classify(exc)
+                latency = time.perf_counter() - t0
+            if failure is None:
+                return self._result(response, attempt, latency, started)
+            delay = self.policy.delay(attempt, failure, self._rng)
+            if delay is None:
+                return self._failed(failure, attempt, latency, started)
+            log.debug("%s: attempt %d/%d failed (%s); retrying in %.2fs", self.model, attempt,
+                      self.policy.max_attempts, failure.kind, delay)
+            await asyncio.sleep(delay)
+
+    def _failed(self, failure: Failure, attempts: int, latency: float, started: float) -> CallResult:
+        message = self._scrub(failure.message)
+        if failure.retry_after is not None and failure.retry_after > self.policy.max_delay:
+            message = (f"server asked to retry after {failure.retry_after:.0f}s, more than max_delay_s="
+                       f"{self.policy.max_delay:g}: {message}")
+        log.info("%s: call failed after %d attempt(s): %s: %s", self.model, attempts, failure.kind, message[:300])
+        return CallResult(status="failed", model=self.model, attempts=attempts, latency_s=latency,
+                          wall_s=time.perf_counter() - started, reason=failure.kind, error=message)
+
+    def _result(self, response: Any, attempts: int, latency: float, started: float) -> CallResult:
+        choices = getattr(response, "choices", None) or []
+        if not choices or getattr(choices[0], "message", None) is None:
+            return self._failed(Failure("bad_response", False, "the response has no choices/message"),
+                                attempts, latency, started)
+        choice = choices[0]
+        msg = choice.message
+        message: dict[str, Any] = {"role": "assistant", "content": msg.content}
+        if getattr(msg, "tool_calls", None):
+            message["tool_calls"] = [
+                {"id": tc.id, "type": "function",
+                 "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
+                for tc in msg.tool_calls]
+        usage = getattr(response, "usage", None)
+        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+        return CallResult(status="ok", model=self.model, message=message, finish_reason=choice.finish_reason,
+                          prompt_tokens=pt, completion_tokens=ct, latency_s=latency,
+                          wall_s=time.perf_counter() - started, cost_usd=self._cost(response, pt, ct),
+                          attempts=attempts, reasoning=getattr(msg, "reasoning_content", None) or None)
+
+    def _cost(self, response: Any, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """Configured prices, else litellm's price data, else None (unknown): never an exception."""
+        if self.prices is not None:
+            return (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost")  # litellm prices every response it can while returning it
+        if cost is not None:
+            return float(cost)
+        if self._litellm_prices_unknown:
+            return None
+        try:
+            return float(sys.modules["litellm"].completion_cost(completion_response=response, model=self.model))
+        except Exception:  # noqa: BLE001 - litellm raises a bare Exception for unmapped models
+            self._litellm_prices_unknown = True
+            return None
+
+    def _scrub(self, text: str) -> str:
+        """Remove the API key from text that may be logged or stored."""
+        key = self._api_key
+        if key and key != PLACEHOLDER_KEY and len(key) >= 4:
+            text = text.replace(key, "***")
+        return text
