@@ -55,8 +55,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     generators.check(OmegaConf.to_container(cfg.generator, resolve=True))
     selector = selectors.from_config(OmegaConf.to_container(cfg.selector, resolve=True))
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
-    table = datasets.candidate_table(dataset_cfg, OmegaConf.to_container(cfg.judge, resolve=True),
-                                     OmegaConf.to_container(cfg.generator, resolve=True), cfg.seed)
+    judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
+    generator_cfg = OmegaConf.to_container(cfg.generator, resolve=True)
+    usage = None
+    if dataset_cfg.get("name") == "tasks":
+        from bon import live  # imports litellm only on this path
+
+        table, usage = live.run(dataset_cfg, generator_cfg, judge_cfg, OmegaConf.to_container(cfg.cache), out_dir)
+    else:
+        table = datasets.candidate_table(dataset_cfg, judge_cfg, generator_cfg, cfg.seed)
     subset = str(dataset_cfg.get("subset") or dataset_cfg.get("profile"))
     picks, rows = evaluate(selector, table, dataset_cfg["name"], subset,
                            cfg.confidence, cfg.bootstrap_resamples, cfg.seed)
@@ -67,6 +74,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             row["note"] = "; ".join(filter(None, [SYNTHETIC_NOTE, row["note"]]))
     summary: dict[str, Any] = dict(rows[0]) if len(rows) == 1 else {}
     summary["rows"] = rows
+    if usage is not None:
+        summary["usage"] = usage  # calls, failures, retries, tokens and USD per stage
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     table.write_parquet(out_dir / "candidates.parquet")
@@ -79,6 +88,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         print(format_rows(rows))
         if rows[0]["note"]:
             print(f"note: {rows[0]['note']}")
+    for stage, st in (usage or {}).items():
+        cost = f"${st['cost_usd']:.4f}" + (f" (+{st['unpriced']} calls of unknown price)" if st["unpriced"] else "")
+        print(f"{stage}: {st['calls']} calls ({st['failed']} failed, {st['cache_hits']} cached, {st['retries']} retries), "
+              f"{st['prompt_tokens'] + st['completion_tokens']} tokens, {cost}")
     print(f"wrote {out_dir / 'summary.json'}")
     return summary
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from bon.errors import unknown_choice
 
-KINDS = ("replay", "sim")
+KINDS = ("replay", "sim", "llm")
 
 
 def check(generator_cfg: Mapping[str, Any]) -> None:

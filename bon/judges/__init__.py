@@ -4,4 +4,4 @@ Kinds available now: `replay` (recorded LLM judge outputs, e.g. AgentProcessBenc
 eval/results/) and `human` (the human labels as an oracle judge), both read by `bon.datasets`, and `sim`
 (a simulated judge for the synthetic benchmark, bon.sim). Live LLM judges arrive with the live pipeline.
 """
-KINDS = ("replay", "human", "sim")
+KINDS = ("replay", "human", "sim", "llm")

@@ -1,0 +1,275 @@
+"""`AgentGenerator`: a tool-calling agent loop through `LLMClient`, N sampled trajectories per task.
+
+The loop speaks the OpenAI function-calling format (system/user/assistant/tool messages, tool calls
+with JSON-string arguments, tool messages linked by `tool_call_id`), so its trajectories can be
+judged and replayed like any recorded ones. It never raises for a failure of the model or a tool:
+every episode ends with a `stop_reason` and whatever messages it had, since a failed attempt is a
+candidate a selector must be able to see (and count).
+
+stop_reason: "answer" (final_answer tool or a `FINAL ANSWER:` line), "no_tool_call" (a plain text
+reply without that line), "step_limit", "error" (an LLM call failed; `error_kind` is the call's
+failure kind) or "timeout" (the per-trajectory time limit).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from tqdm import tqdm
+
+from bon.errors import BonError
+from bon.generators.store import TrajectoryStore
+from bon.llm import CallResult, LLMClient
+from bon.selectors.normalize import normalize
+from bon.tools.base import SKIPPED, Tool, ToolContext, ToolResult, run_tool
+from bon.types import Task, Trajectory
+
+log = logging.getLogger(__name__)
+
+STOP_REASONS = ("answer", "no_tool_call", "step_limit", "error", "timeout")
+FAILED_STOPS = frozenset({"error", "timeout"})
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You solve tasks step by step, using the tools you are given when they help. Think briefly, then "
+    "call a tool or answer. When you know the answer, call final_answer with it (keep it short: a number, "
+    "a name or a phrase). If you cannot call tools, end your reply with a line of the form\n"
+    "FINAL ANSWER: <answer>"
+)
+
+# "FINAL ANSWER: x", also wrapped in markdown emphasis or quoted ("**Final answer:** x", "> FINAL_ANSWER: x").
+_FINAL_LINE = re.compile(r"^[ \t>*_#]*final[ _]answer[ \t*_]*:[ \t*_]*(.*?)[ \t*_]*$", re.IGNORECASE | re.MULTILINE)
+
+
+def final_answer_line(text: str | None) -> str | None:
+    """The answer on the last `FINAL ANSWER:` line (or the next line, if that one is empty)."""
+    matches = list(_FINAL_LINE.finditer(text or ""))
+    if not matches:
+        return None
+    last = matches[-1]
+    answer = last.group(1).strip()
+    if not answer:
+        rest = [line.strip(" \t*_") for line in (text or "")[last.end():].splitlines()]
+        answer = next((line for line in rest if line), "")
+    return answer or None
+
+
+def placeholder_success(answer: str | None, reference: str | None) -> bool | None:
+    """PLACEHOLDER until the GAIA scorer exists: exact match after SQuAD normalisation.
+
+    None when the task has no reference answer (scoring is left to a later stage); False when
+    there is a reference but no answer.
+    """
+    if reference is None:
+        return None
+    got, want = normalize(answer, "squad"), normalize(reference, "squad")
+    return got is not None and got == want
+
+
+@dataclass
+class _Episode:
+    """What one episode has produced so far; survives a timeout that cancels the loop mid-call."""
+
+    messages: list[dict[str, Any]]
+    answer: str | None = None
+    answer_source: str | None = None
+    stop_reason: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    llm_calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    llm_latency_s: float = 0.0
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def count(self, r: CallResult) -> None:
+        self.llm_calls += 1
+        self.cached_calls += r.cached
+        self.llm_latency_s += r.latency_s
+        if r.ok:
+            self.prompt_tokens += r.prompt_tokens
+            self.completion_tokens += r.completion_tokens
+            if r.cost_usd is None:
+                self.cost_known = False
+            else:
+                self.cost_usd += r.cost_usd
+
+    def stop(self, reason: str, error_kind: str | None = None, error: str | None = None) -> None:
+        self.stop_reason, self.error_kind, self.error = reason, error_kind, error
+
+
+class AgentGenerator:
+    """N tool-calling trajectories per task from one model.
+
+    `seed` (if given) is sent as `seed + sample`, and the sample index reaches the response cache,
+    so each sample is a distinct, reproducible draw. `system_prompt=None` uses DEFAULT_SYSTEM_PROMPT;
+    "" sends no system message. `concurrency` bounds the trajectories in flight (default: the
+    client's request concurrency); the per-trajectory clock starts once a trajectory is admitted,
+    so queueing behind other trajectories never counts against its timeout.
+    """
+
+    def __init__(self, client: LLMClient, tools: Sequence[Tool], n: int = 1, max_steps: int = 20,
+                 temperature: float | None = None, seed: int | None = None, system_prompt: str | None = None,
+                 trajectory_timeout_s: float = 600.0, tool_timeout_s: float | None = 60.0,
+                 concurrency: int | None = None) -> None:
+        if n < 1:
+            raise BonError(f"generator.n must be >= 1, got {n}")
+        if max_steps < 1:
+            raise BonError(f"generator.max_steps must be >= 1, got {max_steps}")
+        if trajectory_timeout_s <= 0:
+            raise BonError(f"the trajectory timeout must be > 0 seconds, got {trajectory_timeout_s}")
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names):
+            raise BonError(f"tool names must be unique, got {names}")
+        self.client = client
+        self.tools = {t.name: t for t in tools}
+        self.schemas = [t.openai_schema() for t in tools]
+        self.n = n
+        self.max_steps = max_steps
+        self.temperature = temperature
+        self.seed = seed
+        self.system_prompt = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        self.trajectory_timeout_s = float(trajectory_timeout_s)
+        self.tool_timeout_s = tool_timeout_s
+        self.concurrency = concurrency or getattr(client.limiter, "concurrency", 16)
+
+    def opening(self, task: Task) -> list[dict[str, Any]]:
+        """The system and user messages every sample of `task` starts from."""
+        question = task.question
+        if task.files:
+            question += "\n\nAttached files:\n" + "\n".join(f"- {f}" for f in task.files)
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*system, {"role": "user", "content": question}]
+
+    async def generate(self, task: Task, sample: int) -> Trajectory:
+        """One episode; always returns a trajectory (failures are recorded, not raised)."""
+        ep = _Episode(messages=self.opening(task))
+        started = time.perf_counter()
+        scope = asyncio.timeout(self.trajectory_timeout_s)
+        try:
+            async with scope:
+                await self._loop(task, sample, ep)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            ep.stop("timeout", "timeout", f"the trajectory took longer than {self.trajectory_timeout_s:g} s")
+        return self._trajectory(task, sample, ep, time.perf_counter() - started)
+
+    async def _loop(self, task: Task, sample: int, ep: _Episode) -> None:
+        params: dict[str, Any] = {}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.seed is not None:
+            params["seed"] = self.seed + sample
+        context = ToolContext(task=task, sample=sample)
+        for step in range(self.max_steps):
+            r = await self.client.complete(ep.messages, tools=self.schemas or None, sample=sample, **params)
+            ep.count(r)
+            if not r.ok or r.message is None:
+                ep.stop("error", r.reason or "error", r.error)
+                return
+            message, calls = _with_call_ids(r.message, step)
+            ep.messages.append(message)
+            if not calls:
+                ep.answer = final_answer_line(message.get("content"))
+                ep.answer_source = "final_answer_line" if ep.answer is not None else None
+                ep.stop("answer" if ep.answer is not None else "no_tool_call")
+                return
+            for call in calls:
+                await self._run_call(call, context, ep)
+            if ep.answer is not None:
+                ep.stop("answer")
+                return
+        ep.stop("step_limit")
+
+    async def _run_call(self, call: dict[str, Any], context: ToolContext, ep: _Episode) -> None:
+        name = call["function"].get("name") or ""
+        if ep.answer is not None:  # an earlier call in this message already ended the episode
+            result = ToolResult.error(SKIPPED, "not run: final_answer already ended the episode")
+        else:
+            result = await run_tool(self.tools, name, call["function"].get("arguments"), context,
+                                    self.tool_timeout_s)
+            if result.answer is not None and result.error_kind is None:
+                ep.answer, ep.answer_source = str(result.answer), "final_answer_tool"
+        ep.messages.append({"role": "tool", "tool_call_id": call["id"], "name": name, "content": result.content})
+        ep.tool_calls.append({"id": call["id"], "name": name, "error_kind": result.error_kind})
+
+    def _trajectory(self, task: Task, sample: int, ep: _Episode, wall_s: float) -> Trajectory:
+        metadata = {
+            "model": self.client.model, "stop_reason": ep.stop_reason, "error_kind": ep.error_kind,
+            "error": ep.error, "answer_source": ep.answer_source,
+            "n_steps": sum(m.get("role") == "assistant" for m in ep.messages),
+            "llm_calls": ep.llm_calls, "cached_calls": ep.cached_calls,
+            "prompt_tokens": ep.prompt_tokens, "completion_tokens": ep.completion_tokens,
+            "cost_usd": round(ep.cost_usd, 8) if ep.cost_known else None,
+            "latency_s": round(wall_s, 4), "llm_latency_s": round(ep.llm_latency_s, 4),
+            "tool_calls": ep.tool_calls, "tool_errors": sum(c["error_kind"] is not None for c in ep.tool_calls),
+            "temperature": self.temperature, "seed": None if self.seed is None else self.seed + sample,
+        }
+        return Trajectory(task_id=task.id, sample=sample, messages=tuple(ep.messages), answer=ep.answer,
+                          success=placeholder_success(ep.answer, task.answer), metadata=metadata)
+
+    async def generate_all(self, tasks: Iterable[Task], store: TrajectoryStore | str | os.PathLike[str] | None = None,
+                           progress: bool = True) -> list[Trajectory]:
+        """`n` trajectories per task, ordered by task then sample.
+
+        With a store, pairs already in it are loaded instead of generated (resume), and each new
+        trajectory is appended as soon as it finishes, so a killed run loses only those in flight.
+        """
+        tasks = list(tasks)
+        ids = [t.id for t in tasks]
+        if len(set(ids)) != len(ids):
+            raise BonError("task ids must be unique: " + ", ".join(sorted({i for i in ids if ids.count(i) > 1})))
+        if store is not None and not isinstance(store, TrajectoryStore):
+            store = TrajectoryStore(store)
+        stored = store.load() if store is not None else {}
+        results = {(t.id, s): stored[(t.id, s)] for t in tasks for s in range(self.n) if (t.id, s) in stored}
+        todo = [(t, s) for t in tasks for s in range(self.n) if (t.id, s) not in results]
+        other = sorted({str(t.metadata.get("model")) for t in results.values()} - {self.client.model})
+        if other:
+            log.warning("%s holds trajectories from model(s) %s, not %s; they are reused as they are",
+                        store, ", ".join(other), self.client.model)
+        admit = asyncio.Semaphore(self.concurrency)
+        failed = sum(t.metadata.get("stop_reason") in FAILED_STOPS for t in results.values())
+        bar = tqdm(total=len(tasks) * self.n, initial=len(results), disable=not progress, unit="traj",
+                   desc=f"generate {self.client.model}", file=sys.stderr, dynamic_ncols=True)
+
+        async def one(task: Task, sample: int) -> None:
+            nonlocal failed
+            async with admit:
+                trajectory = await self.generate(task, sample)
+            if store is not None:
+                await store.aappend(trajectory)
+            results[(task.id, sample)] = trajectory
+            failed += trajectory.metadata["stop_reason"] in FAILED_STOPS
+            bar.update(1)
+            bar.set_postfix({"errors": str(failed), **self.client.stats.postfix()}, refresh=False)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for task, sample in todo:
+                    group.create_task(one(task, sample))
+        finally:
+            bar.close()
+        return [results[(t.id, s)] for t in tasks for s in range(self.n)]
+
+
+def _with_call_ids(message: dict[str, Any], step: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A copy of the assistant message whose tool calls all have ids (some servers omit them)."""
+    calls = []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = dict(call.get("function") or {})
+        calls.append({**call, "id": call.get("id") or f"call_{step}_{i}", "type": call.get("type") or "function",
+                      "function": function})
+    out = {k: v for k, v in message.items() if k != "tool_calls"}
+    if calls:
+        out["tool_calls"] = calls
+    return out, calls

@@ -1,0 +1,98 @@
+"""The live pipeline: tasks -> litellm agent (N samples) -> litellm judge -> candidate table.
+
+Each stage persists its output in the run directory (trajectories.jsonl, judgements.jsonl)
+and every LLM response goes to the shared cache, so a killed run resumes where it stopped
+and re-running a finished one (say, with another selector) makes no calls at all.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import polars as pl
+
+from bon import candidates
+from bon.errors import BonError
+from bon.types import Judgement, Trajectory
+
+CLIENT_FIELDS = ("api_base", "api_key_env", "concurrency", "rpm", "timeout", "max_attempts", "prices")
+
+
+def make_client(cfg: Mapping[str, Any], cache: Any, role: str) -> Any:
+    """An LLMClient for a generator or judge config (the API key is read from api_key_env here)."""
+    from bon.llm import LLMClient
+
+    if not cfg.get("model"):
+        raise BonError(f"{role}.model is required for a live {role} (e.g. {role}=deepseek or {role}.model=...)")
+    return LLMClient(str(cfg["model"]), cache=cache, **{k: cfg[k] for k in CLIENT_FIELDS if cfg.get(k) is not None})
+
+
+def _judge(cfg: Mapping[str, Any], client: Any) -> Any:
+    from bon.judges.llm import LLMJudge
+
+    return LLMJudge(client, str(cfg.get("name") or cfg["model"]), mode=cfg.get("mode", "prm"),
+                    samples=int(cfg.get("samples", 1)), prompt_path=cfg.get("prompt"), max_chars=cfg.get("max_chars"),
+                    reask=bool(cfg.get("reask", False)), temperature=cfg.get("temperature"))
+
+
+def _generator(cfg: Mapping[str, Any], client: Any) -> Any:
+    from bon import tools
+    from bon.generators.agent import AgentGenerator
+
+    return AgentGenerator(client, tools.get(list(cfg.get("tools") or ["final_answer"])), n=int(cfg.get("n", 1)),
+                          max_steps=int(cfg.get("max_steps", 15)), temperature=cfg.get("temperature"),
+                          seed=cfg.get("seed"), system_prompt=cfg.get("system_prompt"),
+                          trajectory_timeout_s=float(cfg.get("trajectory_timeout", 600)))
+
+
+def _write_judgements(path: Path, trajectories: list[Trajectory], judgements: list[Judgement]) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for t, j in zip(trajectories, judgements):
+            out.write(json.dumps({"task_id": t.task_id, "sample": t.sample, "judge": j.judge,
+                                  "step_labels": {str(k): v for k, v in j.step_labels.items()},
+                                  "final_label": j.final_label, "status": j.status, "reason": j.reason,
+                                  "raw": j.raw}, ensure_ascii=False) + "\n")
+
+
+async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
+               cache_cfg: Mapping[str, Any], out_dir: Path, subset: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+    from bon.llm import ResponseCache
+
+    mode = str(cache_cfg.get("mode", "readwrite"))
+    cache = None if mode == "off" else ResponseCache(mode, cache_cfg.get("dir"))
+    # both clients are built (and their keys checked) before any work starts
+    gen_client = make_client(generator_cfg, cache, "generator")
+    judge_client = make_client(judge_cfg, cache, "judge")
+    try:
+        trajectories = await _generator(generator_cfg, gen_client).generate_all(
+            tasks, store=out_dir / "trajectories.jsonl")
+        judgements = await _judge(judge_cfg, judge_client).judge_all(trajectories)
+    finally:
+        await gen_client.aclose()
+        await judge_client.aclose()
+        if cache is not None:
+            cache.close()
+    _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements)
+    table = candidates.table(candidates.candidate(t, j, subset) for t, j in zip(trajectories, judgements))
+    stops: dict[str, int] = {}
+    for t in trajectories:
+        stops[str(t.metadata.get("stop_reason"))] = stops.get(str(t.metadata.get("stop_reason")), 0) + 1
+    usage = {"generation": {**gen_client.stats.to_dict(), "stop_reasons": stops},
+             "judging": judge_client.stats.to_dict()}
+    return table, usage
+
+
+def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
+        cache_cfg: Mapping[str, Any], out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Generate, judge and tabulate the configured tasks; returns the table and per-stage usage."""
+    from bon.datasets import tasks as task_file
+
+    if generator_cfg.get("kind") != "llm" or judge_cfg.get("kind") != "llm":
+        raise BonError(f"dataset={dataset_cfg.get('name')} needs a live generator and judge (e.g. generator=deepseek "
+                       f"judge=deepseek, or the local presets); got generator kind {generator_cfg.get('kind')!r} "
+                       f"and judge kind {judge_cfg.get('kind')!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = task_file.load(dataset_cfg.get("path"))
+    return asyncio.run(_run(loaded, generator_cfg, judge_cfg, cache_cfg, out_dir, str(dataset_cfg.get("subset"))))

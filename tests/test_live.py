@@ -1,0 +1,90 @@
+"""`python -m bon.run dataset=tasks` end to end: a real litellm agent and judge against a loopback server."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm_server import FakeLLMServer, text, tool_call, verdict
+
+SECRET = "sk-bon-test-7f3a9c1e5d-do-not-leak"
+
+
+def responder(body: dict) -> object:
+    """Agent: calculator then final_answer (odd samples answer wrongly); judge: grade by the answer."""
+    messages = body["messages"]
+    if body.get("tools"):  # the agent
+        tool_turns = sum(1 for m in messages if m["role"] == "tool")
+        if tool_turns == 0:
+            return tool_call("calculator", {"expression": "2+3"})
+        wrong = (body.get("seed") or 0) % 2 == 1
+        return tool_call("final_answer", {"answer": "6" if wrong else "5"})
+    prompt = messages[-1]["content"]
+    steps = [int(line[1:line.index("]")]) for line in prompt.splitlines()
+             if line.startswith("[") and "] assistant" in line]
+    good = '"answer": "5"' in prompt
+    return verdict({s: 1 if good else -1 for s in steps}, 1 if good else -1)
+
+
+@pytest.fixture()
+def server():
+    with FakeLLMServer(responder) as s:
+        yield s
+
+
+def run_live(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str = "out") -> subprocess.CompletedProcess:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("\n".join(json.dumps({"task_id": f"t{i}", "question": "What is 2+3?", "answer": "5"})
+                               for i in range(2)) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env |= {"BON_TEST_KEY": SECRET, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    args = ["dataset=tasks", f"dataset.path={tasks}", "generator=local", "judge=local",
+            f"generator.api_base={server.base_url}", f"judge.api_base={server.base_url}",
+            "generator.api_key_env=BON_TEST_KEY", "judge.api_key_env=BON_TEST_KEY", "generator.n=4",
+            "generator.max_attempts=2", "judge.max_attempts=2", f"cache.dir={tmp_path / 'cache'}",
+            "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / out}", *extra]
+    return subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=180)
+
+
+def test_generate_judge_select_report_then_rerun_costs_nothing(tmp_path, server):
+    proc = run_live(tmp_path, server, "selector=two_stage")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_tasks"] == 2 and summary["n_candidates"] == 8
+    assert summary["accuracy"] == 1.0 and summary["random"] == 0.5  # the judge spots the wrong answers
+    usage = summary["usage"]
+    assert usage["generation"]["calls"] == 16 and usage["judging"]["calls"] == 8
+    assert usage["generation"]["stop_reasons"] == {"answer": 8}
+    trajectories = [json.loads(l) for l in (out / "trajectories.jsonl").read_text().splitlines()]
+    assert len(trajectories) == 8 and {t["answer"] for t in trajectories} == {"5", "6"}
+    judgements = [json.loads(l) for l in (out / "judgements.jsonl").read_text().splitlines()]
+    assert all(j["status"] == "ok" for j in judgements)
+    assert "generation: 16 calls" in proc.stdout
+    made = server.count
+    assert made == 24
+
+    again = run_live(tmp_path, server, "selector=final", out="out2")
+    assert again.returncode == 0, again.stderr
+    assert server.count == made  # every response came from the cache
+    assert json.loads((tmp_path / "out2" / "summary.json").read_text())["usage"]["generation"]["cache_hits"] == 16
+
+    # the key reached the server, and nothing the runs wrote contains it
+    assert any(SECRET in str(r.headers) for r in server.requests)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "tasks.jsonl"]
+    assert any(p.suffix == ".yaml" for p in written) and any("cache" in p.parts for p in written)
+    leaks = [p for p in written if SECRET.encode() in p.read_bytes()]
+    assert not leaks
+    assert SECRET not in proc.stdout + proc.stderr + again.stdout + again.stderr
+
+
+def test_missing_key_is_named_before_any_call(tmp_path, server):
+    proc = run_live(tmp_path, server, "judge.api_key_env=BON_NO_SUCH_KEY")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "BON_NO_SUCH_KEY" in proc.stderr
+    assert server.count == 0
