@@ -62,16 +62,23 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
 
     mode = str(cache_cfg.get("mode", "readwrite"))
     cache = None if mode == "off" else ResponseCache(mode, cache_cfg.get("dir"))
-    # both clients are built (and their keys checked) before any work starts
-    gen_client = make_client(generator_cfg, cache, "generator")
+    from bon.generators import store
+
+    replaying = generator_cfg.get("kind") == "replay"
+    # every client is built (and its key checked) before any work starts
+    gen_client = None if replaying else make_client(generator_cfg, cache, "generator")
     judge_client = make_client(judge_cfg, cache, "judge")
     try:
-        trajectories = await _generator(generator_cfg, gen_client).generate_all(
-            tasks, store=out_dir / "trajectories.jsonl")
+        if replaying:
+            trajectories = store.replay(Path(str(generator_cfg["path"])).expanduser())
+        else:
+            trajectories = await _generator(generator_cfg, gen_client).generate_all(
+                tasks, store=out_dir / "trajectories.jsonl")
         judgements = await _judge(judge_cfg, judge_client).judge_all(trajectories)
     finally:
-        await gen_client.aclose()
-        await judge_client.aclose()
+        for client in (gen_client, judge_client):
+            if client is not None:
+                await client.aclose()
         if cache is not None:
             cache.close()
     _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements)
@@ -79,8 +86,9 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
     stops: dict[str, int] = {}
     for t in trajectories:
         stops[str(t.metadata.get("stop_reason"))] = stops.get(str(t.metadata.get("stop_reason")), 0) + 1
-    usage = {"generation": {**gen_client.stats.to_dict(), "stop_reasons": stops},
-             "judging": judge_client.stats.to_dict()}
+    usage = {"judging": judge_client.stats.to_dict()}
+    if gen_client is not None:
+        usage = {"generation": {**gen_client.stats.to_dict(), "stop_reasons": stops}, **usage}
     return table, usage
 
 
@@ -89,10 +97,13 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
     """Generate, judge and tabulate the configured tasks; returns the table and per-stage usage."""
     from bon.datasets import tasks as task_file
 
-    if generator_cfg.get("kind") != "llm" or judge_cfg.get("kind") != "llm":
-        raise BonError(f"dataset={dataset_cfg.get('name')} needs a live generator and judge (e.g. generator=deepseek "
-                       f"judge=deepseek, or the local presets); got generator kind {generator_cfg.get('kind')!r} "
-                       f"and judge kind {judge_cfg.get('kind')!r}")
+    replaying = generator_cfg.get("kind") == "replay"
+    if generator_cfg.get("kind") not in ("llm", "replay") or judge_cfg.get("kind") != "llm":
+        raise BonError(f"dataset={dataset_cfg.get('name')} needs a live judge and a live or replayed generator (e.g. "
+                       f"generator=deepseek judge=deepseek, or generator=replay generator.path=<file>); got generator "
+                       f"kind {generator_cfg.get('kind')!r} and judge kind {judge_cfg.get('kind')!r}")
+    if replaying and not generator_cfg.get("path"):
+        raise BonError("generator=replay with dataset=tasks needs generator.path=<trajectories.jsonl>")
     out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = task_file.load(dataset_cfg.get("path"))
+    loaded = [] if replaying else task_file.load(dataset_cfg.get("path"))
     return asyncio.run(_run(loaded, generator_cfg, judge_cfg, cache_cfg, out_dir, str(dataset_cfg.get("subset"))))

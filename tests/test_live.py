@@ -46,7 +46,10 @@ def run_live(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str = "out
             f"generator.api_base={server.base_url}", f"judge.api_base={server.base_url}",
             "generator.api_key_env=BON_TEST_KEY", "judge.api_key_env=BON_TEST_KEY", "generator.n=4",
             "generator.max_attempts=2", "judge.max_attempts=2", f"cache.dir={tmp_path / 'cache'}",
-            "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / out}", *extra]
+            "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / out}"]
+    if any(e.startswith("generator=") for e in extra):  # another generator: drop the live one's options
+        args = [a for a in args if not a.startswith("generator")]
+    args += list(extra)
     return subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=180)
 
@@ -88,3 +91,15 @@ def test_missing_key_is_named_before_any_call(tmp_path, server):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "BON_NO_SUCH_KEY" in proc.stderr
     assert server.count == 0
+
+
+def test_replayed_trajectories_can_be_judged_again(tmp_path, server):
+    first = run_live(tmp_path, server)
+    assert first.returncode == 0, first.stderr
+    before = server.count
+    proc = run_live(tmp_path, server, "generator=replay", f"generator.path={tmp_path / 'out' / 'trajectories.jsonl'}",
+                    "judge.mode=orm", out="again")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert summary["n_candidates"] == 8 and "generation" not in summary["usage"]
+    assert server.count == before + 8  # only the new (ORM) judge calls, nothing regenerated
