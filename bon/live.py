@@ -92,6 +92,25 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
     return table, usage
 
 
+def judge_trajectories(judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any],
+                       trajectories: list[Trajectory]) -> tuple[list[Judgement], dict[str, Any]]:
+    """Judge recorded trajectories with a live judge (e.g. for `bon.prm_eval` on AgentProcessBench)."""
+    from bon.llm import ResponseCache
+
+    async def go() -> tuple[list[Judgement], dict[str, Any]]:
+        mode = str(cache_cfg.get("mode", "readwrite"))
+        cache = None if mode == "off" else ResponseCache(mode, cache_cfg.get("dir"))
+        client = make_client(judge_cfg, cache, "judge")
+        try:
+            return await _judge(judge_cfg, client).judge_all(trajectories), client.stats.to_dict()
+        finally:
+            await client.aclose()
+            if cache is not None:
+                cache.close()
+
+    return asyncio.run(go())
+
+
 def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
         cache_cfg: Mapping[str, Any], out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Generate, judge and tabulate the configured tasks; returns the table and per-stage usage."""

@@ -15,22 +15,45 @@ from omegaconf import DictConfig, OmegaConf
 from bon import datasets
 from bon.config import conf_dir
 from bon.datasets import agentprocessbench as apb
-from bon.errors import exit_on_user_error
+from bon.errors import BonError, exit_on_user_error
 from bon.metrics import LABEL_ORDER, PrmScore
 
 AVG = "avg"
 
 
-def score(dataset_cfg: dict, judge_cfg: dict) -> dict[str, dict[str, PrmScore]]:
+def _live_judgements(root, records: list, judge_cfg: dict, cache_cfg: dict) -> tuple[str, dict, list]:
+    """Judge the released trajectories (hotpotqa only) live; the other subsets have no transcripts."""
+    from bon import live
+
+    transcripts = apb.trajectories(root)
+    kept = [r for r in records if r.record_id in transcripts]
+    if not kept:
+        raise BonError("a live judge needs trajectories, and AgentProcessBench releases them for hotpotqa only: "
+                       "use dataset.subset=hotpotqa")
+    skipped = sorted({r.subset for r in records} - {r.subset for r in kept})
+    if skipped:
+        print(f"note: no released trajectories for {', '.join(skipped)}; scoring hotpotqa only")
+    judgements, _ = live.judge_trajectories(judge_cfg, cache_cfg, [transcripts[r.record_id] for r in kept])
+    name = judgements[0].judge if judgements else str(judge_cfg.get("name"))
+    return name, {r.record_id: j for r, j in zip(kept, judgements)}, kept
+
+
+def score(dataset_cfg: dict, judge_cfg: dict, cache_cfg: dict | None = None) -> dict[str, dict[str, PrmScore]]:
     """PrmScore per judge and subset, plus the pooled `avg` entry per judge."""
-    root, judges = datasets.judge_names(dataset_cfg, judge_cfg)
-    records = datasets.records({**dataset_cfg, "root": str(root)})
+    if judge_cfg.get("kind") == "llm":
+        root = datasets.locate_root(dataset_cfg.get("root"))
+        records = datasets.records({**dataset_cfg, "root": str(root)})
+        name, by_record, records = _live_judgements(root, records, judge_cfg, cache_cfg or {})
+        judges, lookup = [name], lambda judge, record: by_record[record.record_id]
+    else:
+        root, judges = datasets.judge_names(dataset_cfg, judge_cfg)
+        records = datasets.records({**dataset_cfg, "root": str(root)})
+        lookup = lambda judge, record: apb.judgement_for(root, judge, record)  # noqa: E731
     scores: dict[str, dict[str, PrmScore]] = {}
     for judge in judges:
         per_subset: dict[str, PrmScore] = {}
         for record in records:
-            per_subset.setdefault(record.subset, PrmScore()).add(
-                record.steps, record.human, apb.judgement_for(root, judge, record))
+            per_subset.setdefault(record.subset, PrmScore()).add(record.steps, record.human, lookup(judge, record))
         per_subset[AVG] = sum(per_subset.values(), PrmScore())
         scores[judge] = per_subset
     return scores
@@ -82,7 +105,8 @@ def format_confusion(scores: dict[str, dict[str, PrmScore]]) -> str:
 
 @exit_on_user_error
 def run(cfg: DictConfig, out_dir: Path) -> pl.DataFrame:
-    scores = score(OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.judge, resolve=True))
+    scores = score(OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.judge, resolve=True),
+                   OmegaConf.to_container(cfg.cache, resolve=True))
     frame = to_frame(scores)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.write_csv(out_dir / "prm_eval.csv")

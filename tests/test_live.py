@@ -103,3 +103,26 @@ def test_replayed_trajectories_can_be_judged_again(tmp_path, server):
     summary = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert summary["n_candidates"] == 8 and "generation" not in summary["usage"]
     assert server.count == before + 8  # only the new (ORM) judge calls, nothing regenerated
+
+
+def test_a_live_judge_is_scored_by_prm_eval_like_the_recorded_ones(apb_root, tmp_path):
+    """Every hotpotqa step labelled +1 and FINAL_RESULT +1: StepAcc equals the share of human +1 steps."""
+    def all_positive(body: dict) -> object:
+        prompt = body["messages"][-1]["content"]
+        steps = [int(line[1:line.index("]")]) for line in prompt.splitlines()
+                 if line.startswith("[") and "] assistant" in line]
+        return verdict({s: 1 for s in steps}, 1)
+
+    with FakeLLMServer(all_positive) as srv:
+        env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"NO_PROXY": "127.0.0.1"}
+        proc = subprocess.run([sys.executable, "-m", "bon.prm_eval", f"dataset.root={apb_root}",
+                               "dataset.subset=hotpotqa", "judge=local", f"judge.api_base={srv.base_url}",
+                               "judge.concurrency=32", f"cache.dir={tmp_path / 'cache'}", "hydra.run.dir=out"],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert srv.count == 250
+    import polars as pl
+
+    row = pl.read_csv(tmp_path / "out" / "prm_eval.csv").filter(pl.col("subset") == "hotpotqa").row(0, named=True)
+    assert row["judge"] == "local" and row["n_trajectories"] == 250 and row["n_failed"] == 0
+    assert row["step_acc"] == pytest.approx(100 * 499 / 734, abs=0.01)  # 499 of the 734 human labels are +1
