@@ -73,7 +73,7 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
             trajectories = store.replay(Path(str(generator_cfg["path"])).expanduser())
         else:
             trajectories = await _generator(generator_cfg, gen_client).generate_all(
-                tasks, store=out_dir / "trajectories.jsonl")
+                tasks, store=Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser())
         judgements = await _judge(judge_cfg, judge_client).judge_all(trajectories)
     finally:
         for client in (gen_client, judge_client):
