@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import re
@@ -375,13 +376,19 @@ PAIRED_BASELINE = "final"
 
 def _picks(row: dict[str, Any]) -> dict[str, float] | None:
     """Per-task correctness of a row's selector, from the selections.parquet beside its summary.json."""
-    path = Path(row["_path"]).with_name("selections.parquet")
+    return _read_picks(str(Path(row["_path"]).with_name("selections.parquet")), row["judge"])
+
+
+@functools.lru_cache(maxsize=256)
+def _read_picks(file: str, judge: str) -> dict[str, float] | None:
+    """Read once per (file, judge): the baseline's file serves every selector compared with it."""
+    path = Path(file)
     if not path.is_file():
         return None
     import polars as pl
 
     frame = pl.read_parquet(path, columns=["judge", "subset", "task_id", "correct"])
-    frame = frame.filter(pl.col("judge") == row["judge"])
+    frame = frame.filter(pl.col("judge") == judge)
     return {f"{s}:{t}": float(c) for s, t, c in frame.select("subset", "task_id", "correct").iter_rows()}
 
 

@@ -5,6 +5,7 @@ vectorised path (polars string expressions) run the very same definition.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import polars as pl
@@ -35,8 +36,9 @@ def _steps(name: str) -> tuple[tuple[str, ...], ...]:
         raise unknown_choice("answer normaliser", name, STEPS) from None
 
 
+@functools.lru_cache(maxsize=None)
 def get(name: str):
-    """The Python normaliser `str -> str` called `name`."""
+    """The Python normaliser `str -> str` called `name` (built once per name)."""
     steps = _steps(name)
 
     def run(text: str) -> str:
