@@ -1,0 +1,1 @@
+"""Answer scorers: does a model's final answer match the reference?"""
