@@ -38,3 +38,12 @@ def test_lenient_variant_is_looser_but_still_says_no_to_wrong_answers():
     assert lenient_scorer("B, A", "A, B")
     assert not lenient_scorer("Louvre", "Eiffel Tower")
     assert not lenient_scorer(None, "x")
+
+
+def test_live_trajectories_are_scored_by_the_gaia_rules():
+    from bon.generators.agent import reference_success
+
+    assert reference_success("$1,234.50", "1234.5") is True
+    assert reference_success("1000", "1,000") is False
+    assert reference_success(None, "5") is False
+    assert reference_success("5", None) is None  # no reference: success unknown, not False

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from bon.errors import BonError
 from bon.generators.store import TrajectoryStore
 from bon.llm import CallResult, LLMClient
-from bon.selectors.normalize import normalize
+from bon.scoring.gaia import question_scorer
 from bon.tools.base import SKIPPED, Tool, ToolContext, ToolResult, run_tool
 from bon.types import Task, Trajectory
 
@@ -59,16 +59,15 @@ def final_answer_line(text: str | None) -> str | None:
     return answer or None
 
 
-def placeholder_success(answer: str | None, reference: str | None) -> bool | None:
-    """PLACEHOLDER until the GAIA scorer exists: exact match after SQuAD normalisation.
+def reference_success(answer: str | None, reference: str | None) -> bool | None:
+    """Ground truth by the GAIA leaderboard's answer rules (bon.scoring.gaia).
 
     None when the task has no reference answer (scoring is left to a later stage); False when
     there is a reference but no answer.
     """
     if reference is None:
         return None
-    got, want = normalize(answer, "squad"), normalize(reference, "squad")
-    return got is not None and got == want
+    return question_scorer(answer, reference)
 
 
 @dataclass
@@ -215,7 +214,7 @@ class AgentGenerator:
             "temperature": self.temperature, "seed": None if self.seed is None else self.seed + sample,
         }
         return Trajectory(task_id=task.id, sample=sample, messages=tuple(ep.messages), answer=ep.answer,
-                          success=placeholder_success(ep.answer, task.answer), metadata=metadata)
+                          success=reference_success(ep.answer, task.answer), metadata=metadata)
 
     async def generate_all(self, tasks: Iterable[Task], store: TrajectoryStore | str | os.PathLike[str] | None = None,
                            progress: bool = True) -> list[Trajectory]:
