@@ -51,22 +51,21 @@ def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resam
     return picks, row
 
 
-def _not_applicable(selector: Selector, table: pl.DataFrame, dataset: str,
-                    subset: str) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-    """A vote-based selector on data without final answers: recorded as not applicable, never scored.
+def _not_applicable(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
+                    note: str) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """A selection that cannot be scored: recorded with its reason, never given a number.
 
     A row (not an exception) so that one such cell does not abort a whole multirun sweep.
     """
-    note = (f"not applicable: selector {selector.name!r} votes on final answers, but no trajectory in subset "
-            f"{subset!r} has one (AgentProcessBench releases answers for hotpotqa only)")
+    unknown = table["success"].null_count() == table.height
     rows = []
     for (judge,), part in table.group_by("judge", maintain_order=True):
         picks = select(SELECTORS["random"], part)
         rows.append({"dataset": dataset, "subset": subset, "judge": judge, "selector": selector.name,
                      "description": selector.description, "oracle": selector.oracle, "n_tasks": 0,
                      "n_candidates": 0, "accuracy": None, "accuracy_expected": None, "ci_low": None,
-                     "ci_high": None, "pass_at_n": float(picks["pass_any"].mean()),
-                     "random": float(picks["random"].mean()), "judge_failed": 0, "judge_missing_final": 0,
+                     "ci_high": None, "pass_at_n": None if unknown else float(picks["pass_any"].mean()),
+                     "random": None if unknown else float(picks["random"].mean()), "judge_failed": 0, "judge_missing_final": 0,
                      "judge_missing_steps": 0, "best_of_k": None, "by_subset": {}, "note": note})
     return table.head(0).select("judge", "subset", "task_id"), rows
 
@@ -79,10 +78,15 @@ def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
     answer; the row's `note` says so, rather than silently scoring first-sample picks.
     """
     note = ""
+    if table["success"].null_count() == table.height:
+        return _not_applicable(selector, table, dataset, subset,
+                               "not scored: no task has a reference answer (generation and judging only)")
     if not selector.score_based:
         answered = _tasks_with_answers(table)
         if answered.height == 0:
-            return _not_applicable(selector, table, dataset, subset)
+            return _not_applicable(selector, table, dataset, subset, (
+                f"not applicable: selector {selector.name!r} votes on final answers, but no trajectory in subset "
+                f"{subset!r} has one (AgentProcessBench releases answers for hotpotqa only)"))
         if answered.height < table.height:
             kept = sorted(answered["subset"].unique().to_list())
             note = f"evaluated only on tasks with final answers (subsets: {', '.join(kept)})"

@@ -92,6 +92,21 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
     return table, usage
 
 
+def _write_submission(out_dir: Path, table: pl.DataFrame) -> Path:
+    """Without reference answers there is nothing to score: write each task's picked answer instead.
+
+    The pick is the ORM+PRM two-stage choice, the same for every selector, so the file is stable."""
+    from bon.selectors import select, two_stage
+
+    picks = select(two_stage, table).select("task_id", "picked_sample")
+    chosen = table.join(picks, left_on=["task_id", "sample"], right_on=["task_id", "picked_sample"])
+    path = out_dir / "submission.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        for task_id, answer in chosen.select("task_id", "answer").unique("task_id", maintain_order=True).iter_rows():
+            out.write(json.dumps({"task_id": task_id, "model_answer": answer or ""}, ensure_ascii=False) + "\n")
+    return path
+
+
 def judge_trajectories(judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any],
                        trajectories: list[Trajectory]) -> tuple[list[Judgement], dict[str, Any]]:
     """Judge recorded trajectories with a live judge (e.g. for `bon.prm_eval` on AgentProcessBench)."""
@@ -114,6 +129,7 @@ def judge_trajectories(judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any
 def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
         cache_cfg: Mapping[str, Any], out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Generate, judge and tabulate the configured tasks; returns the table and per-stage usage."""
+    from bon.datasets import gaia
     from bon.datasets import tasks as task_file
 
     replaying = generator_cfg.get("kind") == "replay"
@@ -124,5 +140,13 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
     if replaying and not generator_cfg.get("path"):
         raise BonError("generator=replay with dataset=tasks needs generator.path=<trajectories.jsonl>")
     out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = [] if replaying else task_file.load(dataset_cfg.get("path"))
-    return asyncio.run(_run(loaded, generator_cfg, judge_cfg, cache_cfg, out_dir, str(dataset_cfg.get("subset"))))
+    if replaying:
+        loaded = []
+    elif dataset_cfg.get("name") == "gaia":
+        loaded = gaia.load(dataset_cfg.get("path"), dataset_cfg.get("level"))
+    else:
+        loaded = task_file.load(dataset_cfg.get("path"))
+    table, usage = asyncio.run(_run(loaded, generator_cfg, judge_cfg, cache_cfg, out_dir, str(dataset_cfg.get("subset"))))
+    if loaded and all(t.answer is None for t in loaded):
+        usage["submission"] = str(_write_submission(out_dir, table))
+    return table, usage

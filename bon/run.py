@@ -58,7 +58,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
     generator_cfg = OmegaConf.to_container(cfg.generator, resolve=True)
     usage = None
-    if dataset_cfg.get("name") == "tasks":
+    if dataset_cfg.get("name") in ("tasks", "gaia"):
         from bon import live  # imports litellm only on this path
 
         table, usage = live.run(dataset_cfg, generator_cfg, judge_cfg, OmegaConf.to_container(cfg.cache), out_dir)
@@ -89,6 +89,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if rows[0]["note"]:
             print(f"note: {rows[0]['note']}")
     for stage, st in (usage or {}).items():
+        if stage == "submission":
+            print(f"wrote {st} (no reference answers: the picked answer per task)")
+            continue
         cost = f"${st['cost_usd']:.4f}" + (f" (+{st['unpriced']} calls of unknown price)" if st["unpriced"] else "")
         print(f"{stage}: {st['calls']} calls ({st['failed']} failed, {st['cache_hits']} cached, {st['retries']} retries), "
               f"{st['prompt_tokens'] + st['completion_tokens']} tokens, {cost}")

@@ -126,3 +126,23 @@ def test_a_live_judge_is_scored_by_prm_eval_like_the_recorded_ones(apb_root, tmp
     row = pl.read_csv(tmp_path / "out" / "prm_eval.csv").filter(pl.col("subset") == "hotpotqa").row(0, named=True)
     assert row["judge"] == "local" and row["n_trajectories"] == 250 and row["n_failed"] == 0
     assert row["step_acc"] == pytest.approx(100 * 499 / 734, abs=0.01)  # 499 of the 734 human labels are +1
+
+
+def test_gaia_split_without_answers_writes_a_submission(tmp_path, server):
+    split = tmp_path / "GAIA" / "2023" / "test"
+    split.mkdir(parents=True)
+    (split / "notes.txt").write_text("2+3")
+    rows = [{"task_id": "g1", "Question": "What is 2+3?", "Level": 1, "Final answer": "?", "file_name": "notes.txt"},
+            {"task_id": "g2", "Question": "What is 2+3?", "Level": 2, "Final answer": "?", "file_name": ""}]
+    (split / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    proc = run_live(tmp_path, server, "dataset=gaia", f"dataset.path={split}", "dataset.level=1")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["accuracy"] is None and "no task has a reference answer" in summary["note"]
+    lines = [json.loads(l) for l in (tmp_path / "out" / "submission.jsonl").read_text().splitlines()]
+    assert lines == [{"task_id": "g1", "model_answer": "5"}]  # level 1 only; the judge prefers the right answer
+
+
+def test_gaia_without_a_path_says_where_to_get_it(tmp_path, server):
+    proc = run_live(tmp_path, server, "dataset=gaia")
+    assert proc.returncode == 2 and "huggingface.co/datasets/gaia-benchmark/GAIA" in proc.stderr
