@@ -7,6 +7,8 @@ and re-running a finished one (say, with another selector) makes no calls at all
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -56,39 +58,45 @@ def _write_judgements(path: Path, trajectories: list[Trajectory], judgements: li
                                   "raw": j.raw}, ensure_ascii=False) + "\n")
 
 
-async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
-               cache_cfg: Mapping[str, Any], out_dir: Path, subset: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+@contextlib.asynccontextmanager
+async def _clients(cache_cfg: Mapping[str, Any], *roles: tuple[str, Mapping[str, Any] | None]):
+    """One client per (role, config) sharing one response cache; all built (keys checked) before any
+    work starts, all closed afterwards. A None config yields None (e.g. no generator when replaying)."""
     from bon.llm import ResponseCache
 
     mode = str(cache_cfg.get("mode", "readwrite"))
     cache = None if mode == "off" else ResponseCache(mode, cache_cfg.get("dir"))
+    clients = []
+    try:
+        clients = [None if cfg is None else make_client(cfg, cache, role) for role, cfg in roles]
+        yield clients
+    finally:
+        for client in clients:
+            if client is not None:
+                await client.aclose()
+        if cache is not None:
+            cache.close()
+
+
+async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
+               cache_cfg: Mapping[str, Any], out_dir: Path, subset: str) -> tuple[pl.DataFrame, dict[str, Any]]:
     from bon.generators import store
 
     replaying = generator_cfg.get("kind") == "replay"
-    # every client is built (and its key checked) before any work starts
-    gen_client = None if replaying else make_client(generator_cfg, cache, "generator")
-    judge_client = make_client(judge_cfg, cache, "judge")
-    try:
+    roles = (("generator", None if replaying else generator_cfg), ("judge", judge_cfg))
+    async with _clients(cache_cfg, *roles) as (gen_client, judge_client):
         if replaying:
             trajectories = store.replay(Path(str(generator_cfg["path"])).expanduser())
         else:
             trajectories = await _generator(generator_cfg, gen_client).generate_all(
                 tasks, store=Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser())
         judgements = await _judge(judge_cfg, judge_client).judge_all(trajectories)
-    finally:
-        for client in (gen_client, judge_client):
-            if client is not None:
-                await client.aclose()
-        if cache is not None:
-            cache.close()
     _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements)
     table = candidates.table(candidates.candidate(t, j, subset) for t, j in zip(trajectories, judgements))
-    stops: dict[str, int] = {}
-    for t in trajectories:
-        stops[str(t.metadata.get("stop_reason"))] = stops.get(str(t.metadata.get("stop_reason")), 0) + 1
     usage = {"judging": judge_client.stats.to_dict()}
     if gen_client is not None:
-        usage = {"generation": {**gen_client.stats.to_dict(), "stop_reasons": stops}, **usage}
+        stops = collections.Counter(str(t.metadata.get("stop_reason")) for t in trajectories)
+        usage = {"generation": {**gen_client.stats.to_dict(), "stop_reasons": dict(stops)}, **usage}
     return table, usage
 
 
@@ -110,18 +118,10 @@ def _write_submission(out_dir: Path, table: pl.DataFrame) -> Path:
 def judge_trajectories(judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any],
                        trajectories: list[Trajectory]) -> tuple[list[Judgement], dict[str, Any]]:
     """Judge recorded trajectories with a live judge (e.g. for `bon.prm_eval` on AgentProcessBench)."""
-    from bon.llm import ResponseCache
 
     async def go() -> tuple[list[Judgement], dict[str, Any]]:
-        mode = str(cache_cfg.get("mode", "readwrite"))
-        cache = None if mode == "off" else ResponseCache(mode, cache_cfg.get("dir"))
-        client = make_client(judge_cfg, cache, "judge")
-        try:
+        async with _clients(cache_cfg, ("judge", judge_cfg)) as (client,):
             return await _judge(judge_cfg, client).judge_all(trajectories), client.stats.to_dict()
-        finally:
-            await client.aclose()
-            if cache is not None:
-                cache.close()
 
     return asyncio.run(go())
 
