@@ -70,17 +70,19 @@ def step_features(steps: Sequence[int], judgement: Judgement) -> dict[str, Any]:
     }
 
 
+def row(task_id: str, subset: str, sample: int, judge: Judgement, steps: Sequence[int],
+        answer: str | None, success: bool | None) -> dict[str, Any]:
+    """One candidate-table row: where the candidate sits, its step features under `judge`, its outcome."""
+    return {"task_id": task_id, "subset": subset, "sample": sample, "judge": judge.judge,
+            **step_features(steps, judge), "answer": answer, "success": success}
+
+
 def candidate(trajectory: Trajectory, judgement: Judgement, subset: str = "") -> dict[str, Any]:
-    """One candidate-table row from a trajectory and its judgement (for agent loops and tests)."""
-    return {
-        "task_id": trajectory.task_id,
-        "subset": subset,
-        "sample": trajectory.sample,
-        "judge": judgement.judge,
-        **step_features(trajectory.step_indices, judgement),
-        "answer": trajectory.answer,
-        "success": trajectory.success,  # None when unknown (live runs without a reference answer)
-    }
+    """One candidate-table row from a trajectory and its judgement (for agent loops and tests).
+
+    `success` stays None when unknown (live runs without a reference answer)."""
+    return row(trajectory.task_id, subset, trajectory.sample, judgement, trajectory.step_indices,
+               trajectory.answer, trajectory.success)
 
 
 def table(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:

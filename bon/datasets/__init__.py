@@ -74,12 +74,9 @@ def candidate_table(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any]
     rows = []
     for record in records({**dataset_cfg, "root": str(root)}):
         for judge in judges:
-            j = apb.judgement_for(root, judge, record)
-            rows.append({
-                "task_id": record.task_id, "subset": record.subset, "sample": record.sample, "judge": judge,
-                **candidates.step_features(record.steps, j),
-                "answer": record.answer, "success": record.success,
-            })
+            rows.append(candidates.row(record.task_id, record.subset, record.sample,
+                                       apb.judgement_for(root, judge, record), record.steps,
+                                       record.answer, record.success))
     if not rows:
         raise BonError("the configured dataset and judge produced no candidates")
     return candidates.table(rows)
