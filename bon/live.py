@@ -39,11 +39,12 @@ def _judge(cfg: Mapping[str, Any], client: Any) -> Any:
                     reask=bool(cfg.get("reask", False)), temperature=cfg.get("temperature"))
 
 
-def _generator(cfg: Mapping[str, Any], client: Any) -> Any:
+def _generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] | None = None) -> Any:
     from bon import tools
     from bon.generators.agent import AgentGenerator
 
-    return AgentGenerator(client, tools.get(list(cfg.get("tools") or ["final_answer"])), n=int(cfg.get("n", 1)),
+    chosen = tools.get(list(cfg.get("tools") or ["final_answer"]), tools_cfg)
+    return AgentGenerator(client, chosen, n=int(cfg.get("n", 1)),
                           max_steps=int(cfg.get("max_steps", 15)), temperature=cfg.get("temperature"),
                           seed=cfg.get("seed"), system_prompt=cfg.get("system_prompt"),
                           trajectory_timeout_s=float(cfg.get("trajectory_timeout", 600)))
@@ -79,7 +80,8 @@ async def _clients(cache_cfg: Mapping[str, Any], *roles: tuple[str, Mapping[str,
 
 
 async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
-               cache_cfg: Mapping[str, Any], out_dir: Path, subset: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+               cache_cfg: Mapping[str, Any], out_dir: Path, subset: str,
+               tools_cfg: Mapping[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     from bon.generators import store
 
     replaying = generator_cfg.get("kind") == "replay"
@@ -88,8 +90,12 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
         if replaying:
             trajectories = store.replay(Path(str(generator_cfg["path"])).expanduser())
         else:
-            trajectories = await _generator(generator_cfg, gen_client).generate_all(
-                tasks, store=Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser())
+            generator = _generator(generator_cfg, gen_client, tools_cfg)
+            try:
+                trajectories = await generator.generate_all(
+                    tasks, store=Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser())
+            finally:
+                await generator.aclose()
         judgements = await _judge(judge_cfg, judge_client).judge_all(trajectories)
     _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements)
     table = candidates.table(candidates.candidate(t, j, subset) for t, j in zip(trajectories, judgements))
@@ -127,8 +133,11 @@ def judge_trajectories(judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any
 
 
 def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
-        cache_cfg: Mapping[str, Any], out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Generate, judge and tabulate the configured tasks; returns the table and per-stage usage."""
+        cache_cfg: Mapping[str, Any], out_dir: Path,
+        tools_cfg: Mapping[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Generate, judge and tabulate the configured tasks; returns the table and per-stage usage.
+
+    `tools_cfg` is the run's `tools` config: options per tool and `allow_private`."""
     from bon.datasets import gaia
     from bon.datasets import tasks as task_file
 
@@ -146,7 +155,8 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
         loaded = gaia.load(dataset_cfg.get("path"), dataset_cfg.get("level"))
     else:
         loaded = task_file.load(dataset_cfg.get("path"))
-    table, usage = asyncio.run(_run(loaded, generator_cfg, judge_cfg, cache_cfg, out_dir, str(dataset_cfg.get("subset"))))
+    table, usage = asyncio.run(_run(loaded, generator_cfg, judge_cfg, cache_cfg, out_dir,
+                                    str(dataset_cfg.get("subset")), tools_cfg))
     if loaded and all(t.answer is None for t in loaded):
         usage["submission"] = str(_write_submission(out_dir, table))
     return table, usage

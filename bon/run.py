@@ -61,7 +61,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if dataset_cfg.get("name") in ("tasks", "gaia"):
         from bon import live  # imports litellm only on this path
 
-        table, usage = live.run(dataset_cfg, generator_cfg, judge_cfg, OmegaConf.to_container(cfg.cache), out_dir)
+        table, usage = live.run(dataset_cfg, generator_cfg, judge_cfg, OmegaConf.to_container(cfg.cache), out_dir,
+                                OmegaConf.to_container(cfg.tools, resolve=True))
     else:
         table = datasets.candidate_table(dataset_cfg, judge_cfg, generator_cfg, cfg.seed)
     subset = str(dataset_cfg.get("subset") or dataset_cfg.get("profile"))

@@ -16,9 +16,13 @@ import asyncio
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from tqdm import tqdm
@@ -27,6 +31,7 @@ from bon.errors import BonError
 from bon.generators.store import TrajectoryStore
 from bon.llm import CallResult, LLMClient
 from bon.scoring.gaia import question_scorer
+from bon.tools import workspace
 from bon.tools.base import SKIPPED, Tool, ToolContext, ToolResult, run_tool
 from bon.types import Task, Trajectory
 
@@ -139,12 +144,34 @@ class AgentGenerator:
         self.trajectory_timeout_s = float(trajectory_timeout_s)
         self.tool_timeout_s = tool_timeout_s
         self.concurrency = concurrency or getattr(client.limiter, "concurrency", 16)
+        self._files: dict[str, Path | None] = {}
+        self._workspace: Path | None = None
+
+    def files_dir(self, task: Task) -> Path | None:
+        """The task's own directory of attachments (copied once per run), which file tools are confined to."""
+        if task.id not in self._files:
+            if self._workspace is None and task.files:
+                self._workspace = Path(tempfile.mkdtemp(prefix="bon-files-"))
+                weakref.finalize(self, shutil.rmtree, self._workspace, ignore_errors=True)
+            self._files[task.id] = workspace.materialize(task, self._workspace) if task.files else None
+        return self._files[task.id]
+
+    async def aclose(self) -> None:
+        """Close tools that hold connections and delete the copies of attached files."""
+        for tool in self.tools.values():
+            close = getattr(tool, "aclose", None)
+            if close is not None:
+                await close()
+        if self._workspace is not None:
+            shutil.rmtree(self._workspace, ignore_errors=True)
+            self._workspace, self._files = None, {}
 
     def opening(self, task: Task) -> list[dict[str, Any]]:
         """The system and user messages every sample of `task` starts from."""
         question = task.question
         if task.files:
-            question += "\n\nAttached files:\n" + "\n".join(f"- {f}" for f in task.files)
+            names = "\n".join(f"- {Path(f).name}" for f in task.files)
+            question += f"\n\nAttached files (refer to them by these names):\n{names}"
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return [*system, {"role": "user", "content": question}]
 
@@ -168,7 +195,7 @@ class AgentGenerator:
             params["temperature"] = self.temperature
         if self.seed is not None:
             params["seed"] = self.seed + sample
-        context = ToolContext(task=task, sample=sample)
+        context = ToolContext(task=task, sample=sample, files_dir=self.files_dir(task))
         for step in range(self.max_steps):
             r = await self.client.complete(ep.messages, tools=self.schemas or None, sample=sample, **params)
             ep.count(r)
@@ -232,6 +259,8 @@ class AgentGenerator:
         stored = store.load() if store is not None else {}
         results = {(t.id, s): stored[(t.id, s)] for t in tasks for s in range(self.n) if (t.id, s) in stored}
         todo = [(t, s) for t in tasks for s in range(self.n) if (t.id, s) not in results]
+        for task in {t.id: t for t, _ in todo}.values():
+            self.files_dir(task)  # a missing attachment fails here, before any call is made
         other = sorted({str(t.metadata.get("model")) for t in results.values()} - {self.client.model})
         if other:
             log.warning("%s holds trajectories from model(s) %s, not %s; they are reused as they are",

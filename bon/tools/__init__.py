@@ -5,7 +5,8 @@ A new tool is a `Tool` subclass in its own module, added with `register` at the 
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, TypeVar
+import inspect
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from bon.errors import BonError, unknown_choice
 from bon.tools.base import Tool, ToolContext, ToolResult, check_arguments, run_tool
@@ -30,8 +31,13 @@ def names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def get(names: str | Iterable[str]) -> list[Tool]:
-    """New instances of the named tools, in the order given; an unknown name lists the valid ones."""
+def get(names: str | Iterable[str], options: Mapping[str, Any] | None = None) -> list[Tool]:
+    """New instances of the named tools, in the order given; an unknown name lists the valid ones.
+
+    `options` is the run's `tools` config: `options[name]` holds keyword arguments for that tool
+    (e.g. `tools.visit_page.max_bytes`), and a top-level `allow_private` reaches every tool whose
+    constructor takes it. An option a tool does not take is an error that lists the ones it does.
+    """
     wanted = [names] if isinstance(names, str) else list(names)
     dupes = sorted({n for n in wanted if wanted.count(n) > 1})
     if dupes:
@@ -39,7 +45,27 @@ def get(names: str | Iterable[str]) -> list[Tool]:
     for name in wanted:
         if name not in REGISTRY:
             raise unknown_choice("tool", name, REGISTRY)
-    return [REGISTRY[name]() for name in wanted]
+    options = dict(options or {})
+    stray = sorted(k for k in options if k != "allow_private" and k not in REGISTRY)
+    if stray:
+        raise BonError(f"tools.{stray[0]} is not a tool; valid: allow_private, {', '.join(sorted(REGISTRY))}")
+    return [_build(name, options) for name in wanted]
+
+
+def _build(name: str, options: Mapping[str, Any]) -> Tool:
+    factory = REGISTRY[name]
+    accepted = inspect.signature(factory).parameters
+    own = options.get(name) or {}
+    if not isinstance(own, Mapping):
+        raise BonError(f"tools.{name} must be a mapping of options, got {type(own).__name__}")
+    kwargs = dict(own)
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown:
+        valid = ", ".join(k for k in accepted if k != "allow_private") or "none"
+        raise BonError(f"tools.{name} has no option {', '.join(unknown)}; valid options: {valid}")
+    if "allow_private" in accepted and "allow_private" in options:
+        kwargs.setdefault("allow_private", bool(options["allow_private"]))
+    return factory(**kwargs)
 
 
 from bon.tools import basic  # noqa: E402 - registers the built-ins; needs `register` above

@@ -11,6 +11,7 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from bon.types import Task
@@ -45,10 +46,15 @@ class ToolResult:
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What a tool may need beyond its arguments: the task (its files) and the sample index."""
+    """What a tool may need beyond its arguments: the task, the sample index, and the task's files.
+
+    `files_dir` is a directory holding exactly the task's attached files under their base names
+    (made by the agent loop); tools that read files must stay inside it. None: no attachments.
+    """
 
     task: Task
     sample: int = 0
+    files_dir: Path | None = None
 
 
 class Tool(ABC):
