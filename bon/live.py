@@ -39,12 +39,13 @@ def _judge(cfg: Mapping[str, Any], client: Any) -> Any:
                     reask=bool(cfg.get("reask", False)), temperature=cfg.get("temperature"))
 
 
-def _generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] | None = None) -> Any:
+def _generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] | None = None,
+               intervention: Any = None, helper: Any = None) -> Any:
     from bon import tools
     from bon.generators.agent import AgentGenerator
 
     chosen = tools.get(list(cfg.get("tools") or ["final_answer"]), tools_cfg)
-    return AgentGenerator(client, chosen, n=int(cfg.get("n", 1)),
+    return AgentGenerator(client, chosen, n=int(cfg.get("n", 1)), intervention=intervention, helper=helper,
                           max_steps=int(cfg.get("max_steps", 15)), temperature=cfg.get("temperature"),
                           seed=cfg.get("seed"), system_prompt=cfg.get("system_prompt"),
                           trajectory_timeout_s=float(cfg.get("trajectory_timeout", 600)))
@@ -81,16 +82,27 @@ async def _clients(cache_cfg: Mapping[str, Any], *roles: tuple[str, Mapping[str,
 
 async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
                cache_cfg: Mapping[str, Any], out_dir: Path, subset: str,
-               tools_cfg: Mapping[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
-    from bon.generators import store
+               tools_cfg: Mapping[str, Any] | None = None,
+               intervention_cfg: Mapping[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    from bon.generators import intervention, store
 
     replaying = generator_cfg.get("kind") == "replay"
-    roles = (("generator", None if replaying else generator_cfg), ("judge", judge_cfg))
-    async with _clients(cache_cfg, *roles) as (gen_client, judge_client):
+    icfg = dict(intervention_cfg or {"policy": "none"})
+    helper_cfg = _helper_config(icfg)
+    online_judge_cfg = judge_cfg if icfg.get("policy") == "prm" else None
+    roles = (("generator", None if replaying else generator_cfg), ("judge", judge_cfg),
+             ("intervention.helper", helper_cfg), ("judge", online_judge_cfg))
+    async with _clients(cache_cfg, *roles) as (gen_client, judge_client, helper_client, online_client):
         if replaying:
             trajectories = store.replay(Path(str(generator_cfg["path"])).expanduser())
         else:
-            generator = _generator(generator_cfg, gen_client, tools_cfg)
+            online_judge = _judge(online_judge_cfg, online_client) if online_client is not None else None
+            policy = intervention.policy_from_config(icfg, online_judge)
+            helper = None
+            if icfg.get("policy", "none") != "none":
+                helper = (intervention.TerminalHuman() if helper_client is None else
+                          intervention.ModelHelper(helper_client, **_temperature(icfg["helper"])))
+            generator = _generator(generator_cfg, gen_client, tools_cfg, policy, helper)
             try:
                 trajectories = await generator.generate_all(
                     tasks, store=Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser())
@@ -103,7 +115,34 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
     if gen_client is not None:
         stops = collections.Counter(str(t.metadata.get("stop_reason")) for t in trajectories)
         usage = {"generation": {**gen_client.stats.to_dict(), "stop_reasons": dict(stops)}, **usage}
+        if helper_client is not None:
+            usage["intervention"] = helper_client.stats.to_dict()
+        if online_client is not None:
+            usage["online judging"] = online_client.stats.to_dict()
+        if icfg.get("policy", "none") != "none":
+            usage["collaboration"] = {"policy": icfg["policy"], "budget": icfg.get("budget"),
+                                      **intervention.reward_summary(trajectories, float(icfg.get("lambda", 0.0)))}
     return table, usage
+
+
+def _helper_config(icfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The stand-in model's client config, or None (no intervention, or a person at the terminal)."""
+    if icfg.get("policy", "none") == "none":
+        return None
+    helper = icfg.get("helper") or {}
+    kind = helper.get("kind", "model")
+    if kind not in ("model", "terminal"):
+        raise BonError(f"intervention.helper.kind must be one of model, terminal; got {kind!r}")
+    if kind == "terminal":
+        return None
+    if not helper.get("model"):
+        raise BonError("intervention.helper.model is required (e.g. intervention.helper.model=openai/gpt-5), "
+                       "or use intervention.helper.kind=terminal to take the steps yourself")
+    return {k: v for k, v in helper.items() if k not in ("kind", "temperature")}
+
+
+def _temperature(helper: Mapping[str, Any]) -> dict[str, Any]:
+    return {} if helper.get("temperature") is None else {"temperature": helper["temperature"]}
 
 
 def _write_submission(out_dir: Path, table: pl.DataFrame) -> Path:
@@ -134,10 +173,12 @@ def judge_trajectories(judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any
 
 def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
         cache_cfg: Mapping[str, Any], out_dir: Path,
-        tools_cfg: Mapping[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+        tools_cfg: Mapping[str, Any] | None = None,
+        intervention_cfg: Mapping[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Generate, judge and tabulate the configured tasks; returns the table and per-stage usage.
 
-    `tools_cfg` is the run's `tools` config: options per tool and `allow_private`."""
+    `tools_cfg` is the run's `tools` config: options per tool and `allow_private`.
+    `intervention_cfg` says who takes each step (bon.generators.intervention)."""
     from bon.datasets import gaia
     from bon.datasets import tasks as task_file
 
@@ -146,6 +187,8 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
         raise BonError(f"dataset={dataset_cfg.get('name')} needs a live judge and a live or replayed generator (e.g. "
                        f"generator=deepseek judge=deepseek, or generator=replay generator.path=<file>); got generator "
                        f"kind {generator_cfg.get('kind')!r} and judge kind {judge_cfg.get('kind')!r}")
+    if replaying and (intervention_cfg or {}).get("policy", "none") != "none":
+        raise BonError("intervention needs a live generator: replayed trajectories cannot be handed over")
     if replaying and not generator_cfg.get("path"):
         raise BonError("generator=replay with dataset=tasks needs generator.path=<trajectories.jsonl>")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +199,7 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
     else:
         loaded = task_file.load(dataset_cfg.get("path"))
     table, usage = asyncio.run(_run(loaded, generator_cfg, judge_cfg, cache_cfg, out_dir,
-                                    str(dataset_cfg.get("subset")), tools_cfg))
+                                    str(dataset_cfg.get("subset")), tools_cfg, intervention_cfg))
     if loaded and all(t.answer is None for t in loaded):
         usage["submission"] = str(_write_submission(out_dir, table))
     return table, usage

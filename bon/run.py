@@ -38,6 +38,18 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_collaboration(c: dict[str, Any]) -> str:
+    """One line: who helped how often, and what it was worth at the run's lambda."""
+    rate = "n/a" if c["intervention_rate"] is None else f"{100 * c['intervention_rate']:.1f}%"
+    budget = "" if c.get("budget") is None else f", budget {c['budget']}"
+    head = f"collaboration ({c['policy']}{budget}): {c['interventions']} of {c['steps']} steps by the helper ({rate})"
+    if c.get("judge_failures"):
+        head += f", {c['judge_failures']} online judge calls failed"
+    if c["T"] is None:
+        return f"{head}; {c['note']}"
+    return f"{head}; T={c['T']:.3f} C={c['C']:.2f} R=T-{c['lambda']:g}*C={c['R']:.3f}"
+
+
 def _check_run_options(cfg: DictConfig) -> None:
     """Fail early, naming the option, rather than deep inside numpy or scipy."""
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
@@ -62,8 +74,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         from bon import live  # imports litellm only on this path
 
         table, usage = live.run(dataset_cfg, generator_cfg, judge_cfg, OmegaConf.to_container(cfg.cache), out_dir,
-                                OmegaConf.to_container(cfg.tools, resolve=True))
+                                OmegaConf.to_container(cfg.tools, resolve=True),
+                                OmegaConf.to_container(cfg.intervention, resolve=True))
     else:
+        if cfg.intervention.policy != "none":
+            raise BonError(f"intervention={cfg.intervention.policy} needs a live agent (dataset=tasks or dataset=gaia "
+                           f"with a live generator); dataset={dataset_cfg.get('name')} replays recorded candidates")
         table = datasets.candidate_table(dataset_cfg, judge_cfg, generator_cfg, cfg.seed)
     subset = str(dataset_cfg.get("subset") or dataset_cfg.get("profile"))
     picks, rows = evaluate(selector, table, dataset_cfg["name"], subset,
@@ -75,6 +91,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             row["note"] = "; ".join(filter(None, [SYNTHETIC_NOTE, row["note"]]))
     summary: dict[str, Any] = dict(rows[0]) if len(rows) == 1 else {}
     summary["rows"] = rows
+    collaboration = (usage or {}).pop("collaboration", None)
+    if collaboration is not None:
+        summary["collaboration"] = collaboration  # T, C and R = T - lambda*C of the sampled trajectories
     if usage is not None:
         summary["usage"] = usage  # calls, failures, retries, tokens and USD per stage
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +115,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         cost = f"${st['cost_usd']:.4f}" + (f" (+{st['unpriced']} calls of unknown price)" if st["unpriced"] else "")
         print(f"{stage}: {st['calls']} calls ({st['failed']} failed, {st['cache_hits']} cached, {st['retries']} retries), "
               f"{st['prompt_tokens'] + st['completion_tokens']} tokens, {cost}")
+    if collaboration is not None:
+        print(format_collaboration(collaboration))
     print(f"wrote {out_dir / 'summary.json'}")
     return summary
 

@@ -31,6 +31,7 @@ from bon.errors import BonError
 from bon.generators.store import TrajectoryStore
 from bon.llm import CallResult, LLMClient
 from bon.scoring.gaia import question_scorer
+from bon.generators.intervention import AGENT, HUMAN, Never, Policy, StepState
 from bon.tools import workspace
 from bon.tools.base import SKIPPED, Tool, ToolContext, ToolResult, run_tool
 from bon.types import Task, Trajectory
@@ -93,6 +94,9 @@ class _Episode:
     cost_known: bool = True
     llm_latency_s: float = 0.0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    actors: list[str] = field(default_factory=list)  # who took each step: "agent" or "human"
+    online_labels: dict[str, int | None] = field(default_factory=dict)  # step index -> online judge label
+    online_judge_failures: int = 0
 
     def count(self, r: CallResult) -> None:
         self.llm_calls += 1
@@ -123,7 +127,8 @@ class AgentGenerator:
     def __init__(self, client: LLMClient, tools: Sequence[Tool], n: int = 1, max_steps: int = 20,
                  temperature: float | None = None, seed: int | None = None, system_prompt: str | None = None,
                  trajectory_timeout_s: float = 600.0, tool_timeout_s: float | None = 60.0,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, intervention: Policy | None = None,
+                 helper: Any = None) -> None:
         if n < 1:
             raise BonError(f"generator.n must be >= 1, got {n}")
         if max_steps < 1:
@@ -144,6 +149,11 @@ class AgentGenerator:
         self.trajectory_timeout_s = float(trajectory_timeout_s)
         self.tool_timeout_s = tool_timeout_s
         self.concurrency = concurrency or getattr(client.limiter, "concurrency", 16)
+        if intervention is not None and not isinstance(intervention, Never) and helper is None:
+            raise BonError("an intervention policy needs a helper to take the human's steps "
+                           "(intervention.helper: a stronger model, or kind=terminal)")
+        self.intervention = intervention
+        self.helper = helper
         self._files: dict[str, Path | None] = {}
         self._workspace: Path | None = None
 
@@ -197,8 +207,13 @@ class AgentGenerator:
             params["seed"] = self.seed + sample
         context = ToolContext(task=task, sample=sample, files_dir=self.files_dir(task))
         for step in range(self.max_steps):
-            r = await self.client.complete(ep.messages, tools=self.schemas or None, sample=sample, **params)
+            actor = await self._who_acts(task, sample, step, ep)
+            if actor == HUMAN:
+                r = await self.helper.act(ep.messages, self.schemas or None, sample)
+            else:
+                r = await self.client.complete(ep.messages, tools=self.schemas or None, sample=sample, **params)
             ep.count(r)
+            ep.actors.append(actor)
             if not r.ok or r.message is None:
                 ep.stop("error", r.reason or "error", r.error)
                 return
@@ -215,6 +230,17 @@ class AgentGenerator:
                 ep.stop("answer")
                 return
         ep.stop("step_limit")
+
+    async def _who_acts(self, task: Task, sample: int, step: int, ep: _Episode) -> str:
+        if self.intervention is None:
+            return AGENT
+        decision = await self.intervention.decide(StepState(task, sample, step, ep.messages, list(ep.actors)))
+        if decision.judge_failed:
+            ep.online_judge_failures += 1
+        if decision.label is not None or decision.judge_failed:
+            last = [i for i, m in enumerate(ep.messages) if m.get("role") == "assistant"][-1]
+            ep.online_labels[str(last)] = decision.label
+        return decision.actor
 
     async def _run_call(self, call: dict[str, Any], context: ToolContext, ep: _Episode) -> None:
         name = call["function"].get("name") or ""
@@ -240,6 +266,12 @@ class AgentGenerator:
             "tool_calls": ep.tool_calls, "tool_errors": sum(c["error_kind"] is not None for c in ep.tool_calls),
             "temperature": self.temperature, "seed": None if self.seed is None else self.seed + sample,
         }
+        if self.intervention is not None:
+            metadata.update(actors=ep.actors, interventions=ep.actors.count(HUMAN),
+                            intervention_policy=self.intervention.name, online_labels=ep.online_labels,
+                            online_judge_failures=ep.online_judge_failures,
+                            helper=getattr(getattr(self.helper, "client", None), "model", None)
+                            or getattr(self.helper, "kind", None))
         return Trajectory(task_id=task.id, sample=sample, messages=tuple(ep.messages), answer=ep.answer,
                           success=reference_success(ep.answer, task.answer), metadata=metadata)
 
