@@ -68,10 +68,12 @@ def _build(name: str, options: Mapping[str, Any]) -> Tool:
     return factory(**kwargs)
 
 
-from bon.tools import basic  # noqa: E402 - registers the built-ins; needs `register` above
+from bon.tools import basic, search, web  # noqa: E402 - registers the built-ins; needs `register` above
 
 register(basic.FinalAnswer)
 register(basic.Calculator)
+register(search.WebSearch)
+register(web.VisitPage)
 
 __all__ = ["REGISTRY", "Tool", "ToolContext", "ToolResult", "check_arguments", "get", "names", "register",
            "run_tool"]
