@@ -155,7 +155,11 @@ def collect(root: Path) -> list[dict[str, Any]]:
     """All rows under `root`; two results for the same (selector, judge, subset) are an error."""
     rows: list[dict[str, Any]] = []
     seen: dict[tuple[str, str, str, str], str] = {}
+    skipped = []
     for path in find_summaries(root):
+        if _is_rehac(path):  # policy evaluations have their own tables (policies.csv, best_of_n.csv)
+            skipped.append(path)
+            continue
         for row in load_rows(path, root):
             key = _key(row)
             if key in seen:
@@ -164,7 +168,18 @@ def collect(root: Path) -> list[dict[str, Any]]:
                                f"({dataset}) in {seen[key]} and {row['_path']}; move one of them out of {root}")
             seen[key] = row["_path"]
             rows.append(row)
+    if skipped and not rows:
+        raise BonError(f"{root} holds only dataset=rehac runs ({len(skipped)}); their tables are policies.csv and "
+                       "best_of_n.csv beside each summary.json, not a selector report")
     return rows
+
+
+def _is_rehac(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # load_rows reports it
+    return isinstance(data, dict) and data.get("kind") == "rehac_offline"
 
 
 # --------------------------------------------------------------------------- ordering

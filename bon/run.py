@@ -64,6 +64,10 @@ def _check_run_options(cfg: DictConfig) -> None:
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one configuration and write its outputs into `out_dir`."""
     _check_run_options(cfg)
+    if cfg.dataset.get("name") == "rehac":  # offline policy evaluation: no generator, judge or selector
+        from bon.rehac.report import run_offline
+
+        return run_offline(cfg, out_dir)
     generators.check(OmegaConf.to_container(cfg.generator, resolve=True))
     selector = selectors.from_config(OmegaConf.to_container(cfg.selector, resolve=True))
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)

@@ -11,7 +11,7 @@ from bon import candidates
 from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError, unknown_choice
 
-DATASETS = ("agentprocessbench", "sim", "tasks", "gaia")
+DATASETS = ("agentprocessbench", "sim", "tasks", "gaia", "rehac")
 ENV_ROOT = "BON_DATA_DIR"
 
 
