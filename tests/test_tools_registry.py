@@ -121,3 +121,23 @@ def test_a_missing_attachment_fails_before_any_model_call(llm_server, tmp_path):
     with pytest.raises(BonError, match="task b: attached file .*missing.pdf does not exist"):
         asyncio.run(go())
     assert llm_server.count == 0
+
+
+def test_config_defaults_match_the_tools_own_defaults():
+    """conf/tools/default.yaml lists every option of every configurable tool, with the tool's own default."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from bon.config import conf_dir
+
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(conf_dir()) / "tools" / "default.yaml"))
+    assert cfg.pop("allow_private") is False
+    for name, options in cfg.items():
+        params = {k: p.default for k, p in inspect.signature(tools.REGISTRY[name]).parameters.items()
+                  if k != "allow_private"}
+        assert set(options) == set(params), name
+        for key, value in options.items():
+            default = list(params[key]) if isinstance(params[key], tuple) else params[key]
+            assert value == default, f"tools.{name}.{key}: config {value!r}, tool {default!r}"
+    tools.get(list(cfg), cfg)  # and the tools accept them as given

@@ -68,12 +68,14 @@ def _build(name: str, options: Mapping[str, Any]) -> Tool:
     return factory(**kwargs)
 
 
-from bon.tools import basic, search, web  # noqa: E402 - registers the built-ins; needs `register` above
+from bon.tools import basic, files, python_tool, search, web  # noqa: E402 - the built-ins; need `register`
 
 register(basic.FinalAnswer)
 register(basic.Calculator)
 register(search.WebSearch)
 register(web.VisitPage)
+register(files.InspectFile)
+register(python_tool.PythonTool)
 
 __all__ = ["REGISTRY", "Tool", "ToolContext", "ToolResult", "check_arguments", "get", "names", "register",
            "run_tool"]

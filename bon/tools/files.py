@@ -1,0 +1,384 @@
+"""`inspect_file`: read one of the task's attached files as text, a page at a time.
+
+Files are named relative to the task's directory of attachments (`ToolContext.files_dir`) and must
+stay inside it: absolute paths, `..` and symlinks that lead out are refused. What the model sees:
+
+- text (txt, md, jsonl, xml, logs, any UTF-8 file): as is; JSON pretty-printed; HTML as Markdown;
+- csv/tsv and xlsx: Markdown tables (xlsx: every sheet, with Excel's row numbers and column letters),
+  at most `max_rows` rows per table, with a count of the rest;
+- pdf: the text of each page; docx: paragraphs (headings marked) and tables in document order;
+- zip: the members' names and sizes, never their contents (nothing is extracted).
+
+Long output is split into pages of about `page_chars` characters ("page i of n"); the rendered file
+is kept in a small cache, so asking for page 2 does not parse it again.
+"""
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import json
+import os
+import re
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from bon.errors import BonError
+from bon.tools.base import BAD_ARGUMENTS, Tool, ToolContext, ToolResult
+from bon.tools.web import FetchError, page_starts, pdf_to_text
+
+NO_FILES = "no_files"  # the task has no attached files
+PATH_REFUSED = "path_refused"  # absolute, `..`, or leads outside the task's files
+NOT_FOUND = "not_found"
+UNSUPPORTED_FILE = "unsupported_file"
+READ_ERROR = "read_error"  # a supported type that could not be parsed
+PAGE_OUT_OF_RANGE = "page_out_of_range"
+
+MAX_TEXT_BYTES = 20 << 20  # text files are read up to this size
+MAX_ZIP_MEMBERS = 1000  # members listed
+CACHE_SIZE = 8  # rendered files kept for paging
+SUPPORTED = ("text (txt, md, json, jsonl, xml, html, or any UTF-8 text file), csv, tsv, xlsx, docx, pdf, "
+             "zip (member listing only)")
+_TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".json", ".jsonl", ".ndjson", ".xml", ".html", ".htm", ".xhtml",
+                  ".csv", ".tsv", ".tab", ".log", ".yaml", ".yml", ".py", ".tex", ".rst", ".ini", ".cfg",
+                  ".toml", ".sql", ".srt", ".vtt"}
+_DROP_TAGS = ("script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed", "head")
+
+
+class Unreadable(Exception):
+    """The file cannot be shown; `kind` is the tool result's error kind."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _cell(value: Any) -> str:
+    """A cell as Excel shows it: whole floats without ".0", midnight datetimes as dates."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        cells = [re.sub(r"\s*\n\s*", " ", c).replace("|", "\\|") for c in cells]
+        return "| " + " | ".join(cells) + " |"
+    width = len(header)
+    out = [line(header), "|" + "---|" * width]
+    out += [line(list(row) + [""] * (width - len(row))) for row in rows]
+    return "\n".join(out)
+
+
+def _more_rows(shown: int, total: int) -> str:
+    return (f"\n({total - shown:,} more rows not shown; use the python tool to work with the whole table)"
+            if total > shown else "")
+
+
+def _decode(data: bytes, strict: bool) -> tuple[str, list[str]]:
+    """The text of `data`, and notes on how it was decoded."""
+    if b"\x00" in data[:8192] and strict:
+        raise UnicodeDecodeError("utf-8", data[:1], 0, 1, "binary data")
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(data) - 3 and len(data) >= MAX_TEXT_BYTES:  # a character cut by the size cap
+            return data[:exc.start].decode("utf-8-sig"), []
+        if strict:
+            raise
+        return data.decode("latin-1"), ["the file is not UTF-8; it was decoded as Latin-1"]
+
+
+def _read_text(path: Path, strict: bool) -> tuple[str, list[str]]:
+    with open(path, "rb") as f:
+        data = f.read(MAX_TEXT_BYTES + 1)
+    notes = []
+    if len(data) > MAX_TEXT_BYTES:
+        data = data[:MAX_TEXT_BYTES]
+        notes.append(f"only the first {MAX_TEXT_BYTES >> 20} MB of the file are shown")
+    text, decode_notes = _decode(data, strict)
+    return text, notes + decode_notes
+
+
+def _render_csv(path: Path, max_rows: int, tab: bool) -> tuple[str, list[str]]:
+    text, notes = _read_text(path, strict=False)
+    delimiter = "\t"
+    if not tab:
+        try:
+            delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
+        except csv.Error:
+            delimiter = ","
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = next(rows, None)
+    if header is None:
+        return "(the file is empty)", notes
+    kept, total = [], 0
+    for row in rows:
+        total += 1
+        if len(kept) < max_rows:
+            kept.append(row)
+    width = max([len(header), *(len(r) for r in kept)])
+    header = header + [""] * (width - len(header))
+    if delimiter not in (",", "\t"):
+        notes.append(f"columns are separated by {delimiter!r}")
+    summary = f"{total:,} data rows below a header row, {width} columns"
+    return f"{summary}\n\n{_markdown_table(header, kept)}{_more_rows(len(kept), total)}", notes
+
+
+def _render_xlsx(path: Path, max_rows: int) -> tuple[str, list[str]]:
+    from openpyxl import load_workbook
+    from openpyxl.utils import get_column_letter
+
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:
+        parts = []
+        for sheet in workbook.worksheets:
+            kept: list[tuple[int, list[str]]] = []
+            total, width = 0, 0
+            for number, values in enumerate(sheet.iter_rows(values_only=True), 1):
+                cells = [_cell(v) for v in values]
+                while cells and cells[-1] == "":
+                    cells.pop()
+                if not cells:
+                    continue
+                total += 1
+                if len(kept) < max_rows:
+                    kept.append((number, cells))
+                    width = max(width, len(cells))
+            state = "" if sheet.sheet_state == "visible" else f", {sheet.sheet_state}"
+            title = f'## Sheet "{sheet.title}" ({total:,} non-empty rows{state})'
+            if not total:
+                parts.append(f"{title}\n\n(empty)")
+                continue
+            header = ["row"] + [get_column_letter(i) for i in range(1, width + 1)]
+            table = _markdown_table(header, ([str(n)] + cells for n, cells in kept))
+            parts.append(f"{title}\n\n{table}{_more_rows(len(kept), total)}")
+    finally:
+        workbook.close()
+    notes = [f"{len(parts)} sheet(s); cells show stored values (a formula shows its last computed result, "
+             "or nothing if the file was never recalculated)"]
+    return "\n\n".join(parts), notes
+
+
+def _render_docx(path: Path, max_rows: int) -> tuple[str, list[str]]:
+    from docx import Document
+    from docx.table import Table
+
+    document = Document(str(path))
+    blocks = []
+    for item in document.iter_inner_content():
+        if isinstance(item, Table):
+            rows = [[cell.text for cell in row.cells] for row in item.rows]
+            if rows:
+                width = max(len(r) for r in rows)
+                header = rows[0] + [""] * (width - len(rows[0]))
+                body = rows[1:max_rows + 1]
+                blocks.append(_markdown_table(header, body) + _more_rows(len(body), len(rows) - 1))
+            continue
+        text = item.text.strip()
+        if not text:
+            continue
+        style = (item.style.name if item.style is not None else "") or ""
+        level = re.fullmatch(r"Heading (\d)", style)
+        if level:
+            text = "#" * int(level.group(1)) + " " + text
+        elif style == "Title":
+            text = "# " + text
+        elif style.startswith("List"):
+            text = "- " + text
+        blocks.append(text)
+    return "\n\n".join(blocks) or "(the document has no text)", []
+
+
+def _render_pdf(path: Path) -> tuple[str, list[str]]:
+    try:
+        title, text, pages, with_text = pdf_to_text(path.read_bytes())
+    except FetchError as exc:
+        raise Unreadable(READ_ERROR, str(exc)) from None
+    notes = [f"{pages} PDF page(s)" + (f", title {title!r}" if title else "")]
+    if pages and not with_text:
+        notes.append("no page has extractable text (a scanned document?)")
+    return text, notes
+
+
+def _render_zip(path: Path) -> tuple[str, list[str]]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as exc:
+        raise Unreadable(READ_ERROR, f"not a readable zip archive ({exc})") from None
+    lines = []
+    for info in members[:MAX_ZIP_MEMBERS]:
+        if info.is_dir():
+            lines.append(f"{info.filename} (directory)")
+        else:
+            locked = ", encrypted" if info.flag_bits & 0x1 else ""
+            lines.append(f"{info.filename} ({info.file_size:,} bytes{locked})")
+    if len(members) > MAX_ZIP_MEMBERS:
+        lines.append(f"... and {len(members) - MAX_ZIP_MEMBERS:,} more members")
+    files = sum(not m.is_dir() for m in members)
+    notes = [f"{files:,} file(s); members are listed, not extracted: read one with the python tool (zipfile)"]
+    return "\n".join(lines) or "(the archive is empty)", notes
+
+
+def _render_html(path: Path) -> tuple[str, list[str]]:
+    from bs4 import BeautifulSoup
+    from markdownify import MarkdownConverter
+
+    text, notes = _read_text(path, strict=False)
+    soup = BeautifulSoup(text, "html.parser")
+    for tag in soup.find_all(_DROP_TAGS):
+        tag.decompose()
+    markdown = MarkdownConverter(heading_style="ATX", bullets="-", escape_underscores=False,
+                                 escape_asterisks=False).convert_soup(soup)
+    markdown = re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in markdown.splitlines())).strip()
+    return markdown, notes + ["HTML shown as Markdown"]
+
+
+def _render_json(path: Path) -> tuple[str, list[str]]:
+    text, notes = _read_text(path, strict=False)
+    if notes:  # cut or not UTF-8: show it as it is
+        return text, notes
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False), notes
+    except ValueError as exc:
+        return text, [f"not valid JSON ({exc}); shown as text"]
+
+
+def render(path: Path, max_rows: int) -> tuple[str, str, list[str]]:
+    """(type label, text, notes) for the file at `path`; raises `Unreadable`."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return "CSV table", *_render_csv(path, max_rows, tab=False)
+        if suffix in (".tsv", ".tab"):
+            return "TSV table", *_render_csv(path, max_rows, tab=True)
+        if suffix in (".xlsx", ".xlsm"):
+            return "Excel workbook", *_render_xlsx(path, max_rows)
+        if suffix == ".docx":
+            return "Word document", *_render_docx(path, max_rows)
+        if suffix == ".pdf":
+            return "PDF", *_render_pdf(path)
+        if suffix == ".zip":
+            return "zip archive", *_render_zip(path)
+        if suffix in (".html", ".htm", ".xhtml"):
+            return "HTML", *_render_html(path)
+        if suffix == ".json":
+            return "JSON", *_render_json(path)
+        known = suffix in _TEXT_SUFFIXES
+        try:
+            text, notes = _read_text(path, strict=not known)
+        except UnicodeDecodeError:
+            raise Unreadable(UNSUPPORTED_FILE, f"{path.name} ({path.stat().st_size:,} bytes) is not a text file "
+                                               f"and not a supported type; supported: {SUPPORTED}") from None
+        return "text", text, notes
+    except Unreadable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file is the model's observation, not a crash
+        raise Unreadable(READ_ERROR, f"{path.name} could not be read as {suffix.lstrip('.') or 'text'}: "
+                                     f"{type(exc).__name__}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- the tool
+
+
+def _option(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BonError(f"tools.inspect_file.{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _listing(files_dir: Path) -> str:
+    entries = sorted(p for p in files_dir.iterdir() if p.is_file())
+    return ", ".join(f"{p.name} ({p.stat().st_size:,} bytes)" for p in entries) or "none"
+
+
+class InspectFile(Tool):
+    name = "inspect_file"
+    description = ("Read a file attached to the task, by name (e.g. data.xlsx): text, JSON, HTML, CSV/TSV and "
+                   "Excel sheets as tables, PDF and Word text, zip member lists. Long files come in pages: the "
+                   "reply says 'page i of n'; ask for another with `page`. Use path '.' to list the files.")
+    parameters = {
+        "type": "object", "additionalProperties": False, "required": ["path"],
+        "properties": {
+            "path": {"type": "string", "description": "the file's name, relative to the task's attached files"},
+            "page": {"type": "integer", "minimum": 1, "description": "which page of the file to show (default 1)"},
+        },
+    }
+
+    def __init__(self, *, page_chars: int = 10_000, max_rows: int = 500) -> None:
+        self.page_chars = _option("page_chars", page_chars, 500)
+        self.max_rows = _option("max_rows", max_rows, 1)
+        self._cache: OrderedDict[tuple, tuple[str, str, list[str], tuple[int, ...]]] = OrderedDict()
+
+    def _locate(self, files_dir: Path | None, name: str) -> Path | ToolResult:
+        """The file `name` inside `files_dir`, or the error to reply with."""
+        if files_dir is None:
+            return ToolResult.error(NO_FILES, "this task has no attached files")
+        if not name.strip():
+            return ToolResult.error(BAD_ARGUMENTS, "path is empty; use '.' to list the task's files")
+        if os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+            return ToolResult.error(PATH_REFUSED, f"{name!r} is an absolute path; name a file relative to the "
+                                                  f"task's files: {_listing(files_dir)}")
+        if ".." in re.split(r"[\\/]", name):
+            return ToolResult.error(PATH_REFUSED, f"{name!r} contains '..'; only the task's own files can be read")
+        base = files_dir.resolve()
+        target = (base / name).resolve()
+        if target != base and base not in target.parents:
+            return ToolResult.error(PATH_REFUSED, f"{name!r} leads outside the task's files")
+        if not target.exists():
+            return ToolResult.error(NOT_FOUND, f"no file {name!r}; the task's files: {_listing(files_dir)}")
+        return target
+
+    async def call(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        name: str = arguments["path"]
+        page: int = arguments.get("page", 1)
+        if page < 1:
+            return ToolResult.error(BAD_ARGUMENTS, f"page must be 1 or more, got {page}")
+        located = self._locate(context.files_dir, name)
+        if isinstance(located, ToolResult):
+            return located
+        if located.is_dir():
+            return ToolResult(f"The task's files: {_listing(located)}")
+        try:
+            label, text, notes, starts = await asyncio.to_thread(self._rendered, located)
+        except Unreadable as exc:
+            return ToolResult.error(exc.kind, str(exc))
+        except OSError as exc:
+            return ToolResult.error(READ_ERROR, f"{name!r} could not be read: {exc.strerror or exc}")
+        n = len(starts)
+        if page > n:
+            return ToolResult.error(PAGE_OUT_OF_RANGE, f"{name!r} has {n} page(s); asked for page {page}")
+        end = starts[page] if page < n else len(text)
+        lines = [f"{located.name} ({label}, {located.stat().st_size:,} bytes), page {page} of {n}"]
+        lines += [f"Note: {note}." for note in notes]
+        lines += ["", text[starts[page - 1]:end].strip() or "(no text)"]
+        if n > 1:
+            lines += ["", f"[Page {page} of {n}" + (": end of file.]" if page == n else
+                                                    f". For more, call inspect_file with page={page + 1}.]")]
+        return ToolResult("\n".join(lines))
+
+    def _rendered(self, path: Path) -> tuple[str, str, list[str], tuple[int, ...]]:
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        label, text, notes = render(path, self.max_rows)
+        entry = (label, text, notes, page_starts(text, self.page_chars))
+        self._cache[key] = entry
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return entry

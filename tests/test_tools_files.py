@@ -1,0 +1,231 @@
+"""inspect_file: every supported format from small files written here, paging, and confinement to the task's files."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import docx
+import openpyxl
+import pytest
+from pypdf import PdfReader
+
+from bon.errors import BonError
+from bon.tools.base import ToolContext, ToolResult
+from bon.tools.files import InspectFile
+from bon.types import Task
+
+TASK = Task("t1", "question?")
+
+
+def inspect(files_dir: Path | None, path: str, tool: InspectFile | None = None, **arguments) -> ToolResult:
+    tool = tool or InspectFile()
+    return asyncio.run(tool.call({"path": path, **arguments}, ToolContext(TASK, files_dir=files_dir)))
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    directory = tmp_path / "files"
+    directory.mkdir()
+    return directory
+
+
+def minimal_pdf(pages: list[str]) -> bytes:
+    """A valid PDF with one line of Helvetica text per page, xref offsets computed."""
+    n = len(pages)
+    font = 3 + 2 * n
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % (3 + 2 * i) for i in range(n))
+               + b"] /Count %d >>" % n]
+    for i, text in enumerate(pages):
+        stream = b"BT /F1 12 Tf 20 100 Td (" + text.encode() + b") Tj ET"
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 200] /Contents %d 0 R "
+                       b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (4 + 2 * i, font))
+        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_xlsx_every_sheet_as_a_table_with_row_numbers_and_column_letters(files: Path) -> None:
+    wb = openpyxl.Workbook()
+    sales = wb.active
+    sales.title = "Sales"
+    sales.append(["Name", "Amount", "Day"])
+    sales.append(["Ann", 3.5, dt.datetime(2024, 1, 5)])
+    sales.append(["Bob", 2.0, dt.datetime(2024, 1, 6, 14, 30)])
+    sales["E6"] = "far cell"
+    notes = wb.create_sheet("Notes")
+    notes["A1"] = "pipe | inside"
+    wb.create_sheet("Blank")
+    wb.save(files / "book.xlsx")
+
+    result = inspect(files, "book.xlsx")
+    assert result.error_kind is None
+    text = result.content
+    assert text.index('## Sheet "Sales"') < text.index('## Sheet "Notes"') < text.index('## Sheet "Blank"')
+    assert "| row | A | B | C | D | E |" in text
+    assert "| 2 | Ann | 3.5 | 2024-01-05 |  |  |" in text  # a midnight datetime reads as a date
+    assert "| 3 | Bob | 2 | 2024-01-06 14:30:00 |  |  |" in text  # a whole float without ".0"
+    assert "| 6 |  |  |  |  | far cell |" in text  # the row number is Excel's, empty rows 4-5 skipped
+    assert "| 1 | pipe \\| inside |" in text
+    assert '## Sheet "Blank" (0 non-empty rows)\n\n(empty)' in text
+
+
+def test_xlsx_rows_are_capped_with_a_count_of_the_rest(files: Path) -> None:
+    wb = openpyxl.Workbook()
+    for i in range(1, 11):
+        wb.active.append([f"r{i}", i])
+    wb.save(files / "long.xlsx")
+    text = inspect(files, "long.xlsx", InspectFile(max_rows=4)).content
+    assert "| 4 | r4 | 4 |" in text and "r5" not in text
+    assert "6 more rows not shown" in text
+    assert "(10 non-empty rows)" in text
+
+
+def test_csv_and_tsv_as_tables(files: Path) -> None:
+    (files / "t.csv").write_text('city,note\nParis,"a, b"\nRome,plain\nOslo,x\n', encoding="utf-8")
+    (files / "t.tsv").write_text("k\tv\nalpha\t1\n", encoding="utf-8")
+    text = inspect(files, "t.csv", InspectFile(max_rows=2)).content
+    assert "3 data rows below a header row, 2 columns" in text
+    assert "| city | note |\n|---|---|\n| Paris | a, b |\n| Rome | plain |" in text  # quoted comma kept in its cell
+    assert "Oslo" not in text and "1 more rows not shown" in text
+    assert "| k | v |\n|---|---|\n| alpha | 1 |" in inspect(files, "t.tsv").content
+
+
+def test_docx_paragraphs_and_tables_in_document_order(files: Path) -> None:
+    document = docx.Document()
+    document.add_heading("Quarterly report", level=1)
+    document.add_paragraph("Opening paragraph.")
+    table = document.add_table(rows=2, cols=2)
+    for (r, c), value in {(0, 0): "item", (0, 1): "count", (1, 0): "apples", (1, 1): "7"}.items():
+        table.cell(r, c).text = value
+    document.add_paragraph("Closing paragraph.")
+    document.save(files / "r.docx")
+
+    text = inspect(files, "r.docx").content
+    assert "# Quarterly report" in text
+    order = [text.index(s) for s in ("Opening paragraph.", "| item | count |", "| apples | 7 |", "Closing paragraph.")]
+    assert order == sorted(order)
+
+
+def test_pdf_text_of_each_page(files: Path) -> None:
+    (files / "doc.pdf").write_bytes(minimal_pdf(["Hello from page one", "Second page text"]))
+    assert len(PdfReader(files / "doc.pdf").pages) == 2  # the fixture itself is a valid PDF
+    text = inspect(files, "doc.pdf").content
+    assert "2 PDF page(s)" in text
+    assert text.index("Hello from page one") < text.index("[PDF page 2 of 2]") < text.index("Second page text")
+
+
+def test_zip_is_listed_never_extracted(files: Path) -> None:
+    with zipfile.ZipFile(files / "a.zip", "w") as archive:
+        archive.writestr("inner/data.txt", "the member's secret content")
+        archive.writestr("b.bin", b"\x00" * 1234)
+    before = sorted(os.listdir(files))
+    text = inspect(files, "a.zip").content
+    assert "inner/data.txt (27 bytes)" in text and "b.bin (1,234 bytes)" in text
+    assert "secret content" not in text
+    assert sorted(os.listdir(files)) == before
+
+
+def test_text_json_html_and_unknown_types(files: Path) -> None:
+    (files / "notes.md").write_text("# Title\nsome *notes*\n", encoding="utf-8")
+    (files / "d.json").write_text('{"b": [1, 2], "name": "café"}', encoding="utf-8")
+    (files / "page.html").write_text("<html><head><script>steal()</script></head><body><h2>Heading</h2>"
+                                     "<p>Body <b>bold</b></p></body></html>", encoding="utf-8")
+    (files / "readme.weird").write_text("plain UTF-8 text, odd suffix", encoding="utf-8")
+    (files / "blob.bin").write_bytes(bytes(range(256)))
+
+    assert "some *notes*" in inspect(files, "notes.md").content
+    assert json.dumps({"b": [1, 2], "name": "café"}, indent=2, ensure_ascii=False) in inspect(files, "d.json").content
+    html = inspect(files, "page.html").content
+    assert "## Heading" in html and "Body **bold**" in html and "steal" not in html
+    assert "plain UTF-8 text, odd suffix" in inspect(files, "readme.weird").content
+    binary = inspect(files, "blob.bin")
+    assert binary.error_kind == "unsupported_file"
+    assert "xlsx" in binary.content and "pdf" in binary.content  # says what is supported
+
+
+def test_long_output_is_paged(files: Path) -> None:
+    lines = [f"line {i:04d} " + "x" * 40 for i in range(200)]
+    (files / "long.txt").write_text("\n".join(lines), encoding="utf-8")
+    tool = InspectFile(page_chars=1000)
+    first = inspect(files, "long.txt", tool)
+    n = int(first.content.split("\n", 1)[0].rsplit(" of ", 1)[1])
+    assert n > 5 and "call inspect_file with page=2" in first.content
+    seen = "\n".join(inspect(files, "long.txt", tool, page=p).content for p in range(1, n + 1))
+    assert all(line in seen for line in lines)  # the pages cover the file, no line cut in two
+    last = inspect(files, "long.txt", tool, page=n).content
+    assert f"page {n} of {n}" in last and "end of file" in last
+    beyond = inspect(files, "long.txt", tool, page=n + 1)
+    assert beyond.error_kind == "page_out_of_range" and f"has {n} page(s)" in beyond.content
+
+
+def test_dot_lists_the_files(files: Path) -> None:
+    (files / "a.txt").write_text("abc", encoding="utf-8")
+    result = inspect(files, ".")
+    assert result.error_kind is None and "a.txt (3 bytes)" in result.content
+
+
+# --------------------------------------------------------------------------- confinement
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../x", "a/../../x", "..\\x", "C:\\Windows\\win.ini"])
+def test_paths_outside_are_refused(files: Path, path: str) -> None:
+    (files / "ok.txt").write_text("fine", encoding="utf-8")
+    (files.parent / "x").write_text("outside secret", encoding="utf-8")
+    result = inspect(files, path)
+    assert result.error_kind == "path_refused"
+    assert "outside secret" not in result.content and "root:" not in result.content
+
+
+def test_symlink_leading_outside_is_refused(files: Path) -> None:
+    secret = files.parent / "secret.txt"
+    secret.write_text("outside secret", encoding="utf-8")
+    (files / "link.txt").symlink_to(secret)
+    (files / "dirlink").symlink_to(files.parent, target_is_directory=True)
+    for path in ("link.txt", "dirlink/secret.txt"):
+        result = inspect(files, path)
+        assert result.error_kind == "path_refused", path
+        assert "outside secret" not in result.content
+
+
+def test_no_files_dir_means_no_attached_files() -> None:
+    result = inspect(None, "data.xlsx")
+    assert result.error_kind == "no_files" and "no attached files" in result.content
+
+
+def test_missing_file_lists_the_available_names(files: Path) -> None:
+    (files / "data.xlsx").write_bytes(b"x" * 10)
+    (files / "notes.txt").write_text("hi", encoding="utf-8")
+    result = inspect(files, "dat.xlsx")
+    assert result.error_kind == "not_found"
+    assert "data.xlsx (10 bytes)" in result.content and "notes.txt (2 bytes)" in result.content
+
+
+def test_damaged_file_is_a_read_error(files: Path) -> None:
+    (files / "broken.xlsx").write_bytes(b"not really a workbook")
+    (files / "broken.zip").write_bytes(b"PK nope")
+    assert inspect(files, "broken.xlsx").error_kind == "read_error"
+    assert inspect(files, "broken.zip").error_kind == "read_error"
+
+
+@pytest.mark.parametrize("options, name", [({"page_chars": 10}, "page_chars"), ({"max_rows": 0}, "max_rows"),
+                                           ({"page_chars": "big"}, "page_chars")])
+def test_bad_options_name_the_option(options: dict, name: str) -> None:
+    with pytest.raises(BonError, match=f"tools.inspect_file.{name}"):
+        InspectFile(**options)
