@@ -291,3 +291,14 @@ def test_bad_options_name_the_option(options: dict, name: str) -> None:
 def test_interpreter_is_the_running_one() -> None:
     result = run(tool_for(), "import sys; print(sys.version)")
     assert sys.version in result.content
+
+
+def test_the_sandbox_never_mounts_in_bons_own_mount_namespace():
+    """A mount made outside a fresh namespace would cover the host's /tmp: refused before any mount."""
+    from bon.tools import sandbox_child
+
+    here = os.readlink("/proc/self/ns/mnt")
+    before = Path("/proc/self/mountinfo").read_text()
+    with pytest.raises(OSError, match="not in a new mount namespace"):
+        sandbox_child._mount_masks([{"dir": "/tmp", "mode": "1777", "size": "1m", "keep": []}], here)
+    assert Path("/proc/self/mountinfo").read_text() == before
