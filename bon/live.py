@@ -40,11 +40,12 @@ def _judge(cfg: Mapping[str, Any], client: Any) -> Any:
 
 
 def _generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] | None = None,
-               intervention: Any = None, helper: Any = None) -> Any:
+               intervention: Any = None, helper: Any = None, default_tools: list[str] | None = None) -> Any:
+    """The agent; `generator.tools` if set, else the dataset's tool set (`default_tools`)."""
     from bon import tools
     from bon.generators.agent import AgentGenerator
 
-    chosen = tools.get(list(cfg.get("tools") or ["final_answer"]), tools_cfg)
+    chosen = tools.get(list(cfg.get("tools") or default_tools or ["final_answer"]), tools_cfg)
     return AgentGenerator(client, chosen, n=int(cfg.get("n", 1)), intervention=intervention, helper=helper,
                           max_steps=int(cfg.get("max_steps", 15)), temperature=cfg.get("temperature"),
                           seed=cfg.get("seed"), system_prompt=cfg.get("system_prompt"),
@@ -83,7 +84,8 @@ async def _clients(cache_cfg: Mapping[str, Any], *roles: tuple[str, Mapping[str,
 async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
                cache_cfg: Mapping[str, Any], out_dir: Path, subset: str,
                tools_cfg: Mapping[str, Any] | None = None,
-               intervention_cfg: Mapping[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+               intervention_cfg: Mapping[str, Any] | None = None,
+               default_tools: list[str] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     from bon.generators import intervention, store
 
     replaying = generator_cfg.get("kind") == "replay"
@@ -102,7 +104,7 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
             if icfg.get("policy", "none") != "none":
                 helper = (intervention.TerminalHuman() if helper_client is None else
                           intervention.ModelHelper(helper_client, **_temperature(icfg["helper"])))
-            generator = _generator(generator_cfg, gen_client, tools_cfg, policy, helper)
+            generator = _generator(generator_cfg, gen_client, tools_cfg, policy, helper, default_tools)
             try:
                 trajectories = await generator.generate_all(
                     tasks, store=Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser())
@@ -199,7 +201,8 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
     else:
         loaded = task_file.load(dataset_cfg.get("path"))
     table, usage = asyncio.run(_run(loaded, generator_cfg, judge_cfg, cache_cfg, out_dir,
-                                    str(dataset_cfg.get("subset")), tools_cfg, intervention_cfg))
+                                    str(dataset_cfg.get("subset")), tools_cfg, intervention_cfg,
+                                    dataset_cfg.get("tools")))
     if loaded and all(t.answer is None for t in loaded):
         usage["submission"] = str(_write_submission(out_dir, table))
     return table, usage

@@ -118,7 +118,6 @@ def test_gaia_best_of_4_with_real_tools(tmp_path, web):
         args = ["dataset=gaia", f"dataset.path={split}", "generator=local", "judge=local", "generator.n=4",
                 f"generator.api_base={llm.base_url}", f"judge.api_base={llm.base_url}",
                 "generator.api_key_env=BON_TEST_KEY", "judge.api_key_env=BON_TEST_KEY",
-                "generator.tools=[web_search,visit_page,inspect_file,python,final_answer]",
                 "tools.allow_private=true", "tools.web_search.provider=searxng",
                 f"tools.web_search.base_url={web}", "selector=two_stage",
                 f"cache.dir={tmp_path / 'cache'}", "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / 'out'}"]
@@ -142,6 +141,8 @@ def test_gaia_best_of_4_with_real_tools(tmp_path, web):
     web_results = tool_results(by_task["web-task"][0]["messages"])
     assert "Lyon" in web_results[1] and "var x" not in web_results[1]
     assert "TOTAL 42.5" in tool_results(by_task["csv-task"][0]["messages"])[1]
+    offered = {c["name"] for t in trajectories for c in t["metadata"]["tool_calls"]}
+    assert offered == {"web_search", "visit_page", "inspect_file", "python", "final_answer"}  # dataset=gaia's set
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_tasks"] == 2 and summary["n_candidates"] == 8
     assert summary["accuracy"] == 1.0 and summary["random"] == 0.5 and summary["pass_at_n"] == 1.0
