@@ -262,3 +262,17 @@ def test_bad_settings_are_clear_errors(llm_server, tmp_path):
     bad.write_text("Judge {trajectory} for {steps} and reply {\"FINAL_RESULT\": 1}")
     with pytest.raises(BonError, match="literal braces"):
         make_judge(llm_server, prompt_path=str(bad))
+
+
+def test_the_judge_sees_which_tool_calls_failed_and_how(llm_server):
+    """A failed tool call (recorded by the generator) is marked in the prompt: external failures are
+    the rubric's neutral case, so the judge must be able to tell them apart from the agent's mistakes."""
+    base = trajectory(tool_output="error: HTTP 503 Service Unavailable")
+    failed = Trajectory(base.task_id, 0, base.messages, answer="Paris",
+                        metadata={"tools": TOOLS, "tool_calls": [{"id": "c1", "name": "search",
+                                                                  "error_kind": "http_error"}]})
+    llm_server.script(verdict({2: 0, 4: 1, 6: 1}, 1), verdict({2: 0, 4: 1, 6: 1}, 1))
+    run(make_judge(llm_server), failed, base)
+    prompts = [r.body["messages"][-1]["content"] for r in llm_server.requests]  # either order
+    assert sum("[3] tool (search) [tool error: http_error]:" in p for p in prompts) == 1
+    assert sum("[3] tool (search):" in p and "tool error" not in p for p in prompts) == 1

@@ -125,8 +125,11 @@ class LLMJudge:
     async def assess(self, trajectory: Trajectory) -> JudgeResult:
         """Like `judge`, with the votes, re-asks and token counts in `meta`."""
         steps = trajectory.step_indices if self.mode == "prm" else []
-        tools = (trajectory.metadata or {}).get("tools")
-        text = prompts.build(self.template, trajectory.messages, steps, tools=tools, max_chars=self.max_chars)
+        metadata = trajectory.metadata or {}
+        errors = {str(c.get("id")): str(c["error_kind"]) for c in metadata.get("tool_calls") or []
+                  if isinstance(c, Mapping) and c.get("error_kind")}
+        text = prompts.build(self.template, trajectory.messages, steps, tools=metadata.get("tools"),
+                             max_chars=self.max_chars, tool_errors=errors)
         messages = [{"role": "user", "content": text}]
         runs = await asyncio.gather(*(self._sample(messages, steps, i) for i in range(self.samples)))
         return self._combine(list(runs), steps)

@@ -62,12 +62,19 @@ def _content(message: Mapping[str, Any]) -> str:
     return str(content or "")
 
 
-def render_trajectory(messages: Sequence[Mapping[str, Any]], max_chars: int | None = None) -> str:
-    """One block per message, headed by its absolute index so labels can be keyed by it."""
+def render_trajectory(messages: Sequence[Mapping[str, Any]], max_chars: int | None = None,
+                      tool_errors: Mapping[str, str] | None = None) -> str:
+    """One block per message, headed by its absolute index so labels can be keyed by it.
+
+    `tool_errors` (tool_call_id -> error kind, from the generator's record) marks failed tool calls
+    in the head, so the judge can tell an external failure (neutral) from the agent's mistake."""
     blocks = []
     for i, m in enumerate(messages):
         role = str(m.get("role", "?"))
         head = f"[{i}] {role}" + (f" ({m['name']})" if role == "tool" and m.get("name") else "")
+        kind = (tool_errors or {}).get(str(m.get("tool_call_id"))) if role == "tool" else None
+        if kind:
+            head += f" [tool error: {kind}]"
         text = _content(m)
         if max_chars and len(text) > max_chars:
             text = text[:max_chars] + f" ...[{len(text) - max_chars} more characters cut]"
@@ -94,11 +101,12 @@ def load_template(mode: str, path: str | None) -> str:
 
 
 def build(template: str, messages: Sequence[Mapping[str, Any]], steps: Sequence[int],
-          tools: Sequence[Mapping[str, Any]] | None = None, max_chars: int | None = None) -> str:
+          tools: Sequence[Mapping[str, Any]] | None = None, max_chars: int | None = None,
+          tool_errors: Mapping[str, str] | None = None) -> str:
     """Fill a template (Python format syntax: write literal braces as {{ and }})."""
     tool_text = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools or []) or "(none)"
     try:
-        return template.format(trajectory=render_trajectory(messages, max_chars),
+        return template.format(trajectory=render_trajectory(messages, max_chars, tool_errors),
                                steps=", ".join(map(str, steps)), tools=tool_text)
     except (KeyError, IndexError, ValueError) as exc:
         raise BonError(f"judge.prompt: cannot fill the template ({exc!r}); placeholders are {{trajectory}}, "
