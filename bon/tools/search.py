@@ -14,7 +14,6 @@ back in an error body cannot leak the key, or a fragment of it, into a trajector
 """
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import os
@@ -26,6 +25,7 @@ from typing import Any, Callable, ClassVar
 import httpx
 
 from bon.errors import BonError, unknown_choice
+from bon.tools.loop_client import LoopClient
 from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult
 
 AUTH_ERROR = "auth_error"
@@ -270,23 +270,17 @@ class WebSearch(Tool):
         self.timeout = float(timeout)
         self.proxy = proxy
         self._secret = api_key
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._client = LoopClient(self._new_client)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), trust_env=False, proxy=self.proxy,
+                                 follow_redirects=False, headers={"User-Agent": "bon-web-search/0.1"})
 
     def _http(self) -> httpx.AsyncClient:
-        """The shared client, made on first use (and again if the event loop changed, as across asyncio.run)."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), trust_env=False,
-                                             proxy=self.proxy, follow_redirects=False,
-                                             headers={"User-Agent": "bon-web-search/0.1"})
-            self._client_loop = loop
-        return self._client
+        return self._client.get()
 
     async def aclose(self) -> None:
-        if self._client is not None and self._client_loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = None
+        await self._client.aclose()
 
     def _scrub(self, text: str) -> str:
         """`text` with the API key replaced; applied to every API-derived text before it is cut or shown."""

@@ -34,6 +34,7 @@ import httpx
 
 from bon.errors import BonError
 from bon.tools import netguard
+from bon.tools.loop_client import LoopClient
 from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult
 
 HTTP_ERROR = "http_error"
@@ -328,28 +329,23 @@ class VisitPage(Tool):
                                f"({exc})") from None
         self.user_agent = str(user_agent)
         self._cache: OrderedDict[str, Document] = OrderedDict()
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._client = LoopClient(self._new_client)
 
     # -- client
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            trust_env=False, proxy=self.proxy, follow_redirects=False, verify=self._verify,
+            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+            # no pooled connections: a pinned connection is to an IP, and must not serve another host name
+            limits=httpx.Limits(max_keepalive_connections=0),
+            headers={"User-Agent": self.user_agent, "Accept-Language": "en",
+                     "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.9,*/*;q=0.5"})
+
     def _http(self) -> httpx.AsyncClient:
-        """The shared client, made on first use (and again if the event loop changed, as across asyncio.run)."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(
-                trust_env=False, proxy=self.proxy, follow_redirects=False, verify=self._verify,
-                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-                # no pooled connections: a pinned connection is to an IP, and must not serve another host name
-                limits=httpx.Limits(max_keepalive_connections=0),
-                headers={"User-Agent": self.user_agent, "Accept-Language": "en",
-                         "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.9,*/*;q=0.5"})
-            self._client_loop = loop
-        return self._client
+        return self._client.get()
 
     async def aclose(self) -> None:
-        if self._client is not None and self._client_loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = None
+        await self._client.aclose()
 
     # -- the call
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
