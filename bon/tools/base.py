@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from bon.errors import BonError
 from bon.types import Task
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,16 @@ class Tool(ABC):
 
     def __repr__(self) -> str:
         return f"<tool {self.name}>"
+
+
+def option(tool: str, name: str, value: Any, *, integer: bool = False, minimum: float = 0,
+           strict: bool = False) -> Any:
+    """A numeric tool option, checked at construction; the error names `tools.<tool>.<name>`."""
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (value <= minimum if strict else value < minimum):
+        what = "an integer" if integer else "a number"
+        raise BonError(f"tools.{tool}.{name} must be {what} {'>' if strict else '>='} {minimum:g}, got {value!r}")
+    return value
 
 
 def _type_ok(value: Any, expected: str | list[str]) -> bool:

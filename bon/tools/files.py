@@ -26,8 +26,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bon.errors import BonError
-from bon.tools.base import BAD_ARGUMENTS, Tool, ToolContext, ToolResult
+from bon.tools.base import BAD_ARGUMENTS, Tool, ToolContext, ToolResult, option
 from bon.tools.web import FetchError, page_starts, pdf_to_text
 
 NO_FILES = "no_files"  # the task has no attached files
@@ -294,12 +293,6 @@ def render(path: Path, max_rows: int) -> tuple[str, str, list[str]]:
 # --------------------------------------------------------------------------- the tool
 
 
-def _option(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise BonError(f"tools.inspect_file.{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _listing(files_dir: Path) -> str:
     entries = sorted(p for p in files_dir.iterdir() if p.is_file())
     return ", ".join(f"{p.name} ({p.stat().st_size:,} bytes)" for p in entries) or "none"
@@ -319,8 +312,8 @@ class InspectFile(Tool):
     }
 
     def __init__(self, *, page_chars: int = 10_000, max_rows: int = 500) -> None:
-        self.page_chars = _option("page_chars", page_chars, 500)
-        self.max_rows = _option("max_rows", max_rows, 1)
+        self.page_chars = option("inspect_file", "page_chars", page_chars, integer=True, minimum=500)
+        self.max_rows = option("inspect_file", "max_rows", max_rows, integer=True, minimum=1)
         self._cache: OrderedDict[tuple, tuple[str, str, list[str], tuple[int, ...]]] = OrderedDict()
 
     def _locate(self, files_dir: Path | None, name: str) -> Path | ToolResult:

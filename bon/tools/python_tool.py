@@ -13,7 +13,7 @@ import weakref
 from typing import Any
 
 from bon.errors import BonError
-from bon.tools.base import Tool, ToolContext, ToolResult
+from bon.tools.base import Tool, ToolContext, ToolResult, option
 from bon.tools.sandbox import (CPU_LIMIT, EXITED, ISOLATIONS, KILLED, MEMORY_LIMIT, SANDBOX_ERROR, TIMEOUT, Limits,
                                Outcome, Sandbox, SandboxUnavailable)
 
@@ -23,14 +23,6 @@ MAX_CODE_CHARS = 100_000
 # Import names worth telling the model about, listed when installed.
 KNOWN_PACKAGES = ("numpy", "polars", "pandas", "scipy", "sympy", "matplotlib", "openpyxl", "docx", "pypdf", "PIL",
                   "bs4", "networkx", "sklearn")
-
-
-def _option(name: str, value: Any, *, integer: bool, minimum: float) -> Any:
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or value < minimum:
-        what = "an integer" if integer else "a number"
-        raise BonError(f"tools.python.{name} must be {what} >= {minimum:g}, got {value!r}")
-    return value
 
 
 def _signal_name(number: int | None) -> str:
@@ -51,12 +43,12 @@ class PythonTool(Tool):
                  max_file_mb: int = 100) -> None:
         if isolation not in ISOLATIONS:
             raise BonError(f"tools.python.isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
-        self.limits = Limits(timeout=float(_option("timeout", timeout, integer=False, minimum=0.1)),
-                             cpu_seconds=_option("cpu_seconds", cpu_seconds, integer=True, minimum=1),
-                             memory_mb=_option("memory_mb", memory_mb, integer=True, minimum=64),
-                             file_mb=_option("max_file_mb", max_file_mb, integer=True, minimum=1),
-                             output_chars=_option("max_output_chars", max_output_chars, integer=True, minimum=100))
-        self.max_parallel = _option("max_parallel", max_parallel, integer=True, minimum=1)
+        self.limits = Limits(timeout=float(option("python", "timeout", timeout, integer=False, minimum=0.1)),
+                             cpu_seconds=option("python", "cpu_seconds", cpu_seconds, integer=True, minimum=1),
+                             memory_mb=option("python", "memory_mb", memory_mb, integer=True, minimum=64),
+                             file_mb=option("python", "max_file_mb", max_file_mb, integer=True, minimum=1),
+                             output_chars=option("python", "max_output_chars", max_output_chars, integer=True, minimum=100))
+        self.max_parallel = option("python", "max_parallel", max_parallel, integer=True, minimum=1)
         try:
             self.sandbox = Sandbox(isolation, self.limits)
         except SandboxUnavailable as exc:

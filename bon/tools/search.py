@@ -26,7 +26,7 @@ import httpx
 
 from bon.errors import BonError, unknown_choice
 from bon.tools.loop_client import LoopClient
-from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult
+from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult, option
 
 AUTH_ERROR = "auth_error"
 RATE_LIMITED = "rate_limited"
@@ -241,13 +241,11 @@ class WebSearch(Tool):
         if provider not in PROVIDERS:
             raise unknown_choice("tools.web_search.provider", provider, PROVIDERS)
         cls = PROVIDERS[provider]
-        if isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1:
-            raise BonError(f"tools.web_search.max_results must be an integer >= 1, got {max_results!r}")
+        option("web_search", "max_results", max_results, integer=True, minimum=1)
         if max_results > cls.max_count:
             raise BonError(f"tools.web_search.max_results must be <= {cls.max_count} for {provider}, "
                            f"got {max_results}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise BonError(f"tools.web_search.timeout must be a number of seconds > 0, got {timeout!r}")
+        option("web_search", "timeout", timeout, strict=True)
         url = base_url or cls.default_base_url
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
             raise BonError(f"tools.web_search.base_url must be an http(s) URL, got {base_url!r}")

@@ -35,7 +35,7 @@ import httpx
 from bon.errors import BonError
 from bon.tools import netguard
 from bon.tools.loop_client import LoopClient
-from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult
+from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult, option
 
 HTTP_ERROR = "http_error"
 TOO_LARGE = "too_large"
@@ -275,15 +275,6 @@ def find_in(doc: Document, phrase: str, page: int) -> str:
 # --------------------------------------------------------------------------- the tool
 
 
-def _positive(value: Any, option: str, *, integer: bool = False, minimum: float = 0, strict: bool = True) -> Any:
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (value <= minimum if strict else value < minimum):
-        what = "an integer" if integer else "a number"
-        raise BonError(f"tools.visit_page.{option} must be {what} {'>' if strict else '>='} {minimum:g}, "
-                       f"got {value!r}")
-    return value
-
-
 class VisitPage(Tool):
     name = "visit_page"
     description = ("Read a web page or PDF at an http(s) URL as text. Long documents come in pages: the reply "
@@ -311,12 +302,12 @@ class VisitPage(Tool):
             self.allow_networks = netguard.parse_networks(allow_networks, "tools.visit_page.allow_networks")
         except (ValueError, TypeError) as exc:
             raise BonError(str(exc)) from None
-        self.page_chars = _positive(page_chars, "page_chars", integer=True, minimum=100, strict=False)
-        self.max_bytes = _positive(max_bytes, "max_bytes", integer=True)
-        self.max_redirects = _positive(max_redirects, "max_redirects", integer=True, strict=False)
-        self.timeout = float(_positive(timeout, "timeout"))
-        self.connect_timeout = float(_positive(connect_timeout, "connect_timeout"))
-        self.cache_size = _positive(cache_size, "cache_size", integer=True, minimum=1, strict=False)
+        self.page_chars = option("visit_page", "page_chars", page_chars, integer=True, minimum=100)
+        self.max_bytes = option("visit_page", "max_bytes", max_bytes, integer=True, strict=True)
+        self.max_redirects = option("visit_page", "max_redirects", max_redirects, integer=True)
+        self.timeout = float(option("visit_page", "timeout", timeout, strict=True))
+        self.connect_timeout = float(option("visit_page", "connect_timeout", connect_timeout, strict=True))
+        self.cache_size = option("visit_page", "cache_size", cache_size, integer=True, minimum=1)
         if proxy is not None and not (isinstance(proxy, str) and re.match(r"^(https?|socks5h?)://", proxy)):
             raise BonError(f"tools.visit_page.proxy must be an http(s):// or socks5:// URL, got {proxy!r}")
         self.proxy = proxy
