@@ -64,7 +64,7 @@ def _check_run_options(cfg: DictConfig) -> None:
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one configuration and write its outputs into `out_dir`."""
     _check_run_options(cfg)
-    if cfg.dataset.get("name") == "rehac":  # offline policy evaluation: no generator, judge or selector
+    if cfg.dataset.get("name") == "rehac":  # offline policy evaluation (a judge only as a predictor)
         from bon.rehac.report import run_offline
 
         return run_offline(cfg, out_dir)
@@ -116,9 +116,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if stage == "submission":
             print(f"wrote {st} (no reference answers: the picked answer per task)")
             continue
-        cost = f"${st['cost_usd']:.4f}" + (f" (+{st['unpriced']} calls of unknown price)" if st["unpriced"] else "")
-        print(f"{stage}: {st['calls']} calls ({st['failed']} failed, {st['cache_hits']} cached, {st['retries']} retries), "
-              f"{st['prompt_tokens'] + st['completion_tokens']} tokens, {cost}")
+        from bon.llm.client import format_usage
+
+        print(format_usage(stage, st))
     if collaboration is not None:
         print(format_collaboration(collaboration))
     print(f"wrote {out_dir / 'summary.json'}")

@@ -176,6 +176,13 @@ class Stats:
         return d
 
 
+def format_usage(stage: str, st: Mapping[str, Any]) -> str:
+    """One printed line for a stage's `Stats.to_dict()`: calls, failures, cache hits, tokens, dollars."""
+    cost = f"${st['cost_usd']:.4f}" + (f" (+{st['unpriced']} calls of unknown price)" if st["unpriced"] else "")
+    return (f"{stage}: {st['calls']} calls ({st['failed']} failed, {st['cache_hits']} cached, {st['retries']} "
+            f"retries), {st['prompt_tokens'] + st['completion_tokens']} tokens, {cost}")
+
+
 def _check_prices(prices: Mapping[str, Any] | None) -> tuple[float, float] | None:
     if prices is None:
         return None

@@ -1,13 +1,18 @@
 """Cost-aware Best-of-N: among a question's logged episodes, pick the one with the highest predicted T - lambda*C.
 
 C (the human steps) is known for every episode; T is what a predictor says. A predictor is any callable
-`episode -> predicted T in [0, 1]`, so an LLM judge plugs in as one more factory in PREDICTORS:
+`episode -> predicted T in [0, 1]`, or None when it has no prediction (a failed judgement). Registered:
 
 - `oracle`: the true T (an upper bound on any predictor);
 - `majority`: the share of the question's episodes (itself included) whose Finish answer agrees with this
   episode's (answers compared case-insensitively); an episode that never finished gets 0. Needs no judge;
 - `noisy_oracle`: the true T with probability `accuracy`, else 1 - T, drawn once per episode from `seed`
-  (a stand-in for a judge of known accuracy).
+  (a stand-in for a judge of known accuracy);
+- `judge`: a live LLM judge's FINAL_RESULT (bon.rehac.judge_predictor; built by the report, since it calls
+  a model).
+
+An episode without a prediction is not a candidate; a question none of whose episodes has one is left out
+of that selector's row, and the row counts both (`no_prediction`, `questions_skipped`).
 
 Ties: the deterministic pick is the earliest episode in file order; `r` is tie-aware (the mean over the
 tied top set), so results do not depend on file order. The realised cost is the picked episode's C; running
@@ -27,7 +32,7 @@ from bon.errors import BonError, unknown_choice
 from bon.rehac.episodes import Episode, Question
 from bon.rehac.metrics import interval
 
-Predictor = Callable[[Episode], float]
+Predictor = Callable[[Episode], "float | None"]
 TIE = 1e-9
 
 
@@ -81,12 +86,16 @@ def make_predictor(name: str, questions: Sequence[Question], reward: str, option
 
 
 def predictions(name: str, predictor: Predictor, questions: Sequence[Question]) -> list[np.ndarray]:
-    """Predicted T of every episode, per question; a value outside [0, 1] is an error naming the episode."""
+    """Predicted T of every episode, per question (NaN: no prediction); a value outside [0, 1] is an error
+    naming the episode."""
     out = []
     for q in questions:
         values = []
         for ep in q.episodes:
             value = predictor(ep)
+            if value is None:
+                values.append(math.nan)
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not 0 <= value <= 1:
                 raise BonError(f"predictor {name!r} returned {value!r} for episode {ep.key}; "
@@ -104,9 +113,11 @@ class Pick:
     tied: tuple[int, ...]
 
 
-def pick(predicted: np.ndarray, costs: np.ndarray, lam: float) -> Pick:
-    """The episode(s) maximising predicted T - lambda*C."""
-    score = predicted - lam * costs
+def pick(predicted: np.ndarray, costs: np.ndarray, lam: float) -> Pick | None:
+    """The episode(s) maximising predicted T - lambda*C among those with a prediction (None if there are none)."""
+    if np.isnan(predicted).all():
+        return None
+    score = np.where(np.isnan(predicted), -np.inf, predicted - lam * costs)
     tied = tuple(int(i) for i in np.flatnonzero(score >= score.max() - TIE))
     return Pick(tied[0], tied)
 
@@ -118,16 +129,21 @@ def evaluate_selector(name: str, questions: Sequence[Question], predicted: Seque
     rows = []
     t_all = [np.array([ep.task_reward(reward) for ep in q.episodes]) for q in questions]
     c_all = [np.array([ep.n_human for ep in q.episodes], dtype=float) for q in questions]
+    no_prediction = int(sum(np.isnan(pq).sum() for pq in predicted))
     for lam in lambdas:
-        t, c, r_first, ties = [], [], [], []
+        t, c, r_first, ties, skipped = [], [], [], [], 0
         for tq, cq, pq in zip(t_all, c_all, predicted):
             chosen = pick(pq, cq, lam)
+            if chosen is None:
+                skipped += 1
+                continue
             idx = list(chosen.tied)
             t.append(float(tq[idx].mean()))
             c.append(float(cq[idx].mean()))
             r_first.append(float(tq[chosen.first] - lam * cq[chosen.first]))
             ties.append(len(idx))
-        rows.append(_row(name, lam, np.array(t), np.array(c), r_first, ties, c_all, confidence, n_resamples, seed))
+        row = _row(name, lam, np.array(t), np.array(c), r_first, ties, c_all, confidence, n_resamples, seed)
+        rows.append({**row, "no_prediction": no_prediction, "questions_skipped": skipped})
     return rows
 
 
@@ -151,4 +167,5 @@ def _row(name: str, lam: float, t: np.ndarray, c: np.ndarray, r_first: Sequence[
             "r": float(r.mean()) if n else None, "ci_low": low, "ci_high": high,
             "r_first": float(np.mean(r_first)) if n else None, "mean_tied": float(np.mean(ties)) if n else None,
             "mean_candidates": float(np.mean([x.size for x in c_all])) if n else None,
-            "candidate_human_steps": float(np.mean([x.sum() for x in c_all])) if n else None}
+            "candidate_human_steps": float(np.mean([x.sum() for x in c_all])) if n else None,
+            "no_prediction": 0, "questions_skipped": 0}

@@ -6,8 +6,10 @@ Writes into the run directory:
 - policies.csv: one line per (policy, lambda): coverage, matching episodes, ESS, T, C, rate, R with intervals;
 - best_of_n.csv: one line per (selector, lambda), plus the best fixed policy (`best_fixed`) per lambda;
 - advantage.csv: one line per state seen with both actors next (bon.rehac.advantage);
-- reward_vs_lambda.png: mean R against lambda per selector and for the best fixed policy.
-No model is called, and litellm is never imported on this path.
+- reward_vs_lambda.png: mean R against lambda per selector and for the best fixed policy;
+- judge_predictions.jsonl: with the `judge` predictor, every episode's judgement (status, reason, labels).
+No model is called, and litellm is never imported, unless `dataset.predictors` lists `judge`: then the run's
+`judge` config (e.g. judge=deepseek) predicts T through the live pipeline's client and cache.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from bon.rehac import advantage, best_of_n, episodes, metrics, policies
 ENV_REHAC = "BON_REHAC_DIR"
 ENV_DATA = "BON_DATA_DIR"
 PLOT = "reward_vs_lambda.png"
+JUDGE_FILE = "judge_predictions.jsonl"
+PREDICTOR_NAMES = (*best_of_n.PREDICTORS, "judge")
 NOTE_REFERENCE = ("trained ReHAC policy (lambda = 0.08), its own on-policy test episodes on other questions: "
                   "not comparable question by question")
 
@@ -110,8 +114,8 @@ def options(dataset: Mapping[str, Any], seed: int) -> Options:
     if not isinstance(predictors, list):
         raise BonError(f"dataset.predictors must be a list, got {predictors!r}")
     for name in predictors:
-        if name not in best_of_n.PREDICTORS:
-            raise unknown_choice("predictor (dataset.predictors)", name, best_of_n.PREDICTORS)
+        if name not in PREDICTOR_NAMES:
+            raise unknown_choice("predictor (dataset.predictors)", name, PREDICTOR_NAMES)
     accuracy = dataset.get("noise_accuracy", 0.8)
     if not _is_number(accuracy) or not 0 <= accuracy <= 1:
         raise BonError(f"dataset.noise_accuracy must be a number in [0, 1], got {accuracy!r}")
@@ -152,7 +156,7 @@ POLICY_COLUMNS = ("policy", "kind", "lambda", "n_questions", "coverage", "n_matc
                   "t_ci_low", "t_ci_high", "c", "c_ci_low", "c_ci_high", "intervention_rate", "r", "ci_low",
                   "ci_high")
 BON_COLUMNS = ("selector", "policy", "lambda", "n_questions", "t", "c", "r", "ci_low", "ci_high", "r_first",
-               "mean_tied", "mean_candidates", "candidate_human_steps")
+               "mean_tied", "mean_candidates", "candidate_human_steps", "no_prediction", "questions_skipped")
 
 
 def _cell(x: Any) -> Any:
@@ -266,6 +270,10 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Everything above, for one Hydra config; returns the summary it writes."""
     seed, confidence, resamples = int(cfg.seed), float(cfg.confidence), int(cfg.bootstrap_resamples)
     opts = options(OmegaConf.to_container(cfg.dataset, resolve=True), seed)
+    if "judge" in opts.predictors:  # before any work: a live judge with its key
+        from bon.rehac.judge_predictor import check_config
+
+        check_config(OmegaConf.to_container(cfg.judge, resolve=True))
     lam = opts.headline_lambda
     boot = dict(confidence=confidence, n_resamples=resamples, seed=seed)
 
@@ -290,10 +298,21 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         reference_rows.append(row)
     envelope = best_fixed(policy_rows, opts.lambdas)
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    judge_usage = None
     predicted = {}
     for name in opts.predictors:
-        predictor = best_of_n.make_predictor(name, questions, opts.reward,
-                                             {"accuracy": opts.noise_accuracy, "seed": opts.noise_seed})
+        if name == "judge":
+            from bon.rehac import judge_predictor
+
+            judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
+            by_key, judge_usage = judge_predictor.judge_episodes(questions, judge_cfg,
+                                                                 OmegaConf.to_container(cfg.cache, resolve=True),
+                                                                 out_dir / JUDGE_FILE)
+            predictor = lambda ep, by_key=by_key: by_key[ep.key]  # noqa: E731
+        else:
+            predictor = best_of_n.make_predictor(name, questions, opts.reward,
+                                                 {"accuracy": opts.noise_accuracy, "seed": opts.noise_seed})
         predicted[name] = best_of_n.predictions(name, predictor, questions)
     bon_rows = [row for name, values in predicted.items()
                 for row in best_of_n.evaluate_selector(name, questions, values, opts.reward, opts.lambdas, **boot)]
@@ -301,16 +320,18 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     states, n_states = advantage.advantage_table(questions, opts.reward)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = {"policies": write_policies_csv(policy_rows + reference_rows, out_dir / "policies.csv"),
              "best_of_n": write_best_of_n_csv(bon_rows, envelope, out_dir / "best_of_n.csv"),
              "advantage": advantage.write_csv(states, lam, out_dir / "advantage.csv")}
+    if judge_usage is not None:
+        files["judge_predictions"] = out_dir / JUDGE_FILE
     same_task = next((r for r in reference_rows if r["policy"] == "rehac:" + opts.episodes.stem), None)
     level = f"{100 * confidence:g}%"
     title = (f"ReHAC {opts.episodes.stem}: {len(questions)} questions, T = {opts.reward}, "
              f"Best-of-N over ~{len(logged) / len(questions):.1f} episodes per question")
     files["plot"] = plot(bon_rows, envelope, same_task, out_dir / PLOT, title, level,
-                         {"noisy_oracle": f"Best-of-N, noisy_oracle ({100 * opts.noise_accuracy:g}% correct)"})
+                         {"noisy_oracle": f"Best-of-N, noisy_oracle ({100 * opts.noise_accuracy:g}% correct)",
+                          "judge": f"Best-of-N, LLM judge {cfg.judge.get('name')} (FINAL_RESULT)"})
 
     anomalies = sum(bool(ep.anomalies) for ep in logged)
     summary: dict[str, Any] = {
@@ -326,6 +347,8 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                       "by_step": advantage.summary_by_step(states, lam)},
         "files": {k: p.name for k, p in files.items()},
     }
+    if judge_usage is not None:
+        summary["usage"] = {"judging": judge_usage}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
     print(f"rehac: {opts.episodes.relative_to(opts.root) if opts.episodes.is_relative_to(opts.root) else opts.episodes}"
@@ -344,6 +367,10 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     print(f"\nBest-of-N at λ={lam:g}: pick the episode with the highest predicted T - λ·C "
           f"({len(logged) / len(questions):.1f} episodes per question)")
     print(format_selectors(bon_rows, lam))
+    for r in bon_rows:
+        if abs(r["lambda"] - lam) < 1e-12 and r["no_prediction"]:
+            print(f"note: {r['selector']} has no prediction for {r['no_prediction']} episodes (failed judgements, "
+                  f"reasons in {JUDGE_FILE}); {r['questions_skipped']} question(s) with none are left out of its row")
     if bon_rows:
         print(f"note: C is the picked episode's cost; running every candidate took "
               f"{bon_rows[0]['candidate_human_steps']:.1f} human steps per question")
@@ -351,6 +378,10 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         for s in summary["advantage"]["by_step"])
     print(f"\nadvantage of human over agent at λ={lam:g}, mean by step (states): {by_step}; "
           f"{len(states)} of {n_states} states saw both actors next")
+    if judge_usage is not None:
+        from bon.llm.client import format_usage
+
+        print(format_usage("judging", judge_usage))
     if anomalies:
         print(f"note: {anomalies} episodes had repaired oddities (listed per episode by bon.rehac.episodes)")
     print(f"wrote {out_dir / 'summary.json'}, {', '.join(p.name for k, p in files.items())}")
