@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bon.llm import LLMClient, ResponseCache  # noqa: E402
-from bon.llm.client import import_litellm  # noqa: E402
+from bon.llm.transport import import_litellm  # noqa: E402
 from llm_server import max_in_window  # noqa: E402
 
 
@@ -66,21 +66,34 @@ async def batch(client: LLMClient, first: int, n: int) -> int:
     return sum(r.ok for r in results)
 
 
-def throughput(n: int, concurrency: int, latency: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(n: int, concurrency: int, latency: float, model: str, workers: int) -> float:
+    """One timed batch; prints its figures and returns wall / ideal."""
     with server(latency) as base:
         async def go():
-            c = LLMClient("openai/test-model", api_base=base, concurrency=concurrency, timeout=30)
+            c = LLMClient(model, api_base=base, concurrency=concurrency, timeout=30, workers=workers)
             async with c:
-                await batch(c, -concurrency, concurrency)  # warm up: import, connections
+                await batch(c, -concurrency, concurrency)  # warm up: import, connections, workers
+                pids = c.pool.pids if c.pool else []
+                before = [cpu_seconds(p) for p in pids]
                 t0, c0 = time.perf_counter(), time.process_time()
                 ok = await batch(c, 0, n)
-                return ok, time.perf_counter() - t0, time.process_time() - c0
-        ok, wall, cpu = asyncio.run(go())
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                cpu_workers = sum(cpu_seconds(p) - b for p, b in zip(pids, before))
+                return ok, wall, cpu, cpu_workers
+        ok, wall, cpu, cpu_workers = asyncio.run(go())
         peak = stats(base)["max_in_flight"]
     ideal = n / concurrency * latency
+    split = f" (this process {cpu / n * 1000:.2f} + workers {cpu_workers / n * 1000:.2f})" if workers else ""
     print(f"  {ok}/{n} ok, wall {wall:.2f} s = {wall / ideal:.2f}x ideal {ideal:.2f} s "
-          f"(target <= 1.25x), {n / wall:.0f} req/s, CPU {cpu / n * 1000:.2f} ms/request, "
+          f"(target <= 1.25x), {n / wall:.0f} req/s, CPU {(cpu + cpu_workers) / n * 1000:.2f} ms/request{split}, "
           f"server saw <= {peak} in flight")
+    return wall / ideal
 
 
 def memory(calls: int, concurrency: int) -> None:
@@ -141,19 +154,29 @@ def main() -> None:
     p.add_argument("--period", type=float, default=4.0)
     p.add_argument("--periods", type=int, default=4)
     p.add_argument("--repeat", type=int, default=3, help="throughput runs (the figures vary with machine load)")
+    p.add_argument("--configs", default="openai/test-model:0,hosted_vllm/test-model:0,hosted_vllm/test-model:2",
+                   help="throughput configurations, MODEL:WORKERS separated by commas (provider prefixes: "
+                        "openai/ goes through the OpenAI SDK, hosted_vllm/ through litellm's own HTTP handler)")
     a = p.parse_args()
     import_litellm()  # here, so that its seconds are not charged to a phase
     print(f"litellm {importlib.metadata.version('litellm')}, {os.cpu_count()} CPUs, "
           f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"throughput: {a.n} requests, {a.latency * 1000:.0f} ms server latency, concurrency {a.concurrency}")
-    for _ in range(a.repeat):
-        throughput(a.n, a.concurrency, a.latency)
+    best = {}
+    for config in a.configs.split(","):
+        model, workers = config.rsplit(":", 1)
+        print(f" {model}, workers={workers}:")
+        best[config] = min(throughput(a.n, a.concurrency, a.latency, model, int(workers)) for _ in range(a.repeat))
+    met = [c for c, ratio in best.items() if ratio <= 1.25]
+    print("  best of each: " + ", ".join(f"{c} {r:.2f}x" for c, r in best.items())
+          + f"; target <= 1.25x met by: {', '.join(met) or 'none'}")
     if a.mem_calls:
         print("memory:")
         memory(a.mem_calls, a.concurrency)
     print("rate limit:")
     for warm in (False, True):
         rate(a.rpm, a.period, a.periods, a.concurrency, a.latency, warm)
+    sys.exit(0 if met else 1)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from bon import candidates
 from bon.errors import BonError
 from bon.types import Judgement, Trajectory
 
-CLIENT_FIELDS = ("api_base", "api_key_env", "concurrency", "rpm", "timeout", "max_attempts", "prices")
+CLIENT_FIELDS = ("api_base", "api_key_env", "concurrency", "rpm", "timeout", "max_attempts", "prices", "workers")
 
 
 def make_client(cfg: Mapping[str, Any], cache: Any, role: str) -> Any:

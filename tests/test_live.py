@@ -77,13 +77,27 @@ def test_generate_judge_select_report_then_rerun_costs_nothing(tmp_path, server)
     assert server.count == made  # every response came from the cache
     assert json.loads((tmp_path / "out2" / "summary.json").read_text())["usage"]["generation"]["cache_hits"] == 16
 
-    # the key reached the server, and nothing the runs wrote contains it
+    assert_key_sent_but_never_written(tmp_path, server, proc, again)
+
+
+def assert_key_sent_but_never_written(tmp_path: Path, server: FakeLLMServer, *procs: subprocess.CompletedProcess):
+    """The key reached the server, and nothing the runs wrote or printed contains it."""
     assert any(SECRET in str(r.headers) for r in server.requests)
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "tasks.jsonl"]
     assert any(p.suffix == ".yaml" for p in written) and any("cache" in p.parts for p in written)
     leaks = [p for p in written if SECRET.encode() in p.read_bytes()]
     assert not leaks
-    assert SECRET not in proc.stdout + proc.stderr + again.stdout + again.stderr
+    assert all(SECRET not in p.stdout + p.stderr for p in procs)
+
+
+def test_worker_processes_run_the_same_pipeline(tmp_path, server):
+    proc = run_live(tmp_path, server, "generator.workers=2", "judge.workers=1")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["accuracy"], summary["random"], summary["n_candidates"]) == (1.0, 0.5, 8)
+    assert (summary["usage"]["generation"]["calls"], summary["usage"]["judging"]["calls"]) == (16, 8)
+    assert server.count == 24
+    assert_key_sent_but_never_written(tmp_path, server, proc)
 
 
 def test_missing_key_is_named_before_any_call(tmp_path, server):

@@ -11,7 +11,6 @@ import logging
 import os
 import random
 import sqlite3
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping, Sequence
@@ -19,44 +18,14 @@ from typing import Any, Literal, Mapping, Sequence
 from bon.errors import BonError
 from bon.llm.cache import ResponseCache, cache_key
 from bon.llm.limits import Limiter
-from bon.llm.retry import Failure, RetryPolicy, classify
+from bon.llm.retry import Failure, RetryPolicy
+from bon.llm.transport import WorkerPool, attempt_here, close_litellm_clients
 
 log = logging.getLogger(__name__)
 
-# Loggers litellm and its HTTP stack write to; kept at WARNING so a run's log holds our lines only.
-NOISY_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "openai",
-                 "aiohttp")
 # Sent as the key when a custom api_base is used without api_key_env, so that the provider's
 # default key (e.g. OPENAI_API_KEY) is never sent to a local or third-party server by accident.
 PLACEHOLDER_KEY = "no-key"
-# How much longer than `timeout` we wait before cancelling a call ourselves, should litellm's own
-# timeout not fire (it does today; this is a backstop so a hang can never stall a run).
-TIMEOUT_GRACE_S = 5.0
-
-
-def quiet_loggers() -> None:
-    """Cap litellm's and the HTTP stack's loggers at WARNING (Hydra sets the root to INFO)."""
-    for name in NOISY_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.getEffectiveLevel() < logging.WARNING or logger.level == logging.NOTSET:
-            logger.setLevel(logging.WARNING)
-
-
-_litellm: Any = None
-
-
-def import_litellm() -> Any:
-    """Import litellm on first use (it takes seconds), offline and quiet."""
-    global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map
-        quiet_loggers()  # before the import: litellm logs while importing
-        import litellm
-
-        litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banner on every exception
-        quiet_loggers()
-        _litellm = litellm
-    return _litellm
 
 
 @dataclass(frozen=True)
@@ -201,6 +170,8 @@ class LLMClient:
     applies, except with a custom `api_base`, where no key is sent (see PLACEHOLDER_KEY).
     `params` (temperature, max_tokens, seed, ...) go to every call and into the cache key.
     `prices` ({input_per_mtok, output_per_mtok} in USD) take precedence over litellm's price data.
+    `workers` > 0 makes the HTTP attempts in that many worker processes (bon.llm.transport): worth it
+    only when litellm's CPU cost per call, not the server, limits the throughput.
     """
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
@@ -208,12 +179,14 @@ class LLMClient:
                  timeout: float = 120.0, max_attempts: int = 5, backoff_base_s: float = 1.0,
                  max_delay_s: float = 60.0, cache: ResponseCache | None = None,
                  prices: Mapping[str, Any] | None = None, limiter: Limiter | None = None,
-                 stats: Stats | None = None, jitter_seed: int | None = None,
+                 stats: Stats | None = None, jitter_seed: int | None = None, workers: int = 0,
                  **params: Any) -> None:
         if max_attempts < 1:
             raise BonError("max_attempts must be >= 1")
         if timeout <= 0:
             raise BonError("timeout must be > 0 seconds")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise BonError(f"workers must be an integer >= 0 (0: litellm runs in this process), got {workers!r}")
         self.model = model
         self.api_base = api_base
         self.api_key_env = api_key_env
@@ -234,7 +207,7 @@ class LLMClient:
         self.stats = stats if stats is not None else Stats()
         self.params = dict(params)
         self._rng = random.Random(jitter_seed)
-        self._litellm_prices_unknown = False
+        self.pool = WorkerPool(workers) if workers else None
 
     def __repr__(self) -> str:  # never shows the key
         return (f"LLMClient(model={self.model!r}, api_base={self.api_base!r}, api_key_env={self.api_key_env!r}, "
@@ -272,12 +245,12 @@ class LLMClient:
         return result
 
     async def aclose(self) -> None:
-        """Close litellm's pooled HTTP sessions, so no connection outlives the run.
-
-        The sessions are litellm's, shared by every client in the process: call this at the end
+        """Stop the worker processes and close litellm's pooled HTTP sessions, so no connection outlives
+        the run. The sessions are litellm's, shared by every client in the process: call this at the end
         of a run (a later call simply opens new ones). The cache is left open: it may be shared."""
-        if "litellm" in sys.modules:
-            await sys.modules["litellm"].close_litellm_async_clients()
+        if self.pool is not None:
+            await self.pool.aclose()
+        await close_litellm_clients()
 
     async def __aenter__(self) -> "LLMClient":
         return self
@@ -288,7 +261,6 @@ class LLMClient:
     # -- internals
     async def _call(self, messages: Sequence[Mapping[str, Any]], tools: list | None,
                     params: dict[str, Any], started: float) -> CallResult:
-        litellm = import_litellm()
         kwargs: dict[str, Any] = {**params, "model": self.model, "messages": list(messages),
                                   "timeout": self.timeout, "num_retries": 0, "max_retries": 0, "caching": False}
         if tools:
@@ -302,17 +274,13 @@ class LLMClient:
             attempt += 1
             async with self.limiter.slot():
                 t0 = time.perf_counter()
-                try:
-                    async with asyncio.timeout(self.timeout + TIMEOUT_GRACE_S):
-                        response = await litellm.acompletion(**kwargs)
-                    failure = None
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - every failure of the API call becomes data
-                    failure = classify(exc)
+                if self.pool is not None:
+                    fields, failure = await self.pool.attempt(kwargs, self.timeout)
+                else:
+                    fields, failure = await attempt_here(kwargs, self.timeout)
                 latency = time.perf_counter() - t0
             if failure is None:
-                return self._result(response, attempt, latency, started)
+                return self._result(fields, attempt, latency, started)
             delay = self.policy.delay(attempt, failure, self._rng)
             if delay is None:
                 return self._failed(failure, attempt, latency, started)
@@ -329,42 +297,17 @@ class LLMClient:
         return CallResult(status="failed", model=self.model, attempts=attempts, latency_s=latency,
                           wall_s=time.perf_counter() - started, reason=failure.kind, error=message)
 
-    def _result(self, response: Any, attempts: int, latency: float, started: float) -> CallResult:
-        choices = getattr(response, "choices", None) or []
-        if not choices or getattr(choices[0], "message", None) is None:
-            return self._failed(Failure("bad_response", False, "the response has no choices/message"),
-                                attempts, latency, started)
-        choice = choices[0]
-        msg = choice.message
-        message: dict[str, Any] = {"role": "assistant", "content": msg.content}
-        if getattr(msg, "tool_calls", None):
-            message["tool_calls"] = [
-                {"id": tc.id, "type": "function",
-                 "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
-                for tc in msg.tool_calls]
-        usage = getattr(response, "usage", None)
-        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        ct = int(getattr(usage, "completion_tokens", 0) or 0)
-        return CallResult(status="ok", model=self.model, message=message, finish_reason=choice.finish_reason,
-                          prompt_tokens=pt, completion_tokens=ct, latency_s=latency,
-                          wall_s=time.perf_counter() - started, cost_usd=self._cost(response, pt, ct),
-                          attempts=attempts, reasoning=getattr(msg, "reasoning_content", None) or None)
-
-    def _cost(self, response: Any, prompt_tokens: int, completion_tokens: int) -> float | None:
-        """Configured prices, else litellm's price data, else None (unknown): never an exception."""
+    def _result(self, fields: dict[str, Any], attempts: int, latency: float, started: float) -> CallResult:
+        """A successful attempt; configured prices take precedence over litellm's."""
         if self.prices is not None:
-            return (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
-        hidden = getattr(response, "_hidden_params", None) or {}
-        cost = hidden.get("response_cost")  # litellm prices every response it can while returning it
-        if cost is not None:
-            return float(cost)
-        if self._litellm_prices_unknown:
-            return None
-        try:
-            return float(sys.modules["litellm"].completion_cost(completion_response=response, model=self.model))
-        except Exception:  # noqa: BLE001 - litellm raises a bare Exception for unmapped models
-            self._litellm_prices_unknown = True
-            return None
+            cost = (fields["prompt_tokens"] * self.prices[0] + fields["completion_tokens"] * self.prices[1]) / 1e6
+        else:
+            cost = fields.get("litellm_cost")
+        return CallResult(status="ok", model=self.model, message=fields["message"],
+                          finish_reason=fields["finish_reason"], prompt_tokens=fields["prompt_tokens"],
+                          completion_tokens=fields["completion_tokens"], latency_s=latency,
+                          wall_s=time.perf_counter() - started, cost_usd=cost, attempts=attempts,
+                          reasoning=fields.get("reasoning"))
 
     def _scrub(self, text: str) -> str:
         """Remove the API key from text that may be logged or stored."""

@@ -1,0 +1,136 @@
+"""`workers=N`: HTTP attempts made by worker processes, over real HTTP to the loopback server."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bon.errors import BonError
+from bon.llm import LLMClient
+from llm_server import FAKE_KEY, FAKE_KEY_ENV, FakeLLMServer, rate_limited, text, tool_call, unauthorized
+from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
+
+pytestmark = pytest.mark.usefixtures("llm_env")
+MODEL = "openai/test-model"
+
+
+def client(server, **kw) -> LLMClient:
+    kw.setdefault("api_key_env", FAKE_KEY_ENV)
+    kw.setdefault("backoff_base_s", 0.01)
+    kw.setdefault("timeout", 5.0)
+    return LLMClient(MODEL, api_base=server.base_url, **kw)
+
+
+def ask(i: int) -> list[dict]:
+    return [{"role": "user", "content": f"question {i}"}]
+
+
+def echo(body: dict) -> object:
+    """Answers each question with its own number, so replies cannot be mixed up between requests."""
+    content = body["messages"][-1]["content"]
+    if content == "use a tool":
+        return tool_call("calculator", {"expression": "1+1"}, call_id="call_7")
+    return text(f"answer to {content}", prompt_tokens=11, completion_tokens=3)
+
+
+def test_workers_give_the_same_results_as_in_process_calls(llm_env):
+    with FakeLLMServer(echo) as server:
+        async def go(workers: int):
+            async with client(server, workers=workers, concurrency=8, prices={"input_per_mtok": 1,
+                                                                             "output_per_mtok": 2}) as c:
+                results = await asyncio.gather(*(c.complete(ask(i)) for i in range(40)),
+                                               c.complete([{"role": "user", "content": "use a tool"}]))
+                return results, (c.pool.pids if c.pool else []), c.stats
+        pooled, pids, stats = asyncio.run(go(2))
+        assert len(pids) == 2 and os.getpid() not in pids
+        here, _, _ = asyncio.run(go(0))
+        assert server.count == 82 and server.max_in_flight <= 8
+    for a, b in zip(pooled, here):
+        assert a.ok and (a.message, a.finish_reason, a.prompt_tokens, a.completion_tokens, a.cost_usd) == (
+            b.message, b.finish_reason, b.prompt_tokens, b.completion_tokens, b.cost_usd)
+    assert [r.content for r in pooled[:40]] == [f"answer to question {i}" for i in range(40)]
+    assert pooled[40].tool_calls[0]["function"] == {"name": "calculator", "arguments": '{"expression": "1+1"}'}
+    assert stats.ok == 41 and stats.cost_usd == pytest.approx(40 * (11 + 2 * 3) / 1e6 + pooled[40].cost_usd)
+
+
+def test_retries_and_failures_are_the_clients_not_the_workers(llm_server):
+    llm_server.script(rate_limited(retry_after=0), text("after a 429"), unauthorized(f"bad key {FAKE_KEY}"))
+
+    async def go():
+        async with client(llm_server, workers=1) as c:
+            first = await c.complete(ask(1))
+            second = await c.complete(ask(2))
+            return first, second, c.stats
+    first, second, stats = asyncio.run(go())
+    assert first.ok and first.content == "after a 429" and first.attempts == 2
+    assert not second.ok and second.reason == "auth" and second.attempts == 1  # never retried
+    assert FAKE_KEY not in (second.error or "")
+    assert (stats.requests, stats.retries, llm_server.count) == (3, 1, 3)
+
+
+def test_a_killed_worker_is_replaced_and_its_calls_retried(llm_env):
+    with FakeLLMServer(echo, latency=1.0) as server:
+        async def go():
+            async with client(server, workers=2, concurrency=16) as c:
+                calls = [asyncio.create_task(c.complete(ask(i))) for i in range(12)]
+                while server.count < 12:  # every call is in flight at the server
+                    await asyncio.sleep(0.05)
+                victim = c.pool.pids[0]
+                os.kill(victim, signal.SIGKILL)
+                results = await asyncio.gather(*calls)
+                return results, victim, c.pool.pids, c.stats
+        results, victim, pids, stats = asyncio.run(go())
+    assert all(r.ok for r in results)
+    assert [r.content for r in results] == [f"answer to question {i}" for i in range(12)]
+    assert stats.retries >= 1 and victim not in pids and len(pids) == 2
+
+
+def test_cancelling_a_call_cancels_the_workers_attempt_and_close_stops_the_workers(llm_env):
+    with FakeLLMServer(lambda body: text("slow", latency=30)) as server:
+        async def go():
+            c = client(server, workers=1, timeout=60)
+            task = asyncio.create_task(c.complete(ask(1)))
+            while server.count < 1:
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            worker = c.pool._workers[0]
+            pending = dict(worker.pending)
+            pids = c.pool.pids
+            await c.aclose()
+            return pending, pids, worker.proc.returncode
+        pending, pids, code = asyncio.run(go())
+    assert pending == {} and len(pids) == 1 and code == 0  # the worker exited on its own when stdin closed
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)
+
+
+def test_the_calling_process_never_imports_litellm_with_workers(llm_server, tmp_path: Path):
+    script = textwrap.dedent(f"""
+        import asyncio, os, sys
+        from bon.llm import LLMClient
+        async def go():
+            async with LLMClient("{MODEL}", api_base="{llm_server.base_url}", workers=1,
+                                 api_key_env="{FAKE_KEY_ENV}") as c:
+                r = await c.complete([{{"role": "user", "content": "hi"}}])
+                assert r.ok, r
+        asyncio.run(go())
+        print("litellm" in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_bad_worker_counts_are_refused(bad):
+    with pytest.raises(BonError, match="workers must be an integer >= 0"):
+        LLMClient(MODEL, workers=bad)
