@@ -156,7 +156,7 @@ class WorkerPool:
 
     async def aclose(self) -> None:
         """Stop the workers (each closes its litellm sessions first)."""
-        workers, self._workers = self._workers, []
+        workers, self._workers, self._lock = self._workers, [], None
         await asyncio.gather(*(w.close() for w in workers))
 
 
