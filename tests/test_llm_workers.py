@@ -134,3 +134,13 @@ def test_the_calling_process_never_imports_litellm_with_workers(llm_server, tmp_
 def test_bad_worker_counts_are_refused(bad):
     with pytest.raises(BonError, match="workers must be an integer >= 0"):
         LLMClient(MODEL, workers=bad)
+
+
+def test_non_ascii_text_crosses_the_worker_pipe_intact(llm_env):
+    with FakeLLMServer(echo) as server:
+        async def go():
+            async with client(server, workers=1) as c:
+                return await c.complete([{"role": "user", "content": "Zürich → 東京 ✓"}])
+        result = asyncio.run(go())
+        sent = server.requests[0].body["messages"][-1]["content"]
+    assert sent == "Zürich → 東京 ✓" and result.content == "answer to Zürich → 東京 ✓"

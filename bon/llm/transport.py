@@ -185,6 +185,9 @@ class _Worker:
         request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
+        if self._reader.done():  # it died after being picked: nobody would answer
+            self.pending.pop(request_id)
+            return None, Failure("connection", True, f"worker process {self.pid} stopped answering")
         try:
             self._send({"id": request_id, "kwargs": kwargs, "timeout": timeout})
             await self.proc.stdin.drain()
@@ -202,7 +205,7 @@ class _Worker:
             self.pending.pop(request_id, None)
 
     def _send(self, message: dict[str, Any]) -> None:
-        self.proc.stdin.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")  # ASCII: lone surrogates survive
 
     def _cancel(self, request_id: int) -> None:
         if self.alive:

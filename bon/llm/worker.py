@@ -31,7 +31,7 @@ async def serve(read_fd: int, write_fd: int) -> None:
         try:
             fields, failure = await attempt_here(request["kwargs"], float(request["timeout"]))
             reply = {"id": request["id"], **({"fields": fields} if failure is None else {"failure": asdict(failure)})}
-            line = json.dumps(reply, ensure_ascii=False)
+            line = json.dumps(reply)
         except Exception as exc:  # noqa: BLE001 - a bug here must reach the parent as a failure, not a hang
             line = json.dumps({"id": request["id"], "failure": asdict(Failure("error", False, f"worker: {exc!r}"))})
         writer.write(line.encode() + b"\n")
