@@ -16,7 +16,6 @@ prediction (None): the episode is not a candidate for the judge selector, and ne
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -61,11 +60,9 @@ def check_config(judge_cfg: Mapping[str, Any]) -> None:
         raise BonError(f"dataset.predictors lists 'judge', which needs a live LLM judge (e.g. judge=deepseek or "
                        f"judge=local judge.api_base=...); got judge={judge_cfg.get('name')!r} of kind "
                        f"{judge_cfg.get('kind')!r}")
-    key_env = judge_cfg.get("api_key_env")
-    if key_env and not os.environ.get(key_env):
-        raise BonError(f"environment variable {key_env} is not set; it must hold the API key for judge.model "
-                       f"{judge_cfg.get('model')!r} (the judge predictor)")
+    from bon.live import make_client  # builds no session: checks the key and the client options
 
+    make_client(judge_cfg, None, "judge")
 
 def judge_episodes(questions: Sequence[Question], judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any],
                    out_path: Path) -> tuple[dict[str, float | None], dict[str, Any]]:

@@ -270,10 +270,11 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Everything above, for one Hydra config; returns the summary it writes."""
     seed, confidence, resamples = int(cfg.seed), float(cfg.confidence), int(cfg.bootstrap_resamples)
     opts = options(OmegaConf.to_container(cfg.dataset, resolve=True), seed)
+    judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
     if "judge" in opts.predictors:  # before any work: a live judge with its key
         from bon.rehac.judge_predictor import check_config
 
-        check_config(OmegaConf.to_container(cfg.judge, resolve=True))
+        check_config(judge_cfg)
     lam = opts.headline_lambda
     boot = dict(confidence=confidence, n_resamples=resamples, seed=seed)
 
@@ -305,7 +306,6 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if name == "judge":
             from bon.rehac import judge_predictor
 
-            judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
             by_key, judge_usage = judge_predictor.judge_episodes(questions, judge_cfg,
                                                                  OmegaConf.to_container(cfg.cache, resolve=True),
                                                                  out_dir / JUDGE_FILE)
@@ -331,7 +331,7 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
              f"Best-of-N over ~{len(logged) / len(questions):.1f} episodes per question")
     files["plot"] = plot(bon_rows, envelope, same_task, out_dir / PLOT, title, level,
                          {"noisy_oracle": f"Best-of-N, noisy_oracle ({100 * opts.noise_accuracy:g}% correct)",
-                          "judge": f"Best-of-N, LLM judge {cfg.judge.get('name')} (FINAL_RESULT)"})
+                          "judge": f"Best-of-N, LLM judge {judge_cfg.get('name')} (FINAL_RESULT)"})
 
     anomalies = sum(bool(ep.anomalies) for ep in logged)
     summary: dict[str, Any] = {
