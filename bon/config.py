@@ -1,7 +1,24 @@
-"""Where the Hydra config tree is: conf/ beside the package in a checkout, bon/conf when installed."""
+"""The config tree's location, its typed schema, and one-line messages for config errors.
+
+Each config group option has a dataclass below whose fields give each option's type and range;
+`check(cfg)` refuses a value of the wrong type or out of range, naming the option, before any work
+starts (so `generator.n=2.5` is refused, never truncated to 2). The dataclasses are the first step
+toward Hydra structured configs: they already mirror conf/ (a test checks every key of every shipped
+YAML against them), so registering them with Hydra's ConfigStore later needs no new types.
+"""
 from __future__ import annotations
 
+import dataclasses
+import errno
+import os
+import sys
+import threading
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+from bon.errors import BonError
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -12,3 +29,440 @@ def conf_dir() -> str:
         if (candidate / "config.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(f"bon's config tree is missing: looked for {_PACKAGE.parent / 'conf'} and {_PACKAGE / 'conf'}")
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def opt(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+        choices: tuple[str, ...] | None = None) -> Any:
+    """A schema field with a range (ge/gt/le/lt) or a set of valid choices."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    # defaults stay in conf/*.yaml for now; "???" is OmegaConf's MISSING, so the classes load as structured configs
+    return field(default="???", metadata={"bounds": bounds, "choices": choices})
+
+
+@dataclass
+class RunOptions:
+    seed: int = opt(ge=0)
+    confidence: float = opt(gt=0, lt=1)
+    bootstrap_resamples: int = opt(ge=100)
+
+
+@dataclass
+class CacheOptions:
+    dir: Optional[str] = opt()
+    mode: str = opt(choices=("off", "read", "write", "readwrite"))
+
+
+@dataclass
+class BudgetOptions:
+    usd: Optional[float] = opt(gt=0)
+    calls: Optional[int] = opt(ge=1)
+
+
+@dataclass
+class ClientOptions:
+    """What a live LLM client takes (generator, judge)."""
+
+    kind: str = opt()
+    model: Optional[str] = opt()
+    api_base: Optional[str] = opt()
+    api_key_env: Optional[str] = opt()
+    temperature: Optional[float] = opt(ge=0)
+    concurrency: int = opt(ge=1)
+    rpm: Optional[int] = opt(ge=1)
+    timeout: float = opt(gt=0)
+    max_attempts: int = opt(ge=1)
+    workers: int = opt(ge=0)
+    breaker_after: int = opt(ge=1)
+    prices: Optional[dict] = opt()
+
+
+@dataclass
+class LLMGenerator(ClientOptions):
+    n: int = opt(ge=1)
+    max_steps: int = opt(ge=1)
+    seed: Optional[int] = opt()
+    tools: Optional[list] = opt()
+    system_prompt: Optional[str] = opt()
+    store: Optional[str] = opt()
+    retry_failed: bool = opt()
+    trajectory_timeout: float = opt(gt=0)
+
+
+@dataclass
+class SimGenerator:
+    kind: str = opt()
+    n: int = opt(ge=1)
+    wrong_answers: int = opt(ge=0)
+
+
+@dataclass
+class ReplayGenerator:
+    kind: str = opt()
+    path: Optional[str] = opt()
+
+
+@dataclass
+class LLMJudge(ClientOptions):
+    name: str = opt()
+    mode: str = opt(choices=("prm", "orm"))
+    samples: int = opt(ge=1)
+    quorum: Optional[int] = opt(ge=1)
+    reask: bool = opt()
+    prompt: Optional[str] = opt()
+    max_chars: Optional[int] = opt(ge=1)
+
+
+@dataclass
+class SimJudge:
+    kind: str = opt()
+    name: str = opt()
+    calibrate_from: Optional[str] = opt()
+    root: Optional[str] = opt()
+    confusion: list = opt()
+    positive_bias: float = opt(ge=0, le=1)
+    orm_tpr: float = opt(ge=0, le=1)
+    orm_fpr: float = opt(ge=0, le=1)
+    orm_missing: float = opt(ge=0, le=1)
+    fail_rate: float = opt(ge=0, le=1)
+
+
+@dataclass
+class NamedJudge:  # replay (a recorded judge) and human (the consensus labels)
+    kind: str = opt()
+    name: str = opt()
+
+
+@dataclass
+class SimDataset:
+    name: str = opt()
+    profile: str = opt()
+    n_tasks: int = opt(ge=1)
+    subset: Optional[str] = opt()
+    profiles: dict = opt()
+
+
+@dataclass
+class AgentProcessBenchDataset:
+    name: str = opt()
+    subset: str = opt()
+    root: Optional[str] = opt()
+
+
+@dataclass
+class TasksDataset:
+    name: str = opt()
+    path: str = opt()
+    subset: str = opt()
+    tools: Optional[list] = opt()
+    system_prompt: Optional[str] = opt()
+
+
+@dataclass
+class GaiaDataset(TasksDataset):
+    level: Optional[int] = opt(ge=1, le=3)
+    split: Optional[str] = opt()
+
+
+@dataclass
+class BuiltinDataset:
+    name: str = opt()
+    subset: str = opt()
+    n_tasks: Optional[int] = opt(ge=1)
+    task_ids: Optional[list] = opt()
+    tools: Optional[list] = opt()
+    system_prompt: Optional[str] = opt()
+
+
+@dataclass
+class Helper:
+    kind: str = opt(choices=("model", "terminal"))
+    model: Optional[str] = opt()
+    api_base: Optional[str] = opt()
+    api_key_env: Optional[str] = opt()
+    temperature: Optional[float] = opt(ge=0)
+    concurrency: int = opt(ge=1)
+    timeout: float = opt(gt=0)
+    max_attempts: int = opt(ge=1)
+    prices: Optional[dict] = opt()
+
+
+@dataclass
+class Intervention:
+    policy: str = opt(choices=("none", "rate", "prm", "budgeted"))
+    rate: Optional[float] = opt(ge=0, le=1)
+    seed: int = opt()
+    budget: Optional[int] = opt(ge=0)
+    helper: Optional[Helper] = opt()
+    # `lambda` is a Python keyword: see _FIELD_ALIASES
+    lambda_: float = opt(ge=0)
+
+
+@dataclass
+class WebSearchOptions:
+    provider: str = opt()
+    base_url: Optional[str] = opt()
+    api_key_env: Optional[str] = opt()
+    max_results: int = opt(ge=1)
+    timeout: float = opt(gt=0)
+    proxy: Optional[str] = opt()
+
+
+@dataclass
+class VisitPageOptions:
+    allow_networks: list = opt()
+    page_chars: int = opt(ge=1)
+    max_bytes: int = opt(ge=1)
+    max_redirects: int = opt(ge=0)
+    timeout: float = opt(gt=0)
+    connect_timeout: float = opt(gt=0)
+    memory_mb: int = opt(ge=256)
+    cache_size: int = opt(ge=0)
+    proxy: Optional[str] = opt()
+    ca_file: Optional[str] = opt()
+    user_agent: str = opt()
+
+
+@dataclass
+class InspectFileOptions:
+    page_chars: int = opt(ge=1)
+    max_rows: int = opt(ge=1)
+    max_columns: int = opt(ge=1)
+    max_cells: int = opt(ge=1)
+    max_paragraphs: int = opt(ge=1)
+    timeout: float = opt(gt=0)
+    memory_mb: int = opt(ge=256)
+
+
+@dataclass
+class PythonOptions:
+    timeout: float = opt(gt=0)
+    cpu_seconds: float = opt(gt=0)
+    memory_mb: int = opt(ge=1)
+    max_file_mb: int = opt(ge=1)
+    max_output_chars: int = opt(ge=1)
+    max_parallel: int = opt(ge=1)
+    isolation: str = opt()
+
+
+@dataclass
+class ToolOptions:
+    allow_private: bool = opt()
+    web_search: Optional[WebSearchOptions] = opt()
+    visit_page: Optional[VisitPageOptions] = opt()
+    inspect_file: Optional[InspectFileOptions] = opt()
+    python: Optional[PythonOptions] = opt()
+
+
+# group -> (the field that picks the schema, {value: schema}); rehac checks its own options (bon/rehac/report.py)
+GROUPS: dict[str, tuple[str | None, dict[str | None, type]]] = {
+    "generator": ("kind", {"llm": LLMGenerator, "sim": SimGenerator, "replay": ReplayGenerator}),
+    "judge": ("kind", {"llm": LLMJudge, "sim": SimJudge, "replay": NamedJudge, "human": NamedJudge}),
+    "dataset": ("name", {"sim": SimDataset, "agentprocessbench": AgentProcessBenchDataset,
+                         "tasks": TasksDataset, "gaia": GaiaDataset, "builtin": BuiltinDataset}),
+    "intervention": (None, {None: Intervention}),
+    "tools": (None, {None: ToolOptions}),
+    "cache": (None, {None: CacheOptions}),
+    "budget": (None, {None: BudgetOptions}),
+}
+_FIELD_ALIASES = {"lambda_": "lambda"}
+
+
+def check(cfg: Mapping[str, Any]) -> None:
+    """Refuse a config value of the wrong type or out of range, naming the option (e.g. generator.n)."""
+    _check_fields(RunOptions, cfg, "")
+    for group, (selector, schemas) in GROUPS.items():
+        values = cfg.get(group)
+        if values is None:
+            continue
+        schema = schemas.get(values.get(selector) if selector else None)
+        if schema is not None:  # an unknown kind or name gets its own error, listing the valid ones
+            _check_fields(schema, values, f"{group}.")
+
+
+def _check_fields(schema: type, values: Mapping[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = _FIELD_ALIASES.get(f.name, f.name)
+        if key in values:
+            _check_value(prefix + key, values[key], hints[f.name], f.metadata)
+
+
+def _check_value(option: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> None:
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) is Union and type(None) in args
+    if optional:
+        if value is None:
+            return
+        hint = next(a for a in args if a is not type(None))
+    elif value is None:
+        raise BonError(f"{option} must be set ({_describe(hint, meta)}), got null")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise BonError(f"{option} must be a mapping of options, got {value!r}")
+        _check_fields(hint, value, option + ".")
+        return
+    if not _is_instance(value, typing.get_origin(hint) or hint):
+        raise BonError(f"{option} must be {_describe(hint, meta)}, got {value!r}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise BonError(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+    for bound, limit in meta.get("bounds", {}).items():
+        if not _BOUND_TESTS[bound](value, limit):
+            raise BonError(f"{option} must be {_describe(hint, meta)}, got {value!r}")
+
+
+def _is_instance(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind in (list, dict):  # OmegaConf containers count, as do plain ones
+        from omegaconf import DictConfig, ListConfig
+
+        return isinstance(value, (kind, ListConfig if kind is list else DictConfig))
+    return isinstance(value, kind)
+
+
+_BOUND_TESTS = {"ge": lambda v, x: v >= x, "gt": lambda v, x: v > x, "le": lambda v, x: v <= x,
+                "lt": lambda v, x: v < x}
+_BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+_KIND_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+               dict: "a mapping"}
+
+
+def _describe(hint: Any, meta: Mapping[str, Any]) -> str:
+    words = _KIND_WORDS.get(typing.get_origin(hint) or hint, str(hint))
+    bounds = meta.get("bounds") or {}
+    if bounds:
+        words += " " + " and ".join(f"{_BOUND_WORDS[b]} {x:g}" for b, x in bounds.items())
+    return words
+
+
+# --------------------------------------------------------------------------- Hydra's own errors
+
+
+def explain_composition_error(exc: BaseException) -> str | None:
+    """One line for an error Hydra raises while composing the config (None: not such an error).
+
+    Hydra prints these as many lines (a YAML syntax error as ~90, a `defaults:` list that includes
+    itself as a 180 KB RecursionError); the user needs the file and line or the option.
+    """
+    import yaml
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, yaml.YAMLError):
+        return _yaml_message(exc)
+    if isinstance(exc, RecursionError):
+        cycle = _recursing_config(exc)
+        if cycle is None:
+            return None
+        return (f"config {cycle}.yaml: its `defaults:` list includes itself (directly or through another config), "
+                f"so Hydra cannot compose it; remove that entry")
+    if isinstance(exc, (HydraException, OmegaConfBaseException)):
+        text = str(exc)
+        cause = exc.__cause__
+        if isinstance(cause, yaml.YAMLError):
+            return _yaml_message(cause)
+        if isinstance(cause, OmegaConfBaseException) and str(cause).split("\n")[0] not in text:
+            text += "; " + str(cause).split("\n")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = "; ".join(line.rstrip(".") for line in _join_choices(lines))
+        return text.replace("\t", "")
+    return None
+
+
+def _join_choices(lines: list[str]) -> list[str]:
+    """Hydra's 'Available options in X:' followed by one option per line -> one phrase."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("Available options in"):
+            options = []
+            i += 1
+            while i < len(lines) and " " not in lines[i] and not lines[i].endswith(":"):
+                options.append(lines[i])
+                i += 1
+            out.append(f"{line.rstrip(':')}: {', '.join(options)}")
+            continue
+        if line.startswith("Config search path") or line.startswith("provider="):
+            i += 1
+            continue
+        out.append(line)
+        i += 1
+    return out
+
+
+def _yaml_message(exc: Any) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{mark.name}:{mark.line + 1}" if mark is not None else "a config file"
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and mark is not None and start.line != mark.line:
+        context += f" that starts on line {start.line + 1}"
+    return f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")
+
+
+def _recursing_config(exc: RecursionError) -> str | None:
+    """The config whose defaults recurse, read off the frames of Hydra's defaults-tree builder."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "_create_defaults_tree_impl":
+            root = frame.f_locals.get("root")
+            node = getattr(root, "node", None)
+            path = node.get_config_path() if node is not None and hasattr(node, "get_config_path") else None
+            if path:
+                last = path
+        tb = tb.tb_next
+    return last
+
+
+def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> None:
+    """Run a `@hydra.main` entry point as a bon command: every error a user can fix is one line, exit 2.
+
+    Hydra prints its own errors over many lines, or as a traceback; with HYDRA_FULL_ERROR set it
+    raises them instead, so they can be said in one line here. `started` is set by the task
+    function: an OSError before it is Hydra failing to create or write the run directory. A user who
+    sets HYDRA_FULL_ERROR themselves gets Hydra's full output, as they asked.
+    """
+    from bon.errors import command, fail
+
+    ours = "HYDRA_FULL_ERROR" not in os.environ
+    if ours:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        command(hydra_main)()
+    except BrokenPipeError:  # stdout closed early, e.g. `--help | head`: nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as exc:
+        if not ours:
+            raise
+        message = explain_composition_error(exc)
+        if message is None and isinstance(exc, OSError) and not started.is_set() and _raised_in(exc, "run_job"):
+            where = f"{exc.filename}: " if exc.filename else ""
+            reason = "a file is in the way" if exc.errno in (errno.EEXIST, errno.ENOTDIR) else exc.strerror or exc
+            message = (f"cannot create or write the run directory ({where}{reason}); "
+                       f"set hydra.run.dir (hydra.sweep.dir with -m) to a writable directory")
+        if message is None:
+            raise
+        fail(message)
+    finally:
+        if ours:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _raised_in(exc: BaseException, function: str) -> bool:
+    """True when `function` (e.g. Hydra's run_job, which makes the run directory) is on the traceback."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False

@@ -1,11 +1,24 @@
-"""User-facing errors: one clear message, no traceback, non-zero exit."""
+"""User-facing errors: one clear message, no traceback, non-zero exit.
+
+Commands exit 2 on bad input (`BonError`) and 130 on Ctrl-C, each with a single line on stderr.
+"""
 from __future__ import annotations
 
 import functools
+import os
+import select
+import signal
 import sys
+import threading
 from typing import Callable, Iterable, TypeVar
 
 F = TypeVar("F", bound=Callable)
+
+USER_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+INTERRUPT_GRACE_S = 0.5
+INTERRUPT_NOTE = ("interrupted: stopped (files already written are kept; trajectories and cached LLM responses "
+                  "let a rerun of the same command resume)")
 
 
 class BonError(Exception):
@@ -18,6 +31,12 @@ def unknown_choice(kind: str, value: object, valid: Iterable[str]) -> BonError:
     return BonError(f"unknown {kind} {value!r}; valid choices: {choices}")
 
 
+def fail(message: str) -> None:
+    """Print one `error:` line and exit 2 (newlines in the message are folded into the line)."""
+    print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+    sys.exit(USER_ERROR)
+
+
 def exit_on_user_error(fn: F) -> F:
     """Turn a BonError raised inside a command into a one-line message and exit code 2."""
 
@@ -26,7 +45,88 @@ def exit_on_user_error(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except BonError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _Interrupts:
+    """Ctrl-C stops the command within INTERRUPT_GRACE_S, with one line and exit code 130.
+
+    Why a thread: Python runs its SIGINT handler only between bytecodes of the main thread, so a
+    main thread inside Rust or C (a polars collect, a numpy kernel) would not notice Ctrl-C until
+    that call returns, possibly many seconds later. `signal.set_wakeup_fd` makes the C-level
+    handler write the signal number to a pipe at once; a watcher thread reading it prints the
+    line, gives the main thread's own KeyboardInterrupt path the grace period to finish normal
+    cleanup, and otherwise ends the process with `os._exit(130)`. Nothing half-written is left
+    behind by that: trajectories are appended and fsync'd line by line, the LLM cache is SQLite
+    (a transaction is either in the file or not), and summary.json is written last by rename.
+    A second Ctrl-C ends the process at once.
+    """
+
+    def __init__(self, grace_s: float = INTERRUPT_GRACE_S) -> None:
+        self.grace_s = grace_s
+        self._said = threading.Lock()
+        self._announced = False
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+            return  # SIGINT is ignored (e.g. a background job) or not handled by Python: leave it so
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(read_fd,), name="bon-interrupt", daemon=True).start()
+        self._installed = True
+
+    def announce(self) -> None:
+        """Print the one line, once, whichever thread sees the interrupt first."""
+        with self._said:
+            if self._announced:
+                return
+            self._announced = True
+        lead = "\n" if sys.stderr.isatty() else ""  # end a progress bar's line first
+        try:
+            sys.stderr.write(f"{lead}{INTERRUPT_NOTE}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _watch(self, read_fd: int) -> None:
+        seen = 0
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            seen += data.count(signal.SIGINT)
+            if seen == 0:
+                continue
+            self.announce()
+            if seen == 1:
+                select.select([read_fd], [], [], self.grace_s)  # a second Ctrl-C cuts the grace short
+            os._exit(INTERRUPTED)
+
+
+INTERRUPTS = _Interrupts()
+
+
+def command(fn: F) -> F:
+    """Wrap a command's entry point: BonError -> one line + exit 2; Ctrl-C -> one line + exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        INTERRUPTS.install()
+        try:
+            return fn(*args, **kwargs)
+        except BonError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            INTERRUPTS.announce()
+            sys.exit(INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]

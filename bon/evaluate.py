@@ -16,6 +16,22 @@ def _tasks_with_answers(table: pl.DataFrame) -> pl.DataFrame:
     return table.join(keep.filter(pl.col("_has")).drop("_has"), on=["judge", "subset", "task_id"])
 
 
+def _drop_tasks_without_reference(table: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    """Tasks with no reference answer (success null for every candidate) are left out of accuracy, never
+    counted as wrong; the note says how many, like GAIA's unanswered test split."""
+    keys = ["judge", "subset", "task_id"]
+    known = table.group_by(keys).agg(pl.col("success").is_not_null().any().alias("_known"))
+    missing = known.filter(~pl.col("_known"))
+    if missing.height == 0:
+        return table, ""
+    ids = sorted(missing.unique("task_id")["task_id"].cast(pl.Utf8).to_list())
+    example = ", ".join(repr(i) for i in ids[:3]) + (", ..." if len(ids) > 3 else "")
+    note = (f"{len(ids)} of {known.unique('task_id').height} tasks have no reference answer and are not scored "
+            f"(left out of every accuracy: {example})")
+    kept = table.join(known.filter(pl.col("_known")).drop("_known"), on=keys, how="semi", maintain_order="left")
+    return kept, note
+
+
 def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resamples: int,
                seed: int) -> tuple[pl.DataFrame, dict[str, Any]]:
     batch = to_batch(table)
@@ -24,8 +40,10 @@ def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resam
     low, high = bootstrap_ci(picks["correct"].cast(pl.Float64), confidence, resamples, seed)
     k_ci = [bootstrap_ci(bok.per_task[~np.isnan(bok.per_task[:, i]), i], confidence, resamples, seed)
             for i in range(bok.per_task.shape[1])]
+    generation_failed = _generation_failed(table)
     judged = table.select(
-        (~pl.col("judge_ok")).sum().alias("judge_failed"),
+        (~pl.col("judge_ok") & ~generation_failed).sum().alias("judge_failed"),
+        generation_failed.sum().alias("generation_failed"),
         (pl.col("final_pred").is_null() & pl.col("judge_ok")).sum().alias("judge_missing_final"),
         pl.col("n_missing").sum().alias("judge_missing_steps"),
     ).row(0, named=True)
@@ -39,6 +57,7 @@ def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resam
         "pass_at_n": float(picks["pass_any"].mean()),
         "random": float(picks["random"].mean()),
         **{k: int(v) for k, v in judged.items()},
+        "generation_failed": int(judged["generation_failed"]) if "generation_failed" in table.columns else None,
         "best_of_k": {
             "method": bok.method,
             "k": bok.ks.tolist(),
@@ -49,6 +68,12 @@ def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resam
         },
     }
     return picks, row
+
+
+def _generation_failed(table: pl.DataFrame) -> pl.Expr:
+    """Candidates whose generation failed before any step (live runs mark them; they were not judged,
+    so they count here and not as judge failures). Recorded candidates have no such column: None."""
+    return pl.col("generation_failed") if "generation_failed" in table.columns else pl.lit(False)
 
 
 def _not_applicable(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
@@ -65,7 +90,10 @@ def _not_applicable(selector: Selector, table: pl.DataFrame, dataset: str, subse
                      "description": selector.description, "oracle": selector.oracle, "n_tasks": 0,
                      "n_candidates": 0, "accuracy": None, "accuracy_expected": None, "ci_low": None,
                      "ci_high": None, "pass_at_n": None if unknown else float(picks["pass_any"].mean()),
-                     "random": None if unknown else float(picks["random"].mean()), "judge_failed": 0, "judge_missing_final": 0,
+                     "random": None if unknown else float(picks["random"].mean()), "judge_failed": 0,
+                     "generation_failed": int(part["generation_failed"].sum())
+                     if "generation_failed" in part.columns else None,
+                     "judge_missing_final": 0,
                      "judge_missing_steps": 0, "best_of_k": None, "by_subset": {}, "note": note})
     return table.head(0).select("judge", "subset", "task_id"), rows
 
@@ -81,6 +109,9 @@ def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
     if table["success"].null_count() == table.height:
         return _not_applicable(selector, table, dataset, subset,
                                "not scored: no task has a reference answer (generation and judging only)")
+    table, unscored = _drop_tasks_without_reference(table)
+    if unscored:
+        note = unscored
     if not selector.score_based:
         answered = _tasks_with_answers(table)
         if answered.height == 0:
@@ -89,7 +120,8 @@ def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
                 f"{subset!r} has one (AgentProcessBench releases answers for hotpotqa only)"))
         if answered.height < table.height:
             kept = sorted(answered["subset"].unique().to_list())
-            note = f"evaluated only on tasks with final answers (subsets: {', '.join(kept)})"
+            note = "; ".join(filter(None, [note, f"evaluated only on tasks with final answers "
+                                                 f"(subsets: {', '.join(kept)})"]))
         table = answered
     all_picks, rows = [], []
     for judge, part in table.group_by("judge", maintain_order=True):

@@ -1,13 +1,19 @@
 """Judge quality (StepAcc, FirstErrAcc, confusion) and selection statistics (bootstrap, paired tests).
 
-StepAcc and FirstErrAcc follow AgentProcessBench: StepAcc is micro-averaged over every
-human-labelled step; FirstErrAcc compares the index of the first -1 (no -1 on both sides
-is a match). A missing label or a failed judgement is always a mismatch.
+StepAcc and FirstErrAcc follow the AgentProcessBench paper (Table 3) and its evaluation script:
+- StepAcc is micro-averaged over every human-labelled step; a step the judge left unlabelled, or
+  any step of a failed judgement, counts as wrong.
+- FirstErrAcc compares the index of the human's first -1 with the judge's first -1 among the
+  labels the judge gave (unlabelled steps are skipped); no -1 on both sides is a match. A failed
+  judgement has no labels, so it matches every trajectory the human found no error in.
+- `first_err_acc_strict` is a stricter reading kept for comparison, never as the headline: a
+  failed judgement is a mismatch, and so is an unlabelled step before the judge's first -1 (the
+  judge's first error is then unknown).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -16,9 +22,15 @@ from bon.types import Judgement
 LABEL_ORDER = (-1, 0, 1)
 
 
-def first_error(steps: Sequence[int], labels: dict[int, int | None]) -> int | None:
-    """Absolute index of the first step labelled -1, None when there is none."""
-    return next((i for i in sorted(steps) if labels.get(i) == -1), None)
+def first_error(steps: Iterable[int], labels: Mapping[int, int | None]) -> int | None:
+    """Smallest index among `steps` labelled -1, None when there is none."""
+    return min((i for i in steps if labels.get(i) == -1), default=None)
+
+
+def _strict_first_error_known(steps: Sequence[int], predicted: Mapping[int, int | None]) -> tuple[bool, int | None]:
+    """(known, index) of the judge's first -1 when every earlier step must be labelled to know it."""
+    undecided = next((i for i in sorted(steps) if predicted.get(i) in (-1, None)), None)
+    return undecided is None or predicted.get(undecided) == -1, undecided
 
 
 @dataclass
@@ -32,29 +44,28 @@ class PrmScore:
     n_failed: int = 0
     # confusion[h, p]: human label LABEL_ORDER[h], prediction LABEL_ORDER[p] or missing (p = 3)
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((3, 4), dtype=np.int64))
+    n_first_error_strict_correct: int = 0
 
     def add(self, steps: Sequence[int], human: Judgement, predicted: Judgement) -> None:
         """Score one trajectory: `steps` are its human-labelled assistant message indices."""
         failed = predicted.failed
+        labels = {} if failed else predicted.step_labels  # a failed call never becomes labels
         self.n_trajectories += 1
         self.n_failed += failed
         for i in steps:
             h = human.step_labels[i]
-            p = None if failed else predicted.step_labels.get(i)
+            p = labels.get(i)
             self.n_steps += 1
             self.n_step_correct += p == h
             self.confusion[LABEL_ORDER.index(h), 3 if p is None else LABEL_ORDER.index(p)] += 1
+        truth = first_error(steps, human.step_labels)
+        self.n_first_error_correct += first_error(labels, labels) == truth
         if not failed:
-            # an unlabelled step before the judge's first -1 leaves its first error unknown: a mismatch
-            undecided = next((i for i in sorted(steps) if predicted.step_labels.get(i) in (-1, None)), None)
-            known = undecided is None or predicted.step_labels.get(undecided) == -1
-            self.n_first_error_correct += known and first_error(steps, human.step_labels) == undecided
+            known, judged = _strict_first_error_known(steps, labels)
+            self.n_first_error_strict_correct += known and judged == truth
 
     def __add__(self, other: "PrmScore") -> "PrmScore":
-        return PrmScore(self.n_steps + other.n_steps, self.n_step_correct + other.n_step_correct,
-                        self.n_trajectories + other.n_trajectories,
-                        self.n_first_error_correct + other.n_first_error_correct,
-                        self.n_failed + other.n_failed, self.confusion + other.confusion)
+        return PrmScore(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
     @property
     def step_acc(self) -> float:
@@ -62,7 +73,13 @@ class PrmScore:
 
     @property
     def first_err_acc(self) -> float:
+        """FirstErrAcc as the paper computes it (the headline)."""
         return self.n_first_error_correct / self.n_trajectories if self.n_trajectories else float("nan")
+
+    @property
+    def first_err_acc_strict(self) -> float:
+        """FirstErrAcc counting failed calls and unresolved first errors as mismatches."""
+        return self.n_first_error_strict_correct / self.n_trajectories if self.n_trajectories else float("nan")
 
     def row_normalized(self) -> np.ndarray:
         """Confusion matrix with each human-label row summing to 1 (columns -1, 0, +1, missing)."""

@@ -1,179 +1,230 @@
-"""Figures for `python -m bon.report`. matplotlib is imported lazily, with the Agg canvas (no pyplot, no display)."""
+"""Figures for `python -m bon.report`. matplotlib is imported lazily, with the Agg canvas (no pyplot, no display).
+
+Every figure shows the tie-aware expectation (a tie counts as the mean success of the tied candidates), so
+its numbers do not depend on sample order and agree with each other: the accuracy in report.png is the k = N
+point of the best-of-k curves. Every judge is shown. Points of different selectors are dodged (moved apart
+a little along the other axis) and drawn with their own marker, so identical values stay visible, and
+intervals are error bars rather than bands, so they stay apart.
+"""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
-# Curves get their own palette so a judge's colour on the left is not mistaken for a selector on the right.
-JUDGE_MARKERS = "osD^vP*Xh<>p"
-MAX_CURVE_PANELS = 6   # best-of-k subplots (judge x subset); beyond that only each subset's first judge
-MAX_CURVE_JUDGES = 3
+SELECTOR_MARKERS = "osD^vPX*hp<>"
+BASELINE = "final"
 
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _colours(cmap_name: str, n: int) -> list:
+def _colours(names: list[str]) -> dict[str, Any]:
     from matplotlib import colormaps
 
-    cmap = colormaps[cmap_name if n <= colormaps[cmap_name].N else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
 
 
-def _baselines(rows: list[dict[str, Any]], field: str) -> list[tuple[float, str | None]]:
-    """A subset's baseline per judge, collapsed to one value when (as usual) every judge shares it."""
-    pool = [r for r in rows if not r["note"]] or rows
-    per_judge = {r["judge"]: r[field] for r in pool if _finite(r[field])}
-    values = {round(v, 9) for v in per_judge.values()}
-    if len(values) <= 1:
-        return [(v, None) for v in list(per_judge.values())[:1]]
-    return [(v, j) for j, v in per_judge.items()]
+def _markers(names: list[str]) -> dict[str, str]:
+    return {n: SELECTOR_MARKERS[i % len(SELECTOR_MARKERS)] for i, n in enumerate(names)}
 
 
-def _accuracy_panel(ax, rows, selectors, judges, judge_colour, subset, level) -> None:
-    present = [s for s in selectors if any(r["selector"] == s for r in rows)]
-    x_of = {s: i for i, s in enumerate(present)}
-    width = 0.8 / max(1, len(judges))
-    noted = {r["selector"] for r in rows if r["note"]}
-    for i, s in enumerate(present):
-        if any(r["oracle"] for r in rows if r["selector"] == s):
-            ax.axvspan(i - 0.5, i + 0.5, color="0.92", zorder=0)
-    lows, highs = [], []
-    for j, judge in enumerate(judges):
-        mine = [r for r in rows if r["judge"] == judge and r["selector"] in x_of]
+def tie_aware(row: dict[str, Any]) -> tuple[float, float | None, float | None]:
+    """(expected accuracy, interval low, high): the interval is the best-of-k curve's at k = N, whose value is the
+    tie-aware expectation (None when the run has no such curve)."""
+    value = row["accuracy_expected"]
+    bok = row.get("best_of_k") or {}
+    ks, acc = bok.get("k") or [], bok.get("accuracy") or []
+    if ks and bok.get("ci_low") and bok.get("ci_high"):
+        last = ks.index(max(ks))
+        if _finite(acc[last]) and abs(acc[last] - value) < 1e-6:
+            return value, bok["ci_low"][last], bok["ci_high"][last]
+    return value, None, None
+
+
+def _dodge(i: int, n: int, width: float) -> float:
+    return (i - (n - 1) / 2) * width / max(1, n)
+
+
+def _judge_axis(ax, judges: list[str], show_labels: bool) -> None:
+    ax.set_yticks(range(len(judges)))
+    ax.set_yticklabels(judges if show_labels else [], fontsize=8)
+    ax.set_ylim(len(judges) - 0.5, -0.5)  # first judge on top
+    for y in range(len(judges)):
+        if y % 2:
+            ax.axhspan(y - 0.5, y + 0.5, color="0.95", zorder=0)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _accuracy_panel(ax, rows, selectors, judges, colour, marker, subset, level, show_labels) -> None:
+    for i, s in enumerate(selectors):
+        mine = [r for r in rows if r["selector"] == s and r["judge"] in judges]
         if not mine:
             continue
-        xs = [x_of[r["selector"]] + (j - (len(judges) - 1) / 2) * width for r in mine]
-        ys = [100 * r["accuracy"] for r in mine]
-        err = [[max(0.0, 100 * (r["accuracy"] - r["ci_low"])) if _finite(r["ci_low"]) else 0.0 for r in mine],
-               [max(0.0, 100 * (r["ci_high"] - r["accuracy"])) if _finite(r["ci_high"]) else 0.0 for r in mine]]
-        lows += [y - e for y, e in zip(ys, err[0])]
-        highs += [y + e for y, e in zip(ys, err[1])]
-        ax.errorbar(xs, ys, yerr=err, fmt=JUDGE_MARKERS[j % len(JUDGE_MARKERS)], color=judge_colour[judge],
-                    markersize=6, capsize=3, elinewidth=1.2, label=judge, zorder=3)
-    for field, style, label in (("random", "--", "random pick (expected)"),
-                                ("pass_at_n", ":", "pass@N (some candidate correct)")):
-        for value, judge in _baselines(rows, field):
-            colour = "0.35" if judge is None else judge_colour[judge]
-            ax.axhline(100 * value, color=colour, linestyle=style, linewidth=1.3, zorder=1,
-                       label=label if judge is None else f"{label}, {judge}")
-            lows.append(100 * value)
-            highs.append(100 * value)
-    ax.set_xticks(range(len(present)))
-    ax.set_xticklabels([s + (" †" if s in noted else "") + ("\n(oracle)" if any(
-        r["oracle"] for r in rows if r["selector"] == s) else "") for s in present],
-        rotation=30 if len(present) > 5 else 0, ha="right" if len(present) > 5 else "center")
-    ax.set_xlim(-0.5, len(present) - 0.5)
-    if lows:
-        ax.set_ylim(max(0.0, min(lows) - 5), min(100.0, max(highs) + 5))
-    n_tasks = sorted({r["n_tasks"] for r in rows})
-    ax.set_title(f"{subset}: selection accuracy ({'/'.join(map(str, n_tasks))} tasks)")
-    ax.set_xlabel("selector" + (" († evaluated on a subset of tasks, see report.md)" if noted else ""))
-    ax.set_ylabel(f"accuracy (%), {level} CI")
-    ax.grid(axis="y", alpha=0.3)
+        ys = [judges.index(r["judge"]) + _dodge(i, len(selectors), 0.8) for r in mine]
+        xs, lo, hi = zip(*(tie_aware(r) for r in mine))
+        err = [[100 * (x - lw) if _finite(lw) else 0.0 for x, lw in zip(xs, lo)],
+               [100 * (h - x) if _finite(h) else 0.0 for x, h in zip(xs, hi)]]
+        oracle = any(r["oracle"] for r in mine)
+        ax.errorbar([100 * x for x in xs], ys, xerr=err, fmt=marker[s], color=colour[s], markersize=4,
+                    elinewidth=0.9, capsize=1.5, mfc="white" if oracle else colour[s], zorder=3)
+    for field, style in (("random", "--"), ("pass_at_n", ":")):
+        values = {round(r[field], 9) for r in rows if _finite(r[field]) and not r["note"]}
+        for value in values:
+            ax.axvline(100 * value, color="0.3", linestyle=style, linewidth=1.2, zorder=1)
+    _judge_axis(ax, judges, show_labels)
+    n_tasks = "/".join(map(str, sorted({r["n_tasks"] for r in rows})))
+    ax.set_title(f"{subset} ({n_tasks} tasks): tie-aware accuracy", fontsize=10)
+    ax.set_xlabel(f"expected accuracy (%), {level} CI", fontsize=9)
 
 
-def _curve_panel(ax, rows, selectors, selector_colour, judge, subset, level) -> None:
-    mine = {r["selector"]: r for r in rows if r["judge"] == judge and r.get("best_of_k")}
-    ks_all: set[int] = set()
-    for s in selectors:
-        r = mine.get(s)
-        if r is None:
+def _difference_panel(ax, rows, selectors, judges, colour, marker, subset, level, show_labels) -> None:
+    others = [s for s in selectors if s != BASELINE]
+    drawn = False
+    for i, s in enumerate(others):
+        mine = [r for r in rows if r["selector"] == s and r["judge"] in judges and r.get("vs_final")]
+        if not mine:
             continue
-        bok = r["best_of_k"]
-        ks = bok["k"]
-        ks_all.update(ks)
-        ys = [100 * v if _finite(v) else math.nan for v in bok["accuracy"]]
-        style = "--" if r["oracle"] else "-"
-        ax.plot(ks, ys, style, marker="o", markersize=4, color=selector_colour[s], linewidth=1.8,
-                label=s + (" (oracle)" if r["oracle"] else ""), zorder=3)
-        if bok.get("ci_low") and bok.get("ci_high"):
-            lo = [100 * v if _finite(v) else math.nan for v in bok["ci_low"]]
-            hi = [100 * v if _finite(v) else math.nan for v in bok["ci_high"]]
-            ax.fill_between(ks, lo, hi, color=selector_colour[s], alpha=0.09, linewidth=0, zorder=2)
-    if not ks_all:
-        ax.text(0.5, 0.5, "no best-of-k data", ha="center", va="center", transform=ax.transAxes)
-    else:
-        ax.set_xticks(sorted(ks_all))
-        ax.set_xlim(min(ks_all) - 0.2, max(ks_all) + 0.2)
-    ax.set_title(f"best-of-k: {judge} on {subset}")
-    ax.set_xlabel(f"k (candidates the selector sees, of N={max(ks_all) if ks_all else '?'})")
-    ax.set_ylabel(f"expected accuracy (%), {level} band")
-    ax.grid(alpha=0.3)
+        drawn = True
+        ys = [judges.index(r["judge"]) + _dodge(i, len(others), 0.8) for r in mine]
+        d = [r["vs_final"] for r in mine]
+        xs = [100 * v["diff"] for v in d]
+        err = [[max(0.0, x - 100 * v["ci_low"]) for x, v in zip(xs, d)],
+               [max(0.0, 100 * v["ci_high"] - x) for x, v in zip(xs, d)]]
+        ax.errorbar(xs, ys, xerr=err, fmt=marker[s], color=colour[s], markersize=4, elinewidth=0.9, capsize=1.5,
+                    mfc="white" if any(r["oracle"] for r in mine) else colour[s], zorder=3)
+    ax.axvline(0, color="black", linewidth=1.0, zorder=1)
+    _judge_axis(ax, judges, show_labels)
+    if not drawn:
+        ax.text(0.5, 0.5, f"no {BASELINE!r} run to compare with", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(f"{subset}: difference from {BASELINE!r}, paired", fontsize=10)
+    ax.set_xlabel(f"points (same tasks, same judge), {level} CI", fontsize=9)
 
 
-def _legend_columns(labels: list[str], width_in: float) -> int:
-    """How many legend columns of 9 pt text fit in `width_in` inches (about 14 characters per inch)."""
-    entry = (max(len(label) for label in labels) + 6) / 14
-    return max(1, min(len(labels), int(width_in / entry)))
-
-
-def _legend_specs(rows, selectors, judges, judge_colour, selector_colour, left_width, right_width):
-    """(handles, labels, title, ncol) for the judge legend and the selector legend (None if no curves)."""
+def _legend(fig, cell, selectors, colour, marker, oracle, with_baselines: bool, width: float) -> None:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=judge_colour[j], marker=JUDGE_MARKERS[i % len(JUDGE_MARKERS)],
-                      linestyle="none", markersize=6) for i, j in enumerate(judges)]
-    handles += [Line2D([], [], color="0.35", linestyle="--"), Line2D([], [], color="0.35", linestyle=":")]
-    labels = list(judges) + ["random pick (expected)", "pass@N (some candidate correct)"]
-    left = (handles, labels, "accuracy panels: judge (colour, marker) and baselines",
-            _legend_columns(labels, left_width))
-    oracle = {r["selector"] for r in rows if r["oracle"]}
-    with_curve = [s for s in selectors if any(r["selector"] == s and r.get("best_of_k") for r in rows)]
-    if not with_curve:
-        return left, None
-    handles = [Line2D([], [], color=selector_colour[s], marker="o", markersize=4,
-                      linestyle="--" if s in oracle else "-") for s in with_curve]
-    labels = [s + (" (oracle)" if s in oracle else "") for s in with_curve]
-    return left, (handles, labels, "best-of-k panels: selector", _legend_columns(labels, right_width))
+    handles = [Line2D([], [], color=colour[s], marker=marker[s], linestyle="none", markersize=6,
+                      mfc="white" if s in oracle else colour[s]) for s in selectors]
+    labels = [s + (" (oracle)" if s in oracle else "") for s in selectors]
+    if with_baselines:
+        handles += [Line2D([], [], color="0.3", linestyle="--"), Line2D([], [], color="0.3", linestyle=":")]
+        labels += ["random pick (expected)", "pass@N (some candidate correct)"]
+    ax = fig.add_subplot(cell)
+    ax.axis("off")
+    entry = max(len(label) for label in labels) / 11 + 0.6  # inches a legend entry takes at 9 pt
+    ax.legend(handles, labels, loc="center", ncol=max(1, min(len(labels), int(width / entry))), fontsize=9,
+              frameon=False,
+              title="selector (hollow: oracle, uses ground truth)", title_fontsize=9)
 
 
 def report_figure(rows: list[dict[str, Any]], path: Path, *, selectors: list[str], judges: list[str],
                   subsets: list[str], level: str = "95%") -> Path:
-    """One row per subset: accuracy per selector and judge (left), best-of-k curves per judge (right).
+    """report.png: see `accuracy_figure`."""
+    accuracy_figure(rows, selectors=selectors, judges=judges, subsets=subsets, level=level).savefig(path, dpi=100)
+    return path
 
-    The legends get their own row under the panels, sized from their number of lines.
-    """
+
+def accuracy_figure(rows: list[dict[str, Any]], *, selectors: list[str], judges: list[str], subsets: list[str],
+                    level: str = "95%"):
+    """Per subset (columns): every judge's tie-aware accuracy per selector (top) and each selector's paired
+    difference from `final` (bottom, from rows' `vs_final`). Judges are rows of each panel."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    curve_judges = judges if len(judges) <= MAX_CURVE_JUDGES and len(judges) * len(subsets) <= MAX_CURVE_PANELS \
-        else judges[:1]
-    judge_colour = dict(zip(judges, _colours("tab10", len(judges))))
-    selector_colour = dict(zip(selectors, _colours("Dark2", len(selectors))))
-    left_width = min(16.0, max(6.0, 1.0 + len(selectors) * (0.55 + 0.25 * len(judges))))
-    right_width = 4.6 * len(curve_judges)
-    legends = _legend_specs(rows, selectors, judges, judge_colour, selector_colour, left_width, right_width)
-    legend_height = 0.45 + 0.24 * max(math.ceil(len(spec[1]) / spec[3]) for spec in legends if spec)
-    fig = Figure(figsize=(left_width + right_width, 4.4 * len(subsets) + legend_height + 0.9), layout="constrained")
+    colour, marker = _colours(selectors), _markers(selectors)
+    oracle = {r["selector"] for r in rows if r["oracle"]}
+    label_width = 0.3 + 0.075 * max(len(j) for j in judges)
+    height = 1.4 + 0.1 * len(selectors) * len(judges) ** 0.5 + 0.24 * len(judges)
+    width = max(10.0, label_width + 4.3 * len(subsets))
+    fig = Figure(figsize=(width, 2 * height + 1.6), layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(len(subsets) + 1, 1 + len(curve_judges), width_ratios=[left_width] + [4.6] * len(curve_judges),
-                            height_ratios=[4.4] * len(subsets) + [legend_height])
-    for i, subset in enumerate(subsets):
+    grid = fig.add_gridspec(3, len(subsets), height_ratios=[height, height, 0.7])
+    for c, subset in enumerate(subsets):
         mine = [r for r in rows if r["subset"] == subset]
-        _accuracy_panel(fig.add_subplot(grid[i, 0]), mine, selectors,
-                        [j for j in judges if any(r["judge"] == j for r in mine)], judge_colour, subset, level)
-        row_judges = curve_judges if curve_judges == judges else [
-            j for j in judges if any(r["judge"] == j and r.get("best_of_k") for r in mine)][:1] or curve_judges
-        first = None  # the row's best-of-k panels share y, so judges compare at a glance
-        for j, judge in enumerate(row_judges):
-            ax = fig.add_subplot(grid[i, 1 + j], sharey=first)
-            first = first or ax
-            _curve_panel(ax, mine, selectors, selector_colour, judge, subset, level)
-    for spec, cell in zip(legends, (grid[-1, 0], grid[-1, 1:])):
-        if spec:
-            ax = fig.add_subplot(cell)
-            ax.axis("off")
-            handles, labels, title, ncol = spec
-            ax.legend(handles, labels, loc="upper center", ncol=ncol, fontsize=9, title=title, title_fontsize=9,
-                      frameon=False)
+        _accuracy_panel(fig.add_subplot(grid[0, c]), mine, selectors, judges, colour, marker, subset, level, c == 0)
+        _difference_panel(fig.add_subplot(grid[1, c]), mine, selectors, judges, colour, marker, subset, level,
+                          c == 0)
+    _legend(fig, grid[2, :], selectors, colour, marker, oracle, True, width)
     datasets = ", ".join(dict.fromkeys(r["dataset"] for r in rows))
-    n = ", ".join(f"{len(v)} {w}{'s' * (len(v) != 1)}" for v, w in
-                  ((selectors, "selector"), (judges, "judge"), (subsets, "subset")))
-    oracle = "; grey columns: oracle selectors (they use ground truth)" if any(r["oracle"] for r in rows) else ""
-    fig.suptitle(f"Best-of-N selection on {datasets} ({n})\n"
-                 f"error bars and shaded bands: {level} bootstrap intervals over tasks{oracle}", fontsize=12)
-    fig.savefig(path, dpi=110)
-    return path
+    fig.suptitle(f"Best-of-N selection on {datasets}: {len(selectors)} selectors, {len(judges)} judges, "
+                 f"{len(subsets)} subset(s). Tie-aware: a tie counts as the mean success of the tied candidates.\n"
+                 f"Error bars: {level} bootstrap intervals over tasks (for the difference: of the paired per-task "
+                 f"difference). Best-of-k curves: report_best_of_k_<subset>.png.", fontsize=10)
+    return fig
+
+
+def _curve_panel(ax, rows, selectors, colour, marker, judge, level) -> set[int]:
+    mine = {r["selector"]: r for r in rows if r["judge"] == judge and r.get("best_of_k")}
+    ks_all: set[int] = set()
+    present = [s for s in selectors if s in mine]
+    for i, s in enumerate(present):
+        bok = mine[s]["best_of_k"]
+        ks_all.update(bok["k"])
+        xs = [k + _dodge(i, len(present), 0.5) for k in bok["k"]]
+        ys = [100 * v if _finite(v) else math.nan for v in bok["accuracy"]]
+        err = None
+        if bok.get("ci_low") and bok.get("ci_high"):
+            err = [[y - 100 * v if _finite(v) else 0.0 for y, v in zip(ys, bok["ci_low"])],
+                   [100 * v - y if _finite(v) else 0.0 for y, v in zip(ys, bok["ci_high"])]]
+        ax.errorbar(xs, ys, yerr=err, fmt=marker[s], color=colour[s], markersize=3.5, linewidth=1.3,
+                    elinewidth=0.7, capsize=1.2, linestyle="--" if mine[s]["oracle"] else "-",
+                    mfc="white" if mine[s]["oracle"] else colour[s], zorder=3)
+    if not ks_all:
+        ax.text(0.5, 0.5, "no best-of-k data", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    else:
+        ax.set_xticks(sorted(ks_all))
+    ax.set_title(judge, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    return ks_all
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "subset"
+
+
+def best_of_k_figures(rows: list[dict[str, Any]], out_dir: Path, *, selectors: list[str], judges: list[str],
+                      subsets: list[str], level: str = "95%") -> list[Path]:
+    """report_best_of_k_<subset>.png: one small panel per judge, the selectors' expected accuracy at each k."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    colour, marker = _colours(selectors), _markers(selectors)
+    oracle = {r["selector"] for r in rows if r["oracle"]}
+    with_curve = [s for s in selectors if any(r["selector"] == s and r.get("best_of_k") for r in rows)]
+    paths = []
+    for subset in subsets:
+        mine = [r for r in rows if r["subset"] == subset]
+        shown = [j for j in judges if any(r["judge"] == j and r.get("best_of_k") for r in mine)]
+        if not shown:
+            continue
+        ncol = min(5, len(shown))
+        nrow = math.ceil(len(shown) / ncol)
+        width, height = max(9.0, 0.6 + 3.0 * ncol), 2.5 * nrow + 1.8
+        fig = Figure(figsize=(width, height))  # fixed margins: constrained layout costs seconds on 20 panels
+        FigureCanvasAgg(fig)
+        grid = fig.add_gridspec(nrow + 1, ncol, height_ratios=[2.5] * nrow + [0.7], left=0.7 / width,
+                                right=1 - 0.15 / width, top=1 - 0.95 / height, bottom=0.05, hspace=0.45, wspace=0.22)
+        first, n = None, "?"
+        for i, judge in enumerate(shown):
+            ax = fig.add_subplot(grid[i // ncol, i % ncol], sharey=first)
+            first = first or ax
+            ks = _curve_panel(ax, mine, with_curve, colour, marker, judge, level)
+            n = max(ks) if ks else n
+            if i % ncol == 0:
+                ax.set_ylabel("expected accuracy (%)", fontsize=8)
+            if i // ncol == nrow - 1 or i + ncol >= len(shown):
+                ax.set_xlabel("k (candidates seen)", fontsize=8)
+        present = [s for s in with_curve if any(r["selector"] == s and r.get("best_of_k") for r in mine)]
+        _legend(fig, grid[nrow, :], present, colour, marker, oracle, False, width)
+        fig.suptitle(f"Best-of-k on {subset}: expected accuracy when the selector sees k of the N={n} candidates\n"
+                     f"per judge, {level} CI; points dodged sideways so equal curves stay visible\n"
+                     f"k = 1 is a random pick; k = N is the tie-aware accuracy in report.png", fontsize=10)
+        path = out_dir / f"report_best_of_k_{_safe(subset)}.png"
+        fig.savefig(path, dpi=100)
+        paths.append(path)
+    return paths

@@ -2,9 +2,12 @@
 
 Writes prm_eval.csv (accuracies in percent; subset `avg` pools the counts of all subsets,
 as the AgentProcessBench paper's average does) and confusion.csv into the run directory.
+`first_err_acc` is the paper's definition; `first_err_acc_strict` is the stricter reading
+documented in bon.metrics, kept as an extra column.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import hydra
@@ -13,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from bon import datasets
-from bon.config import conf_dir
+from bon.config import conf_dir, hydra_command
 from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError, exit_on_user_error
 from bon.metrics import LABEL_ORDER, PrmScore
@@ -62,7 +65,8 @@ def score(dataset_cfg: dict, judge_cfg: dict, cache_cfg: dict | None = None) -> 
 def to_frame(scores: dict[str, dict[str, PrmScore]]) -> pl.DataFrame:
     return pl.DataFrame([
         {"judge": judge, "subset": subset, "step_acc": round(100 * s.step_acc, 2),
-         "first_err_acc": round(100 * s.first_err_acc, 2), "n_steps": s.n_steps,
+         "first_err_acc": round(100 * s.first_err_acc, 2),
+         "first_err_acc_strict": round(100 * s.first_err_acc_strict, 2), "n_steps": s.n_steps,
          "n_trajectories": s.n_trajectories, "n_failed": s.n_failed}
         for judge, per_subset in scores.items() for subset, s in per_subset.items()
     ])
@@ -82,14 +86,16 @@ def confusion_frame(scores: dict[str, dict[str, PrmScore]]) -> pl.DataFrame:
 
 
 def format_table(frame: pl.DataFrame) -> str:
+    """StepAcc / FirstErrAcc per subset as in the paper's Table 3; `strict` is the avg under the stricter reading."""
     subsets = list(dict.fromkeys(frame["subset"]))
     width = max(len("judge"), *(len(j) for j in frame["judge"]))
-    head = f"{'judge':<{width}}  " + "  ".join(f"{s:>13}" for s in subsets) + "  failed"
+    head = f"{'judge':<{width}}  " + "  ".join(f"{s:>13}" for s in subsets) + "  failed  strict"
     lines = ["StepAcc / FirstErrAcc (%)", head, "-" * len(head)]
     for judge, part in frame.group_by("judge", maintain_order=True):
         by = {r["subset"]: r for r in part.iter_rows(named=True)}
         cells = "  ".join(f"{by[s]['step_acc']:>6.1f}/{by[s]['first_err_acc']:<6.1f}" for s in subsets)
-        lines.append(f"{judge[0]:<{width}}  {cells}  {by[AVG]['n_failed']:>6}")
+        lines.append(f"{judge[0]:<{width}}  {cells}  {by[AVG]['n_failed']:>6}  {by[AVG]['first_err_acc_strict']:>6.1f}")
+    lines.append("strict: FirstErrAcc (avg) with failed calls and unresolved first errors counted as mismatches")
     return "\n".join(lines)
 
 
@@ -118,9 +124,18 @@ def run(cfg: DictConfig, out_dir: Path) -> pl.DataFrame:
     return frame
 
 
+_started = threading.Event()  # set once Hydra has made the run directory and calls the task
+
+
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="prm_eval")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
+    _started.set()
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def main() -> None:
+    """`python -m bon.prm_eval`: bad input is one line and exit 2, Ctrl-C one line and exit 130."""
+    hydra_command(_hydra_main, _started)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,19 @@
 Writes into OUT (default DIR):
 
 * report.csv -- like the paper's Table 4: one line per selector, one accuracy column (percent) per
-  judge / subset.
+  judge / subset (the deterministic pick; report_long.csv has the tie-aware expectation beside it).
 * report_long.csv -- one line per (selector, judge, subset) with every figure, accuracies in percent;
   pooled `subset=all` runs also contribute one line per subset from their `by_subset` breakdown
   (row_kind "by_subset", no interval).
-* report.md  -- selectors x (judge, subset) table of "accuracy [CI low, CI high]" in percent, the same
-  as tie-aware expectations, best-of-k at each k, a paired comparison against `final`, and notes.
-* report.png -- accuracy with intervals per selector and judge, and best-of-k curves (bon.plots).
+* report.md  -- selectors x (judge, subset) table of the tie-aware expected accuracy "[CI low, CI high]" in
+  percent, then the same for the deterministic pick, best-of-k at each k, a paired comparison against
+  `final` (tie-aware and deterministic), and notes; missing jobs are named at the top.
+* report.png -- per subset, every judge's tie-aware accuracy per selector and each selector's paired
+  difference from `final`, with intervals; report_best_of_k_<subset>.png -- best-of-k curves, a panel
+  per judge (bon.plots).
+
+A run directory whose candidates.parquet / selections.parquet are missing, unreadable or disagree with its
+summary.json is refused; a job Hydra started (or a multirun.yaml lists) without a summary.json is named.
 """
 from __future__ import annotations
 
@@ -19,10 +25,12 @@ import functools
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 from bon.errors import BonError, exit_on_user_error
+from bon.plots import tie_aware
 
 SUMMARY = "summary.json"
 TEXT_KEYS = ("dataset", "subset", "judge", "selector")
@@ -151,8 +159,92 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
     return row["dataset"], row["selector"], row["judge"], row["subset"]
 
 
+RUN_FILES = ("candidates.parquet", "selections.parquet")
+
+
+def check_run_files(summary_path: Path, rows: list[dict[str, Any]]) -> None:
+    """Refuse a run directory whose tables do not back its summary.json (an interrupted or altered run).
+
+    bon.run writes candidates.parquet (one line per judge x candidate) and selections.parquet (one line per
+    judge x task) before summary.json, so both must be there, readable, and as long as the summary says.
+    """
+    import polars as pl
+
+    run_dir = summary_path.parent
+    advice = "rerun it, or move the directory out of the report"
+    lengths = {}
+    for name in RUN_FILES:
+        path = run_dir / name
+        if not path.is_file():
+            raise BonError(f"{run_dir}: summary.json is there but {name} is missing (an interrupted or altered run); "
+                           f"{advice}")
+        try:
+            lengths[name] = int(pl.scan_parquet(path).select(pl.len()).collect().item())
+        except Exception as exc:  # noqa: BLE001 - polars raises several kinds for a damaged file
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise BonError(f"{run_dir}: {name} is unreadable ({reason}); {advice}") from None
+    tasks = sum(r["n_tasks"] for r in rows)
+    if lengths["selections.parquet"] != tasks:
+        raise BonError(f"{run_dir}: selections.parquet has {lengths['selections.parquet']} rows but summary.json "
+                       f"counts {tasks} tasks; {advice}")
+    candidates = [r.get("n_candidates") for r in rows]
+    applied = all(r["n_tasks"] for r in rows)  # a selector that did not apply counts no candidates (yet has them)
+    if applied and all(isinstance(n, int) and not isinstance(n, bool) for n in candidates) \
+            and lengths["candidates.parquet"] != sum(candidates):
+        raise BonError(f"{run_dir}: candidates.parquet has {lengths['candidates.parquet']} rows but summary.json "
+                       f"counts {sum(candidates)} candidates; {advice}")
+
+
+def _overrides(run_dir: Path) -> str:
+    """The job's command-line overrides (Hydra's .hydra/overrides.yaml), for naming it."""
+    try:
+        from omegaconf import OmegaConf
+
+        values = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+    except Exception:  # noqa: BLE001 - a job that died early may have none
+        return ""
+    return " ".join(str(v) for v in values) if isinstance(values, list) else ""
+
+
+def _expected_jobs(manifest: Path) -> int | None:
+    """How many jobs a Hydra multirun.yaml's sweep launches (None when it cannot be told, e.g. a glob sweep)."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        hydra = OmegaConf.load(manifest).hydra
+        if str(OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir")) != "${hydra.job.num}":
+            return None  # job directories are not numbered: only the directories themselves can be checked
+        count = 1
+        for override in OverridesParser.create().parse_overrides(list(hydra.overrides.task)):
+            if override.is_sweep_override():
+                count *= len(list(override.sweep_string_iterator()))
+        return count
+    except Exception:  # noqa: BLE001 - a sweep we cannot expand is checked by its job directories alone
+        return None
+
+
+def missing_jobs(root: Path) -> list[str]:
+    """Jobs under `root` without a summary.json: run directories Hydra started (they hold .hydra/) that never
+    finished, and jobs a multirun.yaml launches whose directory is absent. Each named with its overrides."""
+    missing = {}
+    for config in root.rglob(".hydra/config.yaml"):
+        run_dir = config.parent.parent
+        if not (run_dir / SUMMARY).is_file():
+            missing[run_dir] = _overrides(run_dir)
+    for manifest in root.rglob("multirun.yaml"):
+        expected = _expected_jobs(manifest)
+        for job in range(expected or 0):
+            run_dir = manifest.parent / str(job)
+            if not run_dir.is_dir():
+                missing[run_dir] = "never started"
+    ordered = sorted(missing.items(), key=lambda item: _natural_key(item[0]))
+    return [f"{d}" + (f" ({why})" if why else "") for d, why in ordered]
+
+
 def collect(root: Path) -> list[dict[str, Any]]:
-    """All rows under `root`; two results for the same (selector, judge, subset) are an error."""
+    """All rows under `root`; two results for the same (selector, judge, subset) are an error, and so is a run
+    directory whose tables do not back its summary.json."""
     rows: list[dict[str, Any]] = []
     seen: dict[tuple[str, str, str, str], str] = {}
     skipped = []
@@ -160,7 +252,9 @@ def collect(root: Path) -> list[dict[str, Any]]:
         if _is_rehac(path):  # policy evaluations have their own tables (policies.csv, best_of_n.csv)
             skipped.append(path)
             continue
-        for row in load_rows(path, root):
+        loaded = load_rows(path, root)
+        check_run_files(path, loaded)
+        for row in loaded:
             key = _key(row)
             if key in seen:
                 dataset, selector, judge, subset = key
@@ -228,10 +322,12 @@ def pct(x: Any) -> str:
     return f"{100 * x:.1f}" if _finite(x) else ""
 
 
-def _cell(row: dict[str, Any]) -> str:
-    text = pct(row["accuracy"]) or "n/a"
-    if _finite(row["ci_low"]) and _finite(row["ci_high"]):
-        text += f" [{pct(row['ci_low'])}, {pct(row['ci_high'])}]"
+def _cell(row: dict[str, Any], expected: bool = False) -> str:
+    """'accuracy [CI]' in percent: the deterministic pick, or (expected) the tie-aware expectation."""
+    value, low, high = tie_aware(row) if expected else (row["accuracy"], row["ci_low"], row["ci_high"])
+    text = pct(value) or "n/a"
+    if _finite(low) and _finite(high):
+        text += f" [{pct(low)}, {pct(high)}]"
     return text + (" †" if row["note"] else "")
 
 
@@ -262,7 +358,8 @@ def baseline(rows: list[dict[str, Any]], field: str) -> float | None:
 
 
 def main_table(rows: list[dict[str, Any]], expected: bool = False) -> str:
-    """Selectors down, judge x subset across, cells 'accuracy [CI]' in percent (or the tie-aware expectation)."""
+    """Selectors down, judge x subset across, cells 'accuracy [CI]' in percent: the deterministic pick, or
+    (expected) the tie-aware expectation with the interval of its best-of-k curve at k = N."""
     cols = columns(rows)
     multi_dataset = len({c[0] for c in cols}) > 1
     by_key = {_key(r): r for r in rows}
@@ -273,13 +370,12 @@ def main_table(rows: list[dict[str, Any]], expected: bool = False) -> str:
     body: list[list[str]] = []
     body.append(["random (expected)"] + [pct(baseline(col_rows[c], "random")) for c in cols])
     for name in names:
-        line = ["random (lowest sample index)" if name == "random" else _selector_label(name, oracle[name])]
+        label = "random (lowest sample index)" if name == "random" and not expected else _selector_label(
+            name, oracle[name])
+        line = [label]
         for d, j, s in cols:
             row = by_key.get((d, name, j, s))
-            if not row:
-                line.append("–")
-            else:
-                line.append((pct(row["accuracy_expected"]) or "n/a") if expected else _cell(row))
+            line.append(_cell(row, expected) if row else "–")
         body.append(line)
     if "pass_at_n" not in names:
         body.append(["pass@N (oracle)"] + [pct(baseline(col_rows[c], "pass_at_n")) for c in cols])
@@ -347,24 +443,32 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
     return [f"† {', '.join(where)}: {note}." for note, where in grouped.items()]
 
 
-def markdown(rows: list[dict[str, Any]]) -> tuple[str, str]:
-    """(the whole report.md, the main table with its caption for stdout)."""
+def missing_text(missing: list[str]) -> str:
+    return (f"MISSING: {len(missing)} job(s) have no summary.json (failed, interrupted or still running) and are "
+            f"not in this report: " + "; ".join(missing))
+
+
+def markdown(rows: list[dict[str, Any]], missing: list[str] | None = None) -> tuple[str, str]:
+    """(the whole report.md, the main table with its caption for stdout); `missing` names absent jobs."""
     datasets = ", ".join(_first_seen(r["dataset"] for r in rows))
     tasks = "; ".join(f"{s}: {', '.join(map(str, _first_seen(str(r['n_tasks']) for r in rows if r['subset'] == s and r['n_tasks'])))}"
                       for s in subset_order(rows))
-    caption = (f"Selection accuracy (%) on {datasets} with {_level_text(rows)} bootstrap intervals over tasks "
-               f"[low, high]. Columns are judge / subset; tasks per subset: {tasks}.")
-    table = main_table(rows)
+    caption = (f"Tie-aware expected selection accuracy (%) on {datasets} with {_level_text(rows)} bootstrap "
+               f"intervals over tasks [low, high]: a tie counts as the mean success of the tied candidates, so the "
+               f"numbers do not depend on sample order. Columns are judge / subset; tasks per subset: {tasks}.")
+    table = main_table(rows, expected=True)
     lines = notes(rows)
-    summary = "\n".join([caption, "", table] + ([""] + lines if lines else []))
+    summary = "\n".join(([f"**{missing_text(missing)}**", ""] if missing else []) + [caption, "", table]
+                        + ([""] + lines if lines else []))
     parts = ["# Best-of-N selection report", "", summary, "",
              "`random (expected)` is the exact expected accuracy of a uniformly random pick (no interval); "
              "`pass@N` counts a task as solved if any of its N candidates is correct, the ceiling for any "
              "selector. Oracle selectors use ground truth."]
-    parts += ["", "## Tie-aware expected accuracy", "",
-              "The table above breaks ties by the lowest sample index (on AgentProcessBench that is the first "
-              "policy model). Here a tie counts as the mean success of the tied candidates, so the numbers do "
-              "not depend on sample order.", "", main_table(rows, expected=True)]
+    parts += ["", "## Deterministic pick (ties to the lowest sample index)", "",
+              "The same selectors when a tie goes to the candidate with the lowest sample index. On "
+              "AgentProcessBench each sample index is a different policy model, so this favours whichever model "
+              "is sample 0 (on tau2 the weakest): read it beside the tie-aware table above, not instead of it.",
+              "", main_table(rows)]
     bok = best_of_k_table(rows)
     if bok:
         parts += ["", "## Best-of-k", "",
@@ -378,8 +482,9 @@ def markdown(rows: list[dict[str, Any]]) -> tuple[str, str]:
     versus = paired_table(rows)
     if versus:
         parts += ["", f"## Paired comparison against `{PAIRED_BASELINE}`", "",
-                  "Same tasks, same judge: accuracy difference in points with its bootstrap interval, tasks only "
-                  "the selector gets right / only the baseline gets right, and the exact McNemar p-value.", "",
+                  "Same tasks, same judge: accuracy difference in points with its bootstrap interval, first of the "
+                  "tie-aware per-task success, then of the deterministic pick, with the tasks only the selector / "
+                  "only the baseline gets right by the deterministic pick and its exact McNemar p-value.", "",
                   versus]
     sources = _first_seen(r["source"] for r in rows)
     parts += ["", f"Built by `python -m bon.report` from {len(sources)} summary.json file(s)."]
@@ -389,22 +494,44 @@ def markdown(rows: list[dict[str, Any]]) -> tuple[str, str]:
 PAIRED_BASELINE = "final"
 
 
-def _picks(row: dict[str, Any]) -> dict[str, float] | None:
-    """Per-task correctness of a row's selector, from the selections.parquet beside its summary.json."""
-    return _read_picks(str(Path(row["_path"]).with_name("selections.parquet")), row["judge"])
+def _picks(row: dict[str, Any], column: str = "correct") -> dict[str, float] | None:
+    """Per-task correctness of a row's selector (`correct`: the deterministic pick; `expected`: tie-aware), from
+    the selections.parquet beside its summary.json."""
+    return _read_picks(str(Path(row["_path"]).with_name("selections.parquet")), row["judge"], column)
 
 
-@functools.lru_cache(maxsize=256)
-def _read_picks(file: str, judge: str) -> dict[str, float] | None:
-    """Read once per (file, judge): the baseline's file serves every selector compared with it."""
+@functools.lru_cache(maxsize=512)
+def _read_picks(file: str, judge: str, column: str) -> dict[str, float] | None:
+    """Read once per (file, judge, column): the baseline's file serves every selector compared with it."""
     path = Path(file)
     if not path.is_file():
         return None
     import polars as pl
 
-    frame = pl.read_parquet(path, columns=["judge", "subset", "task_id", "correct"])
+    frame = pl.read_parquet(path, columns=["judge", "subset", "task_id", column])
     frame = frame.filter(pl.col("judge") == judge)
-    return {f"{s}:{t}": float(c) for s, t, c in frame.select("subset", "task_id", "correct").iter_rows()}
+    return {f"{s}:{t}": float(c) for s, t, c in frame.select("subset", "task_id", column).iter_rows()}
+
+
+def attach_tie_aware_differences(rows: list[dict[str, Any]], confidence: float = DEFAULT_CONFIDENCE) -> None:
+    """Give every row with a `final` row on its (dataset, judge, subset) `vs_final`: the mean paired difference
+    of the tie-aware per-task success (selector minus final) with a bootstrap interval over the shared tasks."""
+    from bon.metrics import bootstrap_ci
+
+    base = {(r["dataset"], r["judge"], r["subset"]): r for r in rows
+            if r["selector"] == PAIRED_BASELINE and r["n_tasks"]}
+    for r in rows:
+        ref = base.get((r["dataset"], r["judge"], r["subset"]))
+        r["vs_final"] = None
+        if ref is None or r is ref or not r["n_tasks"]:
+            continue
+        mine, theirs = _picks(r, "expected"), _picks(ref, "expected")
+        tasks = sorted(set(mine or {}) & set(theirs or {}))
+        if not tasks:
+            continue
+        diffs = [mine[t] - theirs[t] for t in tasks]
+        low, high = bootstrap_ci(diffs, r["confidence"] or confidence)
+        r["vs_final"] = {"n_tasks": len(tasks), "diff": sum(diffs) / len(diffs), "ci_low": low, "ci_high": high}
 
 
 def paired_table(rows: list[dict[str, Any]]) -> str | None:
@@ -423,13 +550,16 @@ def paired_table(rows: list[dict[str, Any]]) -> str | None:
             continue
         tasks = sorted(set(mine) & set(theirs))
         result = paired([mine[t] for t in tasks], [theirs[t] for t in tasks])
+        tie = r.get("vs_final")
+        tie_text = (f"{100 * tie['diff']:+.1f} [{100 * tie['ci_low']:+.1f}, {100 * tie['ci_high']:+.1f}]"
+                    if tie else "")
         body.append([_selector_label(r["selector"], r["oracle"]), r["judge"], r["subset"], str(result.n_tasks),
-                     f"{100 * result.diff:+.1f} [{100 * result.ci_low:+.1f}, {100 * result.ci_high:+.1f}]",
+                     tie_text, f"{100 * result.diff:+.1f} [{100 * result.ci_low:+.1f}, {100 * result.ci_high:+.1f}]",
                      f"{result.a_only} / {result.b_only}", f"{result.p_value:.3f}"])
     if not body:
         return None
-    return _md_table(["selector", "judge", "subset", "tasks", "Δ points [CI]", "only it / only base", "p"],
-                     body, ["l", "l", "l", "r", "r", "r", "r"])
+    return _md_table(["selector", "judge", "subset", "tasks", "Δ tie-aware [CI]", "Δ deterministic [CI]",
+                      "only it / only base", "p"], body, ["l", "l", "l", "r", "r", "r", "r", "r"])
 
 
 # --------------------------------------------------------------------------- CSV
@@ -483,11 +613,13 @@ def build(root: Path, out: Path | None = None) -> dict[str, Path]:
     root = Path(root)
     out = Path(out) if out is not None else root
     rows = collect(root)
+    missing = missing_jobs(root)
+    attach_tie_aware_differences(rows)
     if out.exists() and not out.is_dir():
         raise BonError(f"--out {out} exists and is not a directory")
     paths = {"csv": out / "report.csv", "long_csv": out / "report_long.csv", "md": out / "report.md",
              "png": out / "report.png"}
-    md, summary = markdown(rows)
+    md, summary = markdown(rows, missing)
     try:
         out.mkdir(parents=True, exist_ok=True)
         header, wide = wide_records(rows)
@@ -497,14 +629,19 @@ def build(root: Path, out: Path | None = None) -> dict[str, Path]:
         from bon import plots
 
         scored = [r for r in rows if r["accuracy"] is not None]  # not-applicable rows stay in the tables only
-        plots.report_figure(scored, paths["png"], selectors=selector_order(scored), judges=judge_order(scored),
-                            subsets=subset_order(scored), level=level_label(rows))
+        layout = dict(selectors=selector_order(scored), judges=judge_order(scored), subsets=subset_order(scored),
+                      level=level_label(rows))
+        plots.report_figure(scored, paths["png"], **layout)
+        for i, path in enumerate(plots.best_of_k_figures(scored, out, **layout)):
+            paths[f"best_of_k_png_{i}"] = path
     except OSError as exc:
         raise BonError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     print(summary)
     print()
     for path in paths.values():
         print(f"wrote {path}")
+    if missing:
+        print(f"warning: {missing_text(missing)}", file=sys.stderr)
     return paths
 
 

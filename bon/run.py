@@ -5,20 +5,26 @@ Writes summary.json, candidates.parquet and selections.parquet into the Hydra ru
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import hydra
+import polars as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from bon import datasets, generators, selectors
+from bon import config, datasets, generators, selectors
 from bon.config import conf_dir
 from bon.errors import BonError, exit_on_user_error
 from bon.evaluate import evaluate
 from bon.sim import SYNTHETIC
 
+EXIT_FAILED = 1  # every generation or every judgement failed (outputs written)
+EXIT_BUDGET = 3  # budget.usd / budget.calls stopped the run (partial outputs written)
 SYNTHETIC_NOTE = f"{SYNTHETIC}: simulated trajectories and judge, calibrated to AgentProcessBench statistics"
 
 
@@ -27,14 +33,23 @@ def _pct(x: float | None) -> str:
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    """The short table a run prints: one line per judge, accuracies in percent."""
+    """The short table a run prints: one line per judge, accuracies in percent.
+
+    The tie-aware expectation comes first (the mean success over the candidates a selector could not
+    tell apart); then the accuracy of the deterministic pick (the lowest sample index among them)
+    and its interval. Failures: judge calls that failed, candidates whose generation failed (live
+    runs; "-" for recorded candidates)."""
     width = max([len("judge")] + [len(r["judge"]) for r in rows])
-    head = f"{'judge':<{width}}  {'tasks':>5}  {'acc':>5}  {'exp':>5}  {'95% CI':>13}  {'random':>6}  {'pass@N':>6}  failed"
+    cols = ("exp (tie-aware)", "acc (ties→first)", "95% CI (acc)", "random", "pass@N", "judge failed", "gen failed")
+    widths = [max(len(c), 13 if "CI" in c else 6) for c in cols]  # 13: "[100.0, 100.0]" fits with one space
+    head = f"{'judge':<{width}}  {'tasks':>5}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths))
     lines = [head, "-" * len(head)]
     for r in rows:
         ci = f"[{_pct(r['ci_low']).strip()}, {_pct(r['ci_high']).strip()}]"
-        lines.append(f"{r['judge']:<{width}}  {r['n_tasks']:>5}  {_pct(r['accuracy'])}  {_pct(r['accuracy_expected'])}"
-                     f"  {ci:>13}  {_pct(r['random']):>6}  {_pct(r['pass_at_n']):>6}  {r['judge_failed']:>6}")
+        cells = (_pct(r["accuracy_expected"]), _pct(r["accuracy"]), ci, _pct(r["random"]), _pct(r["pass_at_n"]),
+                 r["judge_failed"], "-" if r.get("generation_failed") is None else r["generation_failed"])
+        lines.append(f"{r['judge']:<{width}}  {r['n_tasks']:>5}  "
+                     + "  ".join(f"{str(v).strip():>{w}}" for v, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
@@ -51,19 +66,57 @@ def format_collaboration(c: dict[str, Any]) -> str:
 
 
 def _check_run_options(cfg: DictConfig) -> None:
-    """Fail early, naming the option, rather than deep inside numpy or scipy."""
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-        raise BonError(f"seed must be a non-negative integer, got {cfg.seed!r}")
-    if not isinstance(cfg.confidence, float) or not 0 < cfg.confidence < 1:
-        raise BonError(f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {cfg.confidence!r}")
-    if not isinstance(cfg.bootstrap_resamples, int) or cfg.bootstrap_resamples < 100:
-        raise BonError(f"bootstrap_resamples must be an integer >= 100, got {cfg.bootstrap_resamples!r}")
+    """Fail early, naming the option, rather than deep inside numpy or scipy (types and ranges: bon.config)."""
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise BonError(f"cannot resolve the config: {str(exc).splitlines()[0]}") from None
+    config.check(values)
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    """A run directory that cannot be written is an error before any work (or any paid call) is done."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BonError(f"cannot create the run directory {out_dir}: {exc.strerror}; "
+                       f"set hydra.run.dir to a writable directory") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise BonError(f"the run directory {out_dir} is not writable; set hydra.run.dir to a writable directory")
+
+
+def _write_outputs(out_dir: Path, table: Any, picks: Any, summary: dict[str, Any]) -> None:
+    """Tables first, summary.json last, each through a temporary file and a rename.
+
+    So a run stopped or out of disk space part-way never leaves a complete-looking summary.json
+    beside a truncated table: either every file of this run is in place, or there is no summary.
+    """
+    summary_path = out_dir / "summary.json"
+    writes = [(out_dir / "candidates.parquet", table.write_parquet),
+              (out_dir / "selections.parquet", picks.write_parquet),
+              (summary_path, lambda p: Path(p).write_text(json.dumps(summary, indent=2)))]
+    current = summary_path
+    try:
+        summary_path.unlink(missing_ok=True)  # an older run's summary must not outlive a failed rewrite
+        for path, write in writes:
+            current = path
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                write(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except (OSError, pl.exceptions.PolarsError) as exc:  # polars reports an IO error as a ComputeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split("IO error:")[-1].strip()
+        raise BonError(f"cannot write {current}: {reason}; summary.json was not written, "
+                       f"so {out_dir} holds no result of this run") from None
 
 
 @exit_on_user_error
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one configuration and write its outputs into `out_dir`."""
     _check_run_options(cfg)
+    _prepare_out_dir(out_dir)
     if cfg.dataset.get("name") == "rehac":  # offline policy evaluation (a judge only as a predictor)
         from bon.rehac.report import run_offline
 
@@ -74,12 +127,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
     generator_cfg = OmegaConf.to_container(cfg.generator, resolve=True)
     usage = None
-    if dataset_cfg.get("name") in ("tasks", "gaia"):
+    if dataset_cfg.get("name") in datasets.LIVE:  # tasks for a live agent: tasks, gaia, builtin
         from bon import live  # imports litellm only on this path
 
         table, usage = live.run(dataset_cfg, generator_cfg, judge_cfg, OmegaConf.to_container(cfg.cache), out_dir,
                                 OmegaConf.to_container(cfg.tools, resolve=True),
-                                OmegaConf.to_container(cfg.intervention, resolve=True))
+                                OmegaConf.to_container(cfg.intervention, resolve=True),
+                                OmegaConf.to_container(cfg.budget) if "budget" in cfg else None)
     else:
         if cfg.intervention.policy != "none":
             raise BonError(f"intervention={cfg.intervention.policy} needs a live agent (dataset=tasks or dataset=gaia "
@@ -98,12 +152,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     collaboration = (usage or {}).pop("collaboration", None)
     if collaboration is not None:
         summary["collaboration"] = collaboration  # T, C and R = T - lambda*C of the sampled trajectories
+    stopped = (usage or {}).pop("stopped", None)
+    if stopped is not None:
+        summary["stopped"] = stopped  # {by: budget | failures, message}: the results are partial
     if usage is not None:
         summary["usage"] = usage  # calls, failures, retries, tokens and USD per stage
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    table.write_parquet(out_dir / "candidates.parquet")
-    picks.write_parquet(out_dir / "selections.parquet")
+    _write_outputs(out_dir, table, picks, summary)
     if rows[0]["n_tasks"] == 0:
         print(f"warning: {rows[0]['note']}", file=sys.stderr)
     else:
@@ -116,18 +170,35 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if stage == "submission":
             print(f"wrote {st} (no reference answers: the picked answer per task)")
             continue
+        if stage == "budget":
+            spent = f"${st['spent_usd']:.4f} and " if st["usd"] is not None or st["spent_usd"] else ""
+            print(f"budget: {spent}{st['calls_made']} API calls spent"
+                  + (f"; {st['refused']} calls not made" if st["refused"] else ""))
+            continue
         from bon.llm.client import format_usage
 
         print(format_usage(stage, st))
     if collaboration is not None:
         print(format_collaboration(collaboration))
     print(f"wrote {out_dir / 'summary.json'}")
+    if stopped is not None:  # written and shown, but not a complete result: say so and exit non-zero
+        print(f"{'stopped' if stopped['by'] == 'budget' else 'error'}: {stopped['message']}", file=sys.stderr)
+        sys.exit(EXIT_BUDGET if stopped["by"] == "budget" else EXIT_FAILED)
     return summary
 
 
+_started = threading.Event()  # set once Hydra has made the run directory and calls the task
+
+
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
+    _started.set()
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def main() -> None:
+    """`python -m bon.run`: Hydra's command line; bad input is one line and exit 2, Ctrl-C exit 130."""
+    config.hydra_command(_hydra_main, _started)
 
 
 if __name__ == "__main__":

@@ -66,13 +66,14 @@ def plot_confusion(summary: list[dict[str, Any]], long: list[dict[str, Any]], pa
     for ax, row in zip(axes.ravel(), summary):
         judge = row["judge"]
         cells = {(r["human"], r["judge_label"]): r["row_share"] for r in long if r["judge"] == judge}
+        counts = {h: sum(r["count"] for r in long if r["judge"] == judge and r["human"] == h) for h in ROWS}
         m = np.array([[cells[(h, p)] for p in COLUMNS] for h in ROWS])
         image = ax.imshow(m, cmap="Blues", vmin=0, vmax=100, aspect="auto")
         for (i, k), v in np.ndenumerate(m):
             ax.text(k, i, f"{v:.0f}", ha="center", va="center", fontsize=9,
                     color="white" if v > 55 else "black", fontweight="bold" if i == k else None)
         ax.set_xticks(range(len(COLUMNS)), COLUMNS, fontsize=8.5)
-        ax.set_yticks(range(len(ROWS)), ROWS, fontsize=8.5)
+        ax.set_yticks(range(len(ROWS)), [f"{h}\nn={counts[h]:,}" for h in ROWS], fontsize=8)
         ax.set_xlabel("judge label", fontsize=8.5, labelpad=1)
         ax.set_ylabel("human label", fontsize=8.5, labelpad=1)
         ax.set_title(f"{judge}\nStepAcc {row['step_acc']:.1f}%", fontsize=9)
@@ -84,26 +85,74 @@ def plot_confusion(summary: list[dict[str, Any]], long: list[dict[str, Any]], pa
     n_steps = summary[0]["n_steps"] if summary else 0
     fig.suptitle(f"Step-label confusion of the {len(summary)} recorded judges on AgentProcessBench "
                  f"(subset {summary[0]['subset'] if summary else '?'}, {n_steps:,} human-labelled steps)\n"
-                 "row-normalised %: each row is one human label; 'missing' = no label or failed call; "
+                 "row-normalised %: each row is one human label (n = its steps); 'missing' = no label or failed call; "
                  "bold diagonal = agreement; judges ordered by StepAcc", fontsize=11.5)
     c.save(fig, path)
 
 
-def plot_scatter(summary: list[dict[str, Any]], path) -> None:
+# label offsets around a point, in points: right, left, above, below, then the diagonals; further out if needed
+_DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
+_RADII = (1.0, 2.2, 3.6, 5.2, 7.0)
+_LEADER = {"arrowstyle": "-", "color": "0.4", "linewidth": 0.7, "shrinkA": 1, "shrinkB": 3}
+
+
+def place_labels(ax, xs: np.ndarray, ys: np.ndarray, names: Sequence[str], fontsize: float = 8.5) -> list:
+    """Name every point without two labels overlapping: each label goes to the first offset around its point
+    (nearest first) where it overlaps no placed label and no other point and stays inside the axes; a label
+    that had to move away gets a leader line. Returns the annotations."""
+    from matplotlib.text import Text
+
+    fig = ax.figure
+    fig.canvas.draw()  # settle the layout, so display coordinates are final
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    centres = ax.transData.transform(np.column_stack([xs, ys]))
+    r = 4.5 * fig.dpi / 72
+    points = [(cx - r, cy - r, cx + r, cy + r) for cx, cy in centres]
+    placed: list = []
+    annotations = []
+
+    def free(box, own: int) -> bool:
+        if box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1:
+            return False
+        if any(box.overlaps(other) for other in placed):
+            return False
+        return not any(k != own and box.x0 < p[2] and box.x1 > p[0] and box.y0 < p[3] and box.y1 > p[1]
+                       for k, p in enumerate(points))
+
+    for i in sorted(range(len(xs)), key=lambda k: -ys[k]):
+        chosen = None
+        for radius in _RADII:
+            for dx, dy in _DIRECTIONS:
+                ann = ax.annotate(names[i], (xs[i], ys[i]), xytext=(dx * 7 * radius, dy * 6 * radius),
+                                  textcoords="offset points", fontsize=fontsize,
+                                  arrowprops=_LEADER if radius > 1 else None,
+                                  ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                                  va="bottom" if dy > 0 else "top" if dy < 0 else "center")
+                ann.update_positions(renderer)
+                box = Text.get_window_extent(ann, renderer).padded(1)  # the text alone, not its leader line
+                if free(box, i):
+                    chosen = (ann, box)
+                    break
+                ann.remove()
+            if chosen:
+                break
+        if chosen is None:  # nowhere free: beside the point, overlapping (rare; the figure is then too crowded)
+            ann = ax.annotate(names[i], (xs[i], ys[i]), xytext=(7, 0), textcoords="offset points",
+                              fontsize=fontsize, va="center")
+            chosen = (ann, Text.get_window_extent(ann, renderer))
+        ann, box = chosen
+        placed.append(box)
+        annotations.append(ann)
+    return annotations
+
+
+def scatter_figure(summary: list[dict[str, Any]]):
     x = np.array([r["step_acc"] for r in summary])
     y = np.array([r["orm_acc"] for r in summary])
-    fig = c.figure(9.5, 7.0)
+    fig = c.figure(10.5, 7.5)
     ax = fig.subplots()
     ax.scatter(x, y, s=45, color="tab:blue", edgecolor="black", linewidth=0.6, zorder=3)
-    order = np.argsort(y)
-    placed: list[tuple[float, float]] = []
-    for i in order:  # labels to the right; nudge down/up when one would sit on an earlier label
-        dy = 0.0
-        while any(abs(x[i] - px) < 9 and abs(y[i] + dy - py) < 1.3 for px, py in placed):
-            dy += 1.3
-        placed.append((x[i], y[i] + dy))
-        ax.annotate(summary[i]["judge"], (x[i], y[i]), xytext=(x[i] + 0.8, y[i] + dy), fontsize=8.5, va="center",
-                    arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.6} if dy else None)
     if len(x) > 2:
         slope, intercept = np.polyfit(x, y, 1)
         xs = np.linspace(x.min(), x.max(), 2)
@@ -113,13 +162,19 @@ def plot_scatter(summary: list[dict[str, Any]], path) -> None:
         ax.legend(loc="lower right", fontsize=9)
     ax.set_xlabel("StepAcc: human-labelled steps the judge labels correctly (%)")
     ax.set_ylabel("ORM accuracy: trajectories whose final label matches\nthe human success label (%; missing = wrong)")
-    ax.set_xlim(min(x.min(), 0) if x.min() < 15 else x.min() - 5, x.max() + 18)
+    ax.set_xlim(x.min() - 14, x.max() + 14)
+    ax.set_ylim(y.min() - 4, y.max() + 4)
     ax.grid(alpha=0.3)
     subset = summary[0]["subset"]
     n = summary[0]["n_trajectories"]
     ax.set_title(f"Process (StepAcc) vs outcome (ORM) accuracy of {len(summary)} recorded judges\n"
                  f"AgentProcessBench, subset {subset} ({n} trajectories)", fontsize=11.5)
-    c.save(fig, path)
+    place_labels(ax, x, y, [r["judge"] for r in summary])
+    return fig
+
+
+def plot_scatter(summary: list[dict[str, Any]], path) -> None:
+    c.save(scatter_figure(summary), path)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:

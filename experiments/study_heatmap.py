@@ -1,4 +1,4 @@
-"""Selector x judge heatmap of accuracy gain over a random pick, on AgentProcessBench replay (15 recorded judges + human labels).
+"""Selector x judge heatmap of accuracy gain over a random pick, on AgentProcessBench replay (every recorded judge + human labels).
 
     python experiments/study_heatmap.py [--subset all] [--selectors final,pos_count,...] [--out DIR]
 
@@ -60,28 +60,48 @@ def cells(subset: str, selectors: Sequence[str], resamples: int, seed: int) -> l
     return rows
 
 
-def plot(rows: list[dict[str, Any]], path) -> None:
+def colour_scale(m: np.ndarray, selectors: list[str], judges: list[str]):
+    """(norm, colormap, fitted): the scale spans the recorded judges' non-oracle cells, so their differences use
+    the whole scale. Zero (no gain) is white and one point of gain is the same step of colour on either side:
+    the red-white-blue map is cut to the range the cells use (all positive: white to blue). `fitted` is True
+    when cells outside (the human labels, pass@N) exceed the scale and saturate."""
     from matplotlib import colormaps
-    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.colors import ListedColormap, Normalize
+
+    rows = [i for i, s in enumerate(selectors) if s != "pass_at_n"] or list(range(len(selectors)))
+    cols = [k for k, j in enumerate(judges) if j != c.HUMAN] or list(range(len(judges)))
+    core = m[np.ix_(rows, cols)]
+    core = core[np.isfinite(core)]
+    low = min(float(core.min()) if core.size else 0.0, 0.0)
+    high = max(float(core.max()) if core.size else 1.0, 1.0)
+    fitted = bool(np.nanmax(m) > high + 1e-9) if np.isfinite(m).any() else False
+    span = max(-low, high)
+    full = colormaps["RdBu"]
+    cmap = ListedColormap(full(np.linspace(0.5 + 0.5 * low / span, 0.5 + 0.5 * high / span, 256)))
+    return Normalize(low, high), cmap.with_extremes(bad="0.88"), fitted
+
+
+def plot(rows: list[dict[str, Any]], path) -> None:
 
     selectors = list(dict.fromkeys(r["selector"] for r in rows))
     judges = list(dict.fromkeys(r["judge"] for r in rows))
     by = {(r["selector"], r["judge"]): r for r in rows}
     m = np.array([[by[(s, j)]["gain_pp"] if by[(s, j)]["gain_pp"] is not None else np.nan for j in judges]
                   for s in selectors])
-    span = max(1.0, float(np.nanmax(np.abs(m)))) if np.isfinite(m).any() else 1.0
+    norm, cmap, fitted = colour_scale(m, selectors, judges)
     fig = c.figure(1.0 + 0.95 * len(judges) + 2.6, 1.9 + 0.62 * len(selectors) + 1.6)
     ax = fig.subplots()
-    cmap = colormaps["RdBu"].with_extremes(bad="0.88")
-    image = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, norm=TwoSlopeNorm(0.0, -span, span), aspect="auto")
+    image = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, norm=norm, aspect="auto")
     for (i, k), v in np.ndenumerate(m):
         r = by[(selectors[i], judges[k])]
         if not np.isfinite(v):
             ax.text(k, i, "n/a", ha="center", va="center", fontsize=8, color="0.4")
             continue
         significant = r["ci_low"] > 0 or r["ci_high"] < 0
+        red, green, blue, _ = cmap(norm(v))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
         ax.text(k, i, f"{v:+.1f}", ha="center", va="center", fontsize=8.5,
-                color="white" if abs(v) > 0.6 * span else "black", fontweight="bold" if significant else None)
+                color="white" if dark else "black", fontweight="bold" if significant else None)
     if c.HUMAN in judges:  # the human labels are an upper bound, not a competitor
         ax.axvline(judges.index(c.HUMAN) + 0.5, color="black", linewidth=1.5)
     if "pass_at_n" in selectors:  # the oracle row uses ground truth
@@ -94,8 +114,10 @@ def plot(rows: list[dict[str, Any]], path) -> None:
                   rotation=45, ha="right", fontsize=8.5, rotation_mode="anchor")
     ax.set_xlabel("judge (StepAcc in parentheses; human = the human labels used as judge)")
     ax.set_ylabel("selector")
-    bar = fig.colorbar(image, ax=ax, shrink=0.85, pad=0.01)
-    bar.set_label("accuracy gain over a random pick (percentage points)")
+    bar = fig.colorbar(image, ax=ax, shrink=0.85, pad=0.01, extend="max" if fitted else "neither")
+    bar.set_label("accuracy gain over a random pick (percentage points)" +
+                  ("\nscale fitted to the recorded judges' cells; larger values (human, pass@N) saturate" if fitted
+                   else ""))
     subset = rows[0]["subset"]
     n_tasks = max(r["n_tasks"] for r in rows)
     random = np.mean([r["random"] for r in rows if r["random"] is not None and not r["note"]] or [np.nan])

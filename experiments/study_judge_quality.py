@@ -13,7 +13,7 @@ line and the question is purely about the PRM. All sweep points use the same ran
 x = the judge's StepAcc measured on the simulated steps (a failed call counts as wrong, as in
 AgentProcessBench); y = tie-aware selection accuracy with N candidates.
 
-The 15 recorded AgentProcessBench judges are placed on the same axes twice: a simulated judge
+Every recorded AgentProcessBench judge is placed on the same axes twice: a simulated judge
 calibrated from each (its measured confusion and ORM rates on the profile's subset) judging the same
 synthetic candidates, at its simulated StepAcc; and the judge's real replay accuracy on that subset
 (50 real tasks, N=5), at its real StepAcc. Writes judge_quality.png and judge_quality.csv.
@@ -122,20 +122,21 @@ def real_rows(args, sweep: Sweep) -> list[dict[str, Any]]:
     real_acc = c.step_accuracy(subset)
     table = c.replay_table(subset)
     batch = to_batch(table)
-    real = {s: select(BUILTIN[s], batch).group_by("judge").agg(pl.col("expected").mean(), pl.len())
-            for s in SELECTORS}
+    real = {s: select(BUILTIN[s], batch) for s in SELECTORS}
     rows = []
     for judge in apb.resolve_judges(root, "all"):
         sim = sweep.run(judge_model(root, judge, subsets), SELECTORS)
         sim.pop("_diff")
         for s in SELECTORS:
-            got = real[s].filter(pl.col("judge") == judge).row(0, named=True)
-            base = {"judge": judge, "bias": None, "q": None, "selector": s, "ci_low": None, "ci_high": None}
-            rows.append({"kind": "sim_calibrated", **base, "step_acc": sim["step_acc"],
+            per_task = 100 * real[s].filter(pl.col("judge") == judge)["expected"].to_numpy()
+            low, high = c.bootstrap_bands(per_task, resamples=args.resamples, seed=args.seed)
+            base = {"judge": judge, "bias": None, "q": None, "selector": s}
+            rows.append({"kind": "sim_calibrated", **base, "ci_low": None, "ci_high": None, "step_acc": sim["step_acc"],
                          "expected_step_acc": sim["expected_step_acc"], "accuracy": sim[s],
                          "n_tasks": sim["n_tasks"], "n_candidates": sim["n_candidates"]})
-            rows.append({"kind": "real_replay", **base, "step_acc": real_acc[judge], "expected_step_acc": None,
-                         "accuracy": 100 * got["expected"], "n_tasks": got["len"], "n_candidates": 5})
+            rows.append({"kind": "real_replay", **base, "ci_low": float(low), "ci_high": float(high),
+                         "step_acc": real_acc[judge], "expected_step_acc": None,
+                         "accuracy": float(per_task.mean()), "n_tasks": per_task.size, "n_candidates": 5})
     return rows
 
 
@@ -189,12 +190,16 @@ def plot(rows: list[dict[str, Any]], crossings: list[dict[str, Any]], args, path
         for j in sim_s:
             a, b2 = sim_s[j], real_s.get(j)
             if b2:
-                ax.plot([a["step_acc"], b2["step_acc"]], [a["accuracy"], b2["accuracy"]], color="0.6",
-                        linewidth=0.7, zorder=2)
+                ax.plot([a["step_acc"], b2["step_acc"]], [a["accuracy"], b2["accuracy"]], color="crimson",
+                        alpha=0.45, linestyle=":", linewidth=0.9, zorder=2)
         ax.scatter([r["step_acc"] for r in sim_s.values()], [r["accuracy"] for r in sim_s.values()], s=28,
                    color="crimson", edgecolor="white", linewidth=0.5, zorder=4)
-        ax.scatter([r["step_acc"] for r in real_s.values()], [r["accuracy"] for r in real_s.values()], s=34,
-                   facecolor="none", edgecolor="black", marker="s", linewidth=1.1, zorder=4)
+        reals = list(real_s.values())
+        ax.errorbar([r["step_acc"] for r in reals], [r["accuracy"] for r in reals],
+                    yerr=[[r["accuracy"] - r["ci_low"] for r in reals], [r["ci_high"] - r["accuracy"] for r in reals]],
+                    fmt="none", ecolor="0.35", elinewidth=0.8, capsize=2, alpha=0.7, zorder=3)
+        ax.scatter([r["step_acc"] for r in reals], [r["accuracy"] for r in reals], s=34,
+                   facecolor="white", edgecolor="black", marker="s", linewidth=1.1, zorder=4)
         orm_note = "\nsweep: ORM fixed; each real judge: its own ORM" if s in ("final", "two_stage") else ""
         ax.set_title(f"{c.SYNTHETIC} sweep + real judges: {c.selector_label(s)}{orm_note}", fontsize=10)
         ax.set_ylabel(f"selection accuracy, best of N={n} (% of tasks)")
@@ -210,15 +215,13 @@ def plot(rows: list[dict[str, Any]], crossings: list[dict[str, Any]], args, path
     labels += ["95% bootstrap interval (paired, over tasks)"]
     if sim_real:
         n_real = int(np.median([r["n_tasks"] for r in real]))
-        p_real = np.mean([r["accuracy"] for r in real]) / 100
-        half = 196 * np.sqrt(p_real * (1 - p_real) / n_real)  # typical 95% half-width of a real accuracy
         handles += [Line2D([], [], color="crimson", marker="o", linestyle="none", markersize=6),
-                    Line2D([], [], markerfacecolor="none", markeredgecolor="black", marker="s", linestyle="none",
-                           markersize=6),
-                    Line2D([], [], color="0.6", linewidth=0.8)]
+                    Line2D([], [], markerfacecolor="white", markeredgecolor="black", marker="s", linestyle="-",
+                           color="0.35", markersize=6),
+                    Line2D([], [], color="crimson", alpha=0.45, linestyle=":", linewidth=0.9)]
         labels += [f"{c.SYNTHETIC}: simulated judge calibrated from\n  a recorded judge (its confusion + ORM rates)",
-                   f"REAL: that judge's AgentProcessBench replay\n  ({n_real} tasks, N=5: 95% interval ≈ ±{half:.0f} points)",
-                   "grey line joins the two points of one judge"]
+                   f"REAL: that judge's AgentProcessBench replay\n  ({n_real} tasks, N=5; bar: 95% bootstrap interval)",
+                   "dotted line joins the two points of one judge"]
     handles += [Line2D([], [], **c.selector_style("random")), Line2D([], [], **c.selector_style("pass_at_n"))]
     labels += ["random pick (synthetic, expected)", "pass@N oracle (synthetic)"]
     leg.legend(handles, labels, loc="upper left", fontsize=9, frameon=False, title="legend", title_fontsize=10)

@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     agreement = ranking_agreement(frame)
     args.out.mkdir(parents=True, exist_ok=True)
     frame.write_csv(args.out / "validation.csv")
-    text = (f"Simulated vs real Best-of-5 expected accuracy (points), 15 recorded judges x 4 subsets, "
+    text = (f"Simulated vs real Best-of-5 expected accuracy (points), {frame['judge'].n_unique()} recorded judges "
+            f"x {frame['subset'].n_unique()} subsets, "
             f"{args.tasks} simulated tasks per cell; real = 50 AgentProcessBench tasks per cell.\n\n"
             f"{to_markdown(table)}\n\nBest selector agrees in {100 * agreement:.0f}% of judge x subset cells.\n")
     (args.out / "validation.md").write_text(text)

@@ -18,7 +18,7 @@ from bon.generators.agent import AgentGenerator
 from bon.generators.store import TrajectoryStore, dumps, load, replay
 from bon.llm import LLMClient
 from bon.types import Task, Trajectory
-from llm_server import FAKE_KEY_ENV, Reply, tool_call
+from llm_server import FAKE_KEY_ENV, Reply, server_error, tool_call
 from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 
@@ -151,9 +151,10 @@ def solver(body: dict) -> Reply:
     return tool_call("final_answer", {"answer": last["content"]})
 
 
-def run_generator(server, tasks, store, n=2):
-    client = LLMClient("openai/test-model", api_base=server.base_url, api_key_env=FAKE_KEY_ENV, timeout=5.0)
-    agent = AgentGenerator(client, tool_registry.get(["calculator", "final_answer"]), n=n, max_steps=4, seed=0)
+def run_generator(server, tasks, store, n=2, **kw):
+    client = LLMClient("openai/test-model", api_base=server.base_url, api_key_env=FAKE_KEY_ENV, timeout=5.0,
+                       max_attempts=1)
+    agent = AgentGenerator(client, tool_registry.get(["calculator", "final_answer"]), n=n, max_steps=4, seed=0, **kw)
 
     async def go():
         async with client:
@@ -194,6 +195,26 @@ def test_a_resumed_run_makes_only_the_missing_requests(llm_server, tmp_path, cap
     llm_server.reset()  # a finished run resumes to nothing
     run_generator(llm_server, tasks, path)
     assert llm_server.count == 0
+
+
+@pytest.mark.usefixtures("llm_env")
+def test_a_resumed_run_generates_failed_samples_again_unless_told_not_to(llm_server, tmp_path):
+    tasks = [Task(f"t{i}", f"{i} + {i}", answer=str(2 * i)) for i in range(2)]
+    path = tmp_path / "trajectories.jsonl"
+    llm_server.responder = lambda body: server_error(503) if body["seed"] == 1 else solver(body)  # an outage
+    first = run_generator(llm_server, tasks, path)
+    assert [t.metadata["stop_reason"] for t in first] == ["answer", "error"] * 2
+
+    llm_server.responder = solver  # the outage is over
+    llm_server.reset()
+    kept = run_generator(llm_server, tasks, path, retry_failed=False)
+    assert llm_server.count == 0 and [t.metadata["stop_reason"] for t in kept] == ["answer", "error"] * 2
+
+    again = run_generator(llm_server, tasks, path)
+    assert llm_server.count == 4 and {r.body["seed"] for r in llm_server.requests} == {1}  # 2 failed x 2 calls
+    assert [t.metadata["stop_reason"] for t in again] == ["answer"] * 4 and all(t.success for t in again)
+    assert {k: t.metadata["stop_reason"] for k, t in load(path).items()} == {
+        (t.id, s): "answer" for t in tasks for s in range(2)}  # the later line wins on the next load
 
 
 CHILD = """

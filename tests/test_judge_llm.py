@@ -276,3 +276,26 @@ def test_the_judge_sees_which_tool_calls_failed_and_how(llm_server):
     prompts = [r.body["messages"][-1]["content"] for r in llm_server.requests]  # either order
     assert sum("[3] tool (search) [tool error: http_error]:" in p for p in prompts) == 1
     assert sum("[3] tool (search):" in p and "tool error" not in p for p in prompts) == 1
+
+
+def test_a_judge_whose_key_is_refused_stops_after_the_breaker_not_after_every_trajectory(llm_server):
+    """The breaker's EndpointDown leaves judge_all as itself (one line for the user), not as an exception
+    group, and the remaining trajectories are never sent."""
+    from bon.llm.guards import EndpointDown
+
+    llm_server.responder = lambda body: unauthorized()
+    judge = make_judge(llm_server, client_kw={"concurrency": 1, "breaker_after": 3})
+    with pytest.raises(EndpointDown, match=f"127.0.0.1:{llm_server.port}"):
+        run(judge, *(trajectory(f"t{i}") for i in range(20)))
+    assert llm_server.count == 3
+
+
+def test_the_cache_answers_count_for_the_plan(llm_server, tmp_path):
+    cache = ResponseCache("readwrite", tmp_path)
+    llm_server.responder = lambda body: verdict({2: 1}, 1)
+    judge = make_judge(llm_server, cache=cache, samples=3)
+    t = trajectory()
+    assert asyncio.run(judge.cached(t)) == 0
+    run(judge, t)
+    assert asyncio.run(judge.cached(t)) == 3 and asyncio.run(judge.cached(trajectory("t1", "Lyon"))) == 0
+    cache.close()

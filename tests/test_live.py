@@ -1,8 +1,10 @@
 """`python -m bon.run dataset=tasks` end to end: a real litellm agent and judge against a loopback server."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +162,252 @@ def test_gaia_split_without_answers_writes_a_submission(tmp_path, server):
 def test_gaia_without_a_path_says_where_to_get_it(tmp_path, server):
     proc = run_live(tmp_path, server, "dataset=gaia")
     assert proc.returncode == 2 and "huggingface.co/datasets/gaia-benchmark/GAIA" in proc.stderr
+
+
+# --- the design card's command, exactly as a new user types it ------------------------------------------------
+
+
+def builtin_responder(body: dict) -> object:
+    """Agent: inspect the attached file (or use the calculator), then answer; odd samples answer wrongly.
+    Judge: a wrong answer gets -1 everywhere, a right one +1."""
+    from bon.datasets import builtin
+
+    messages = body["messages"]
+    if body.get("tools"):
+        user = next(m["content"] for m in messages if m["role"] == "user")
+        attached = re.search(r"^- (\S+)$", user, re.MULTILINE)
+        if not any(m["role"] == "tool" for m in messages):
+            return (tool_call("inspect_file", {"path": attached.group(1)}) if attached
+                    else tool_call("calculator", {"expression": "6*7"}))
+        reference = {t.question: t.answer for t in builtin.all_tasks()}[user.split("\n\nAttached files")[0]]
+        return tool_call("final_answer", {"answer": "-1" if (body.get("seed") or 0) % 2 else reference})
+    prompt = messages[-1]["content"]
+    steps = [int(line[1:line.index("]")]) for line in prompt.splitlines()
+             if line.startswith("[") and "] assistant" in line]
+    good = '"answer": "-1"' not in prompt
+    return verdict({s: 1 if good else -1 for s in steps}, 1 if good else -1)
+
+
+def test_the_card_command_runs_the_whole_live_pipeline_on_the_builtin_tasks(tmp_path):
+    """`python -m bon.run generator=deepseek selector=two_stage` with only DEEPSEEK_API_KEY set (and the
+    endpoint redirected by litellm's own DEEPSEEK_API_BASE): generate, judge, select, report."""
+    from bon.datasets import builtin
+
+    tasks = builtin.all_tasks()
+    with FakeLLMServer(builtin_responder) as srv:
+        env = {k: v for k, v in os.environ.items()
+               if not k.endswith(("_API_KEY", "_API_BASE", "_BASE_URL")) and k != "HYDRA_FULL_ERROR"}
+        env |= {"DEEPSEEK_API_KEY": SECRET, "DEEPSEEK_API_BASE": srv.base_url, "BON_CACHE_DIR": str(tmp_path / "cache"),
+                "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+        proc = subprocess.run([sys.executable, "-m", "bon.run", "generator=deepseek", "selector=two_stage"],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        requests = srv.requests
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    title = lines.index(f"two_stage on builtin/gaia_style ({len(tasks)} tasks, accuracy in %)")
+    assert lines[title + 1].split()[:2] == ["judge", "tasks"]
+    assert lines[title + 3].split()[:2] == ["deepseek", str(len(tasks))]  # the table's row for the judge
+    summary_path = Path(next(l for l in lines if l.startswith("wrote ") and l.endswith("summary.json"))[len("wrote "):])
+    assert summary_path.parent.parent.parent == tmp_path / "outputs"
+    summary = json.loads(summary_path.read_text())
+    n = 4 * len(tasks)  # the preset's 4 samples per task
+    assert summary["n_candidates"] == n and summary["random"] == 0.5  # half the samples answer wrongly
+    assert summary["accuracy"] == 1.0 and summary["pass_at_n"] == 1.0  # the judge finds the right half
+    assert summary["usage"]["generation"]["calls"] == 2 * n and summary["usage"]["judging"]["calls"] == n
+    agent = [r for r in requests if r.body.get("tools")]
+    judge = [r for r in requests if not r.body.get("tools")]
+    assert len(agent) == 2 * n and len(judge) == n
+    assert {r.body["model"] for r in requests} == {"deepseek-chat"}  # litellm strips the provider prefix
+    assert {r.path for r in requests} == {"/v1/chat/completions"}
+    assert {t["function"]["name"] for t in agent[0].body["tools"]} == {"inspect_file", "python", "calculator",
+                                                                     "final_answer"}
+    system = agent[0].body["messages"][0]
+    assert system["role"] == "system" and "thousands separators" in system["content"]  # GAIA's answer rules
+    trajectories = [json.loads(l) for l in (summary_path.parent / "trajectories.jsonl").read_text().splitlines()]
+    read = [t for t in trajectories if t["sample"] == 0 and t["metadata"]["tool_calls"][0]["name"] == "inspect_file"]
+    assert len(read) == sum(1 for t in tasks if t.files)
+    assert all(t["metadata"]["tool_errors"] == 0 for t in trajectories)
+    assert all(SECRET in r.headers.get("authorization", "") for r in requests)
+
+
+# --- outages, failed samples, budgets and what the terminal shows (issue 11, sections 2-4) -----------------------
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def failing_sample(bad_sample: int, fault=None):
+    """The usual responder, except that the agent's first call for `bad_sample` (seed) fails with `fault`
+    (a 400 by default: not retried, and not a connection or key problem, so no breaker trips)."""
+    from llm_server import bad_request
+
+    def respond(body: dict) -> object:
+        if body.get("tools") and body.get("seed") == bad_sample and not any(
+                m["role"] == "assistant" for m in body["messages"]):
+            return fault or bad_request("Invalid value for 'seed'.")
+        return responder(body)
+    return respond
+
+
+def judge_requests(server: FakeLLMServer) -> int:
+    return sum(1 for r in server.requests if not r.body.get("tools"))
+
+
+def test_a_closed_port_stops_the_run_at_once_naming_the_endpoint(tmp_path, server):
+    port = closed_port()
+    proc = run_live(tmp_path, server, f"generator.api_base=http://127.0.0.1:{port}/v1", "generator.max_attempts=5")
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "ConnectionRefusedError" in errors[0]
+    assert "Traceback" not in proc.stderr and "InternalServerError" not in proc.stdout + proc.stderr
+    assert server.count == 0  # the judge was never called
+
+
+def test_a_step_less_failed_sample_is_a_failed_candidate_not_a_judge_call(tmp_path, server):
+    server.responder = failing_sample(3)
+    proc = run_live(tmp_path, server)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["generation_failed"] == 2 and summary["judge_failed"] == 0  # task t0 and t1, sample 3
+    assert summary["usage"]["generation"]["generation_failed"] == 2
+    assert summary["usage"]["generation"]["stop_reasons"] == {"answer": 6, "error": 2}
+    assert judge_requests(server) == 6 and summary["usage"]["judging"]["calls"] == 6
+    judgements = [json.loads(l) for l in (tmp_path / "out" / "judgements.jsonl").read_text().splitlines()]
+    skipped = [j for j in judgements if j["sample"] == 3]
+    assert all(j["status"] == "failed" and "generation failed" in j["reason"] for j in skipped)
+    import polars as pl
+
+    table = pl.read_parquet(tmp_path / "out" / "candidates.parquet")
+    failed = table.filter(pl.col("generation_failed"))
+    assert failed["sample"].to_list() == [3, 3] and failed["success"].to_list() == [False, False]
+    header, _, row = proc.stdout.splitlines()[1:4]
+    assert "gen failed" in header and row.split()[-2:] == ["0", "2"]  # judge failed, gen failed
+    # the terminal gets one line for the kind of failure, run.log every failed call
+    said = [line for line in proc.stderr.splitlines() if "failed with bad_request" in line]
+    assert len(said) == 1 and said[0].startswith("generation: 2 of ")
+    assert "call failed after" not in proc.stdout + proc.stderr
+    assert (tmp_path / "out" / "run.log").read_text().count("call failed after 1 attempt(s): bad_request") == 2
+
+
+def test_a_run_in_which_every_generation_failed_exits_non_zero(tmp_path, server):
+    from llm_server import bad_request
+
+    server.responder = lambda body: bad_request("Unsupported parameter: 'tools'.") if body.get("tools") else "?"
+    proc = run_live(tmp_path, server)
+    assert proc.returncode == 1
+    assert "every generation failed (bad_request: 8)" in proc.stderr and "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["stopped"]["by"] == "failures" and summary["generation_failed"] == 8
+    assert judge_requests(server) == 0
+
+
+def test_a_run_in_which_every_judgement_failed_exits_non_zero(tmp_path, server):
+    from llm_server import bad_request
+
+    server.responder = lambda body: responder(body) if body.get("tools") else bad_request("Invalid 'messages'.")
+    proc = run_live(tmp_path, server)
+    assert proc.returncode == 1 and "every judgement failed (api: bad_request: 8)" in proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["judge_failed"] == 8 and summary["generation_failed"] == 0
+
+
+def test_resuming_from_a_store_generates_failed_samples_again(tmp_path, server):
+    store = tmp_path / "store.jsonl"
+    server.responder = failing_sample(3)
+    first = run_live(tmp_path, server, f"generator.store={store}")
+    assert first.returncode == 0, first.stderr
+    server.responder = responder  # the outage is over
+    server.reset()
+    kept = run_live(tmp_path, server, f"generator.store={store}", "generator.retry_failed=false", out="kept")
+    assert kept.returncode == 0, kept.stderr
+    assert server.count - judge_requests(server) == 0  # nothing regenerated: the failures are reused
+    assert json.loads((tmp_path / "kept" / "summary.json").read_text())["generation_failed"] == 2
+    server.reset()
+    again = run_live(tmp_path, server, f"generator.store={store}", out="again")
+    assert again.returncode == 0, again.stderr
+    agent = [r.body for r in server.requests if r.body.get("tools")]
+    assert {b["seed"] for b in agent} == {3} and len(agent) == 4  # the two failed samples, two calls each
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert summary["generation_failed"] == 0 and summary["usage"]["generation"]["stop_reasons"] == {"answer": 8}
+    assert "8 trajectories: 6 reused" in again.stderr
+
+
+def test_the_plan_is_printed_before_the_first_call_with_the_cache_hits_it_expects(tmp_path, server):
+    first = run_live(tmp_path, server)
+    assert first.returncode == 0, first.stderr
+    plan = first.stderr.split("generate ")[0]  # what was said before the progress bar started
+    assert "plan: 2 tasks x 4 samples = 8 trajectories: 0 reused" in plan
+    assert "the cache answers 0 of their 8 first calls" in plan
+    assert f"generator: openai/local-model at 127.0.0.1:{server.port} (concurrency 16, no rpm limit)" in plan
+    assert "no price known for model openai/local-model" in plan
+    assert "set generator.prices='{input_per_mtok: <USD>, output_per_mtok: <USD>}' (and judge.prices likewise)" in plan
+    assert "cost=unpriced" in first.stderr and "$0.0000+?" not in first.stderr
+    again = run_live(tmp_path, server, out="again")
+    assert "the cache answers 8 of their 8 first calls" in again.stderr
+    assert "judge local: 8 trajectories, 8 first calls of which the cache answers 8" in again.stderr
+
+
+def priced(body: dict) -> object:
+    """`responder` with 1000 prompt and 1000 completion tokens per reply: $0.002 a call at $1 per million."""
+    return dataclasses.replace(responder(body), prompt_tokens=1000, completion_tokens=1000)
+
+
+@pytest.mark.parametrize("cap", ["budget.usd=0.01", "budget.calls=5"])
+def test_a_budget_stops_new_calls_writes_what_it_has_and_says_so(tmp_path, server, cap):
+    server.responder = priced
+    prices = "{input_per_mtok: 1.0, output_per_mtok: 1.0}"
+    proc = run_live(tmp_path, server, cap, "generator.concurrency=1", "judge.concurrency=1",
+                    f"generator.prices={prices}", f"judge.prices={prices}")
+    assert proc.returncode == 3, proc.stderr
+    assert server.count == 5  # $0.002 a call: the fifth reaches $0.01
+    stop = [line for line in proc.stderr.splitlines() if line.startswith("stopped:")]
+    assert len(stop) == 1 and "budget reached" in stop[0] and "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["stopped"]["by"] == "budget"
+    budget = summary["usage"]["budget"]
+    assert budget["stopped"] and budget["calls_made"] == 5 and budget["spent_usd"] == pytest.approx(0.01)
+    assert summary["usage"]["generation"]["failures"]["budget"] >= 1
+    assert (tmp_path / "out" / "candidates.parquet").exists() and summary["n_candidates"] == 8
+
+
+def test_log_lines_are_never_glued_to_a_progress_bar(tmp_path, capsys):
+    import logging
+    import re
+
+    from tqdm import tqdm
+
+    from bon import live
+
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)  # as Hydra's console handler
+    root.addHandler(console)
+    try:
+        with live._run_logging(tmp_path):
+            bar = tqdm(total=3, file=sys.stderr, desc="generate")
+            bar.update(1)
+            logging.getLogger("bon.some.module").warning("a warning while the bar runs")
+            logging.getLogger("bon.llm.calls").info("one failed call's details")
+            bar.update(1)
+            bar.close()
+    finally:
+        root.removeHandler(console)
+    err = capsys.readouterr().err
+    assert "a warning while the bar runs" in re.split(r"[\r\n]", err)  # a line of its own
+    assert "failed call" not in err
+    assert "one failed call's details" in (tmp_path / "run.log").read_text()
+
+
+@pytest.mark.parametrize("option,message", [
+    ("budget.usd=1", "budget.usd is set but model openai/local-model has no known price"),
+    ("budget.calls=0", "budget.calls must be an integer >= 1"),
+])
+def test_a_budget_that_cannot_be_kept_is_refused_before_any_call(tmp_path, server, option, message):
+    proc = run_live(tmp_path, server, option)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert server.count == 0

@@ -86,6 +86,39 @@ def test_default_dir_follows_bon_cache_dir(monkeypatch, tmp_path):
     assert ResponseCache().path == tmp_path / "llm" / "responses.sqlite"
 
 
+def test_a_cache_dir_that_is_a_file_is_refused_at_once(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(BonError, match="cache.dir .* is a file, not a directory"):
+        ResponseCache("readwrite", tmp_path / "f")
+    ResponseCache("off", tmp_path / "f")  # no cache, nothing to refuse
+
+
+def test_a_file_that_is_not_sqlite_is_refused_with_what_to_do(tmp_path):
+    (tmp_path / "responses.sqlite").write_bytes(b"not a database" * 500)
+    for mode in ("read", "readwrite"):
+        with pytest.raises(BonError, match="delete it .* cache.mode=off"):
+            ResponseCache(mode, tmp_path)
+
+
+def test_damage_found_mid_run_is_said_once_and_the_run_goes_on(llm_server, tmp_path, caplog):
+    """Pages damaged behind a valid header: one error with the path and the remedy, then calls go to the API."""
+    cache = ResponseCache("readwrite", tmp_path)
+    for i in range(400):
+        cache.put(f"k{i}", MODEL, {"content": "x" * 200})
+    cache.close()
+    with sqlite3.connect(tmp_path / "responses.sqlite") as db:  # fold the WAL into the main file
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = bytearray((tmp_path / "responses.sqlite").read_bytes())
+    raw[4096:] = b"\xff" * (len(raw) - 4096)  # keep page 1 (header and schema), wreck every other page
+    (tmp_path / "responses.sqlite").write_bytes(bytes(raw))
+    damaged = ResponseCache("readwrite", tmp_path)  # the header is fine: the damage shows only on use
+    results, stats = run_calls(llm_server, damaged, [{"messages": ask(i)} for i in range(5)])
+    assert all(r.ok for r in results) and llm_server.count == 5
+    said = [r for r in caplog.records if "responses.sqlite" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert "delete it" in said[0].getMessage() and "cache.mode=off" in said[0].getMessage()
+
+
 # ---------------------------------------------------------------- behaviour through the client
 
 

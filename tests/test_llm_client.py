@@ -209,12 +209,17 @@ def test_cancellation_propagates_and_frees_the_slot(llm_server):
     assert asyncio.run(go()).ok
 
 
-def test_unknown_model_has_unknown_cost_not_a_crash(llm_server):
-    c = client(llm_server)
-    [r] = run(c, {})
-    assert r.ok and r.cost_usd is None
-    assert c.stats.unpriced == 1 and c.stats.to_dict()["cost_complete"] is False
-    assert c.stats.postfix()["cost"].endswith("+?")
+def test_unknown_model_has_unknown_cost_not_a_crash(llm_server, caplog):
+    c = client(llm_server, role="judge")
+    assert not c.price_known()
+    with caplog.at_level(logging.WARNING, logger="bon.llm.client"):
+        run(c, {}, {"sample": 1})
+    r = c.stats
+    assert r.unpriced == 2 and r.to_dict()["cost_complete"] is False and r.unpriced_models == ["openai/test-model"]
+    assert r.postfix()["cost"] == "unpriced" and r.postfix()["tok"] != "0"
+    hints = [rec.getMessage() for rec in caplog.records if "no price known" in rec.getMessage()]
+    assert len(hints) == 1 and "openai/test-model" in hints[0] and "judge.prices" in hints[0]  # said once
+    assert client(llm_server, prices={"input_per_mtok": 1, "output_per_mtok": 2}).price_known()
 
 
 def test_configured_prices_are_applied_to_tokens(llm_server):
@@ -279,3 +284,111 @@ def test_stats_merge_and_summary_fields(llm_server):
     assert (d["calls"], d["ok"], d["failed"], d["tokens"], d["failures"]) == (2, 1, 1, 15, {"auth": 1})
     assert d["cost_usd"] == pytest.approx(15e-6) and d["cost_complete"] is True
     assert total.postfix() == {"failed": "1", "cached": "0", "tok": "15", "cost": "$0.0000"}
+
+
+COLD_START_CLIENT = """
+import asyncio, sys
+import bon.llm
+assert "litellm" not in sys.modules, "litellm must not be imported before the first request is admitted"
+client = bon.llm.LLMClient("openai/test-model", api_base=sys.argv[1], concurrency=8, rpm=4, rpm_period_s=2.0)
+
+async def go():
+    async with client:
+        return await asyncio.gather(*(client.complete([{"role": "user", "content": "hi"}], sample=i)
+                                      for i in range(12)))
+
+assert all(r.ok for r in asyncio.run(go()))
+"""
+
+
+def test_rpm_holds_at_the_server_from_a_cold_start(llm_server, tmp_path):
+    """The first request is admitted before litellm is imported (seconds): the limit still holds in
+    every window of the server's own arrival log, counted from when each request was really sent."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "cold.py"
+    script.write_text(COLD_START_CLIENT)
+    subprocess.run([sys.executable, str(script), llm_server.base_url], check=True, timeout=120)
+    arrivals = llm_server.arrivals
+    assert len(arrivals) == 12
+    assert max_in_window(arrivals, 2.0) <= 4
+
+
+def test_rpm_holds_at_the_server_with_worker_processes(llm_server):
+    """Workers import litellm in their own process; a request is dated from when a ready worker gets it."""
+    c = client(llm_server, concurrency=8, rpm=3, rpm_period_s=1.5, workers=2)
+    assert all(r.ok for r in run(c, *({"sample": i} for i in range(9))))
+    assert llm_server.count == 9 and max_in_window(llm_server.arrivals, 1.5) <= 3
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("model", ["openai/test-model", "hosted_vllm/test-model"])
+def test_a_refused_connection_is_a_connection_failure(model):
+    c = LLMClient(model, api_base=f"http://127.0.0.1:{closed_port()}/v1", max_attempts=2, backoff_base_s=0.01)
+    [r] = run(c, {})
+    assert r.status == "failed" and r.reason == "connection" and r.attempts == 2  # retried, as transient
+    assert "ConnectionRefusedError" in r.error
+
+
+def test_the_breaker_stops_calls_to_an_endpoint_that_never_answered():
+    from bon.llm.guards import EndpointDown
+
+    port = closed_port()
+    c = LLMClient(MODEL, api_base=f"http://127.0.0.1:{port}/v1", max_attempts=3, backoff_base_s=0.01,
+                  breaker_after=4, role="generator")
+    with pytest.raises(EndpointDown) as caught:
+        run(c, *({"sample": i} for i in range(10)))
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}" in message and "ConnectionRefusedError" in message and "\n" not in message
+    assert c.breaker.failures == 4  # tripped at the 4th failed request, not after every retry of every call
+    with pytest.raises(EndpointDown):  # and stays tripped: no request is sent
+        run(c, {"sample": 99})
+
+
+def test_the_breaker_trips_on_a_rejected_key_but_not_once_the_endpoint_answered(llm_server):
+    from bon.llm.guards import EndpointDown
+
+    llm_server.script(*[unauthorized()] * 3)
+    with pytest.raises(EndpointDown, match="unauthorized"):
+        run(client(llm_server, breaker_after=3), *({"sample": i} for i in range(3)))
+    assert llm_server.count == 3
+
+    llm_server.reset()
+    llm_server.script(text("ok"), *[unauthorized()] * 5)  # it answered once: later failures are just failures
+    c = client(llm_server, breaker_after=3, concurrency=1)
+    results = run(c, *({"sample": i} for i in range(6)))
+    assert [r.reason for r in results] == [None] + ["auth"] * 5 and c.breaker.tripped is None
+
+
+def test_a_call_budget_is_never_exceeded_and_refused_calls_are_failures(llm_server):
+    from bon.llm.guards import Budget
+
+    budget = Budget(calls=3)
+    llm_server.latency = 0.05
+    results = run(client(llm_server, concurrency=8, budget=budget), *({"sample": i} for i in range(7)))
+    assert llm_server.count == 3
+    assert sorted(r.reason or "ok" for r in results) == ["budget"] * 4 + ["ok"] * 3
+    assert all(r.attempts == 0 for r in results if r.reason == "budget")  # not sent
+    assert budget.stopped and budget.to_dict()["calls_made"] == 3 and budget.refused == 4
+
+
+def test_a_usd_budget_stops_new_calls_once_spent(llm_server):
+    from bon.llm.guards import Budget
+
+    # 1000 + 1000 tokens at $1 + $3 per million: $0.004 per call; the cap is reached by the third call.
+    budget = Budget(usd=0.01)
+    c = client(llm_server, concurrency=1, budget=budget, prices={"input_per_mtok": 1.0, "output_per_mtok": 3.0})
+    llm_server.responder = lambda body: text("x", prompt_tokens=1000, completion_tokens=1000)
+    results = run(c, *({"sample": i} for i in range(6)))
+    assert llm_server.count == 3 and [r.ok for r in results] == [True] * 3 + [False] * 3
+    assert budget.spent_usd == pytest.approx(0.012) and budget.stopped
+    assert "budget.usd=0.01" in results[-1].error

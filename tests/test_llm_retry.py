@@ -46,3 +46,28 @@ def test_retry_after_is_a_floor_with_a_little_spread():
 def test_importing_bon_llm_does_not_import_litellm():
     code = "import sys, bon.llm; assert 'litellm' not in sys.modules, 'litellm imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_dns_failure_under_a_500_is_a_connection_failure():
+    """litellm wraps an unreachable host in InternalServerError (HTTP 500) for openai/ and hosted_vllm/;
+    the cause underneath decides. (A real lookup would leave the machine, so the chain is built here.)"""
+    import socket
+
+    from bon.llm.retry import classify
+    from bon.llm.transport import import_litellm
+
+    litellm = import_litellm()
+
+    def raised(cause: BaseException) -> BaseException:
+        try:
+            try:
+                raise cause
+            except Exception as inner:
+                raise litellm.InternalServerError("Connection error.", "openai", "openai/x") from inner
+        except Exception as exc:  # noqa: BLE001
+            return exc
+
+    dns = classify(raised(socket.gaierror(-2, "Name or service not known")))
+    assert (dns.kind, dns.retryable) == ("connection", True) and "gaierror" in dns.message
+    assert classify(raised(TimeoutError("timed out"))).kind != "connection"  # a slow server is not a dead one
+    assert classify(raised(ValueError("boom"))).kind == "server_error"  # a real 500 stays one

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from bon.errors import BonError
-from bon.rehac.episodes import AGENT, HUMAN, group_questions, is_complete_tree, load_episodes, parse_trajectory
+from bon.rehac.episodes import (AGENT, HUMAN, group_questions, is_complete_tree, load_episodes, match_to_tree,
+                                 parse_trajectory, with_question_texts)
 
 COLLAB = "dataset/gpt4/strategyqa.jsonl"
 
@@ -121,3 +122,64 @@ def test_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(BonError, match="no episodes"):
         load_episodes(tmp_path / "empty.jsonl")
+
+
+TEST_TREE = "strategyqa/test_data/localgpt_test100.jsonl"
+TRAIN_TREE = "strategyqa/test_data/localgpt_train250.jsonl"
+
+
+def test_step_trees_are_read_as_episodes(rehac_root, collab):
+    test = load_episodes(rehac_root / TEST_TREE)
+    assert len(test) == 956 and len({ep.idx for ep in test}) == 100
+    questions = group_questions(test)
+    assert len(questions) == 100 and all(is_complete_tree(q.episodes) for q in questions)
+    first = test[0]  # "(294, '000')": three agent steps, the texts of (294, '0'), (294, '00') and the leaf
+    assert (first.idx, first.node, first.actors, first.em) == (294, "(294, '000')", (AGENT,) * 3, 0.0)
+    assert first.steps[0].action == "Search[Bing search engine]" and first.answer == "false"
+    assert first.key == "localgpt_test100.jsonl:(294, '000')" and first.line == 4
+    # the training tree is the collaboration data: same questions, same actor paths, same em
+    train = load_episodes(rehac_root / TRAIN_TREE)
+    assert sorted((ep.idx, ep.actors, ep.em) for ep in train) == sorted((ep.idx, ep.actors, ep.em) for ep in collab)
+
+
+def test_trained_episodes_match_their_test_question(rehac_root):
+    test = load_episodes(rehac_root / TEST_TREE)
+    trained = load_episodes(rehac_root / "strategyqa/results/strategyqa_lambda0.08.jsonl")
+    leaves = match_to_tree(trained, test)
+    assert len({leaf.idx for leaf in leaves}) == 100  # one episode per test question
+    assert all(leaf.actors == ep.actors and leaf.em == ep.em for ep, leaf in zip(trained, leaves))
+    assert leaves[0].idx == 294 and trained[0].question.startswith("Do Bing (search engine) searches earn")
+    named = with_question_texts(test, {leaf.question_id: ep.question for ep, leaf in zip(trained, leaves)})
+    assert named[0].question == trained[0].question
+
+
+def _tree(nodes: dict[str, str]) -> str:
+    return "{\n" + ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in nodes.items()) + "\n}\n"
+
+
+STEP = "Thought 1: t\nAction 1: Search[x]\nObservation 1: o"
+LEAF = str(("Thought 2: t\nAction 2: Finish[yes]\nObservation 2: Episode finished, reward = 1\n", 1, 1))
+
+
+@pytest.mark.parametrize("nodes, expected", [
+    ({"(1, '0')": STEP, "(1, 'x1')": LEAF}, ":3: key \"(1, 'x1')\" is not \"(idx, 'path')\""),
+    ({"(1, '0')": STEP, "(1, '00')": 5}, ":3: key \"(1, '00')\": expected a string, got int"),
+    ({"(1, '0')": STEP, "(1, '01')": LEAF, "(1, '101')": LEAF},
+     ":4: key \"(1, '101')\": its earlier step \"(1, '1')\" is missing"),
+    ({"(1, '0')": STEP, "(1, '00')": "('half a tuple', 1)"},
+     ":3: key \"(1, '00')\": a leaf must be the string of a tuple"),
+    ({"(1, '0')": STEP, "(1, '00')": str(("Thought 2: t\nAction 2: Finish[yes]\n", 2, 1))}, "em must lie in [0, 1]"),
+    ({"(1, '0')": "Action 2: Search[x]", "(1, '00')": LEAF}, "expected 'Action 1:' (step 1), got 'Action 2:'"),
+])
+def test_malformed_trees_are_named_by_file_and_key(tmp_path, nodes, expected):
+    path = tmp_path / "tree.jsonl"
+    path.write_text(_tree(nodes))
+    with pytest.raises(BonError) as err:
+        load_episodes(path)
+    assert str(err.value).startswith(str(path)) and expected in str(err.value), str(err.value)
+
+
+def test_an_episode_from_other_questions_matches_no_leaf(rehac_root, collab):
+    test = load_episodes(rehac_root / TEST_TREE)
+    with pytest.raises(BonError, match=r"strategyqa.jsonl:1: the episode follows no path of localgpt_test100.jsonl"):
+        match_to_tree(collab[:1], test)

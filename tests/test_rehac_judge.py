@@ -37,7 +37,8 @@ def run(tmp_path: Path, episodes: Path, *extra: str, base_url: str = "http://127
         out: str = "out") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env |= {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    args = ["dataset=rehac", f"dataset.episodes={episodes}", "dataset.reference=[]",
+    args = ["dataset=rehac", f"dataset.episodes={episodes}", "dataset.reference=[]", "dataset.test_episodes=null",
+            "dataset.trained=null",
             "dataset.predictors=[judge,oracle]", "judge=local", f"judge.api_base={base_url}", "judge.mode=orm",
             "judge.max_attempts=1", f"cache.dir={tmp_path / 'cache'}", "bootstrap_resamples=200",
             f"hydra.run.dir={tmp_path / out}"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bon import report
 from bon.errors import BonError
@@ -106,12 +107,24 @@ def test_markdown_has_selector_rows_and_judge_columns(sweep, built):
     body = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]] for line in table}
     assert len(body) == len(table) == 4
     assert list(body)[:4] == ["random (expected)", "final", "two_stage", "pass@N (oracle)"]
+    # the headline table is the tie-aware expectation, its interval the best-of-k curve's at k = N
     for selector in SELECTORS:
         for cell, judge in zip(body[selector], JUDGES):
             s = summaries[(selector, judge)]
-            assert cell == f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]"
+            bok = s["best_of_k"]
+            assert bok["k"][-1] == 5 and bok["accuracy"][-1] == pytest.approx(s["accuracy_expected"])
+            assert cell == f"{_pct(s['accuracy_expected'])} [{_pct(bok['ci_low'][-1])}, {_pct(bok['ci_high'][-1])}]"
     assert body["random (expected)"] == [_pct(summaries[("final", j)]["random"]) for j in JUDGES]
-    assert "95% bootstrap intervals over tasks" in md
+    assert "Tie-aware expected selection accuracy" in md and "95% bootstrap" in md
+    # then the deterministic pick, labelled as such
+    assert md.index("## Deterministic pick") > md.index(header)
+    section = lines[lines.index("## Deterministic pick (ties to the lowest sample index)"):]
+    det = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+           for line in _table_after(section, header)}
+    for selector in SELECTORS:
+        for cell, judge in zip(det[selector], JUDGES):
+            s = summaries[(selector, judge)]
+            assert cell == f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]"
     # best-of-k table: k=1..5 per selector and judge, k=N equal to the expected accuracy
     bok_header = next(line for line in lines if line.startswith("| selector | judge | subset | method |"))
     assert bok_header.rstrip(" |").endswith("k=5")
@@ -149,18 +162,30 @@ def test_out_defaults_to_the_input_directory(sweep, tmp_path, capsys):
     assert "| final |" in capsys.readouterr().out
 
 
+def _with_tables(dest: Path, jobs: list[Path]) -> None:
+    """The jobs' candidates/selections tables, concatenated into `dest` (as one run with their rows writes them)."""
+    import polars as pl
+
+    for name in report.RUN_FILES:
+        pl.concat([pl.read_parquet(job / name) for job in jobs]).write_parquet(dest / name)
+
+
 def test_several_rows_per_summary_are_all_reported(sweep, tmp_path):
     """judge.name=all writes one summary with a row per judge."""
-    rows = [r for p in sorted(sweep.rglob("summary.json")) for r in json.loads(p.read_text())["rows"]
-            if r["selector"] == "final"]
+    jobs = [p.parent for p in sorted(sweep.rglob("summary.json"))
+            if json.loads(p.read_text())["rows"][0]["selector"] == "final"]
+    rows = [r for job in jobs for r in json.loads((job / "summary.json").read_text())["rows"]]
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text(json.dumps({"rows": rows}))
+    _with_tables(tmp_path / "run", jobs)
     records = report.csv_records(report.collect(tmp_path))
     assert [(r["selector"], r["judge"]) for r in records] == [("final", j) for j in JUDGES]
 
 
 def test_pooled_run_adds_per_subset_lines(sweep, tmp_path):
-    row = json.loads(next(sweep.rglob("summary.json")).read_text())["rows"][0]
+    first = next(sweep.rglob("summary.json"))
+    row = json.loads(first.read_text())["rows"][0]
+    _with_tables(tmp_path, [first.parent])
     row |= {"subset": "all", "by_subset": {
         "hotpotqa": {"n_tasks": 50, "accuracy": 0.76, "accuracy_expected": 0.775, "pass_at_n": 0.9, "random": 0.652},
         "gaia_dev": {"n_tasks": 50, "accuracy": 0.52, "accuracy_expected": 0.518, "pass_at_n": 0.7, "random": 0.332}}}
@@ -254,3 +279,101 @@ def test_paired_comparison_against_final_matches_the_summaries(sweep, built):
         line = next(l for l in md if l.startswith(f"| two_stage | {judge} | {SUBSET} |"))
         diff = 100 * (summaries[("two_stage", judge)]["accuracy"] - summaries[("final", judge)]["accuracy"])
         assert f"{diff:+.1f} [" in line
+
+
+def _copy(sweep: Path, tmp_path: Path) -> tuple[Path, list[Path]]:
+    root = tmp_path / "root"
+    shutil.copytree(sweep, root)
+    return root, sorted((p.parent for p in root.rglob("summary.json")), key=report._natural_key)
+
+
+def test_failed_and_unstarted_jobs_are_named_not_silently_left_out(sweep, tmp_path):
+    root, jobs = _copy(sweep, tmp_path)
+    failed = jobs[1]
+    for name in ("summary.json", *report.RUN_FILES):  # a job that died before writing anything
+        (failed / name).unlink()
+    shutil.rmtree(jobs[3])  # a job Hydra never started: multirun.yaml lists 4 jobs
+    proc = _python("-m", "bon.report", str(root), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    overrides = " ".join(yaml.safe_load((failed / ".hydra/overrides.yaml").read_text()))
+    assert "MISSING: 2 job(s)" in proc.stderr and str(failed) in proc.stderr and overrides in proc.stderr
+    assert f"{jobs[3]} (never started)" in proc.stderr
+    md = (root / "report.md").read_text()
+    assert md.index("MISSING: 2 job(s)") < md.index("| selector |")  # above the table, not in a footnote
+    assert "MISSING" in proc.stdout  # the printed table carries it too
+
+
+def test_complete_sweep_reports_nothing_missing(sweep, built):
+    assert report.missing_jobs(sweep) == []
+    assert "MISSING" not in built[1].stdout + built[1].stderr
+
+
+def _drop_rows(path: Path) -> None:
+    import polars as pl
+
+    pl.read_parquet(path).head(10).write_parquet(path)
+
+
+@pytest.mark.parametrize("damage, needles", [
+    (lambda job: (job / "candidates.parquet").unlink(), ["candidates.parquet is missing"]),
+    (lambda job: (job / "selections.parquet").write_bytes(b"PAR1 truncated"), ["selections.parquet is unreadable"]),
+    (lambda job: _drop_rows(job / "selections.parquet"), ["selections.parquet has 10 rows", "counts 50 tasks"]),
+    (lambda job: _drop_rows(job / "candidates.parquet"), ["candidates.parquet has 10 rows", "counts 250 candidates"]),
+])
+def test_run_directory_with_inconsistent_files_is_refused(sweep, tmp_path, damage, needles):
+    root, jobs = _copy(sweep, tmp_path)
+    damage(jobs[2])
+    proc = _python("-m", "bon.report", str(root), cwd=tmp_path)
+    _user_error(proc, str(jobs[2]), *needles)
+    assert not (root / "report.md").exists()
+
+
+def _synthetic_rows(judges: list[str], selectors: list[str]) -> list[dict]:
+    rows = []
+    for j, judge in enumerate(judges):
+        for i, selector in enumerate(selectors):
+            expected = 0.3 + 0.01 * j + 0.05 * (i > 0)  # pos_ratio and two_stage identical: both must show
+            rows.append({"dataset": "d", "subset": "s", "judge": judge, "selector": selector, "oracle": False,
+                         "note": "", "n_tasks": 50, "accuracy": expected - 0.1, "accuracy_expected": expected,
+                         "ci_low": 0.0, "ci_high": 1.0, "random": 0.3, "pass_at_n": 0.8,
+                         "best_of_k": {"k": [1, 5], "accuracy": [0.3, expected], "ci_low": [0.2, expected - 0.1],
+                                       "ci_high": [0.4, expected + 0.1]},
+                         "vs_final": None if selector == "final" else {"diff": 0.05, "ci_low": 0.01, "ci_high": 0.09}})
+    return rows
+
+
+def test_report_figure_shows_every_judge_tie_aware_with_the_difference_from_final():
+    from bon import plots
+
+    judges = [f"Judge-{j}.5 (v{j}) " for j in range(20)]  # spaces, dots, parentheses, a trailing space
+    selectors = ["final", "pos_ratio", "two_stage"]
+    fig = plots.accuracy_figure(_synthetic_rows(judges, selectors), selectors=selectors, judges=judges,
+                                subsets=["s"])
+    accuracy, difference = fig.axes[0], fig.axes[1]
+    assert [t.get_text() for t in accuracy.get_yticklabels()] == judges  # all 20, none dropped
+    points = {i: list(zip(c.lines[0].get_xdata(), c.lines[0].get_ydata())) for i, c in enumerate(accuracy.containers)}
+    assert len(points) == 3 and all(len(p) == 20 for p in points.values())
+    # x is the tie-aware expectation, not the deterministic accuracy
+    assert [x for x, _ in points[0]] == pytest.approx([100 * (0.3 + 0.01 * j) for j in range(20)])
+    # identical selectors are drawn apart (dodged), not on top of each other
+    assert all(abs(a[1] - b[1]) > 0.1 for a, b in zip(points[1], points[2]))
+    assert [x for x, _ in points[1]] == [x for x, _ in points[2]]
+    # the paired difference panel: one series per selector other than final, at the difference
+    diffs = [list(c.lines[0].get_xdata()) for c in difference.containers]
+    assert len(diffs) == 2 and all(x == pytest.approx([5.0] * 20) for x in diffs)
+
+
+def test_tie_aware_difference_from_final_is_the_mean_paired_expected_success(sweep, built):
+    """Recomputed from the selections tables: mean over tasks of expected(two_stage) - expected(final)."""
+    import polars as pl
+
+    out, _ = built
+    frames = pl.concat([pl.read_parquet(p) for p in sweep.rglob("selections.parquet")])
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Paired comparison"):].splitlines()
+    for judge in JUDGES:
+        mine = frames.filter(pl.col("judge") == judge).pivot(on="selector", index="task_id", values="expected")
+        diff = 100 * (mine["two_stage"] - mine["final"]).mean()
+        line = next(l for l in section if l.startswith(f"| two_stage | {judge} | {SUBSET} |"))
+        assert line.split("|")[5].strip().startswith(f"{diff:+.1f} [")
+    assert (out / f"report_best_of_k_{SUBSET}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -304,10 +304,32 @@ def test_bad_config_lists_the_valid_choices(cfg, needles):
         assert needle in str(err.value), f"{needle!r} not in {str(err.value)!r}"
 
 
+def test_one_name_or_one_mapping_is_a_list_of_one():
+    """`rank: pos_ratio` was iterated by character ('p', 'o', ...)."""
+    assert from_config({"name": "x", "rank": "pos_ratio"}).rank == selectors.pos_ratio.rank
+    assert from_config({"name": "x", "filters": "judged_success"}).filters == selectors.final.filters
+    assert from_config({"name": "x", "rank": {"column": "n_pos"}}).rank == selectors.pos_count.rank
+
+
+def test_extends_itself_says_so():
+    with pytest.raises(BonError, match="names the selector itself") as err:
+        from_config({"name": "mine", "extends": "mine"})
+    assert "two_stage" in str(err.value)
+
+
+def test_a_builtin_name_cannot_be_redefined():
+    with pytest.raises(BonError, match="'two_stage' is a built-in selector"):
+        from_config({"name": "two_stage", "rank": ["pos_count"]})
+    # the same parts under the built-in's name are the built-in, so that stays allowed
+    same = from_config({"name": "two_stage", "extends": "two_stage"})
+    assert (same.filters, same.rank) == (selectors.two_stage.filters, selectors.two_stage.rank)
+
+
 @pytest.mark.parametrize("cfg", [
     {"rank": ["votes"]},                                   # no name
     {"name": "x", "rank": [{"column": "n_pos", "weight": "pos_ratio"}]},  # weight on a plain key
     {"name": "x", "rank": [42]},
+    {"name": "x", "rank": 42},
 ])
 def test_other_bad_configs_raise_bon_error(cfg):
     with pytest.raises(BonError):

@@ -93,6 +93,17 @@ def test_calibrate_from_matches_the_recorded_judge(apb_root):
     assert set(table["judge"]) == {"sim:GPT-5.2"}
 
 
+@pytest.mark.parametrize("source", ["all", " all "])
+def test_calibrate_from_all_is_refused_with_the_recorded_judges(apb_root, source):
+    from bon.datasets import agentprocessbench as apb
+
+    cfg = {"profiles": PROFILES, "profile": "gaia_dev", "n_tasks": 10, "name": "sim"}
+    with pytest.raises(BonError, match="one recorded judge") as err:  # never silently the first judge
+        sim_dataset.candidate_table(cfg, {"kind": "sim", "n": 2},
+                                    {"kind": "sim", "calibrate_from": source, "root": str(apb_root)})
+    assert all(judge in str(err.value) for judge in apb.judge_dirs(apb_root))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"profile": "swebench"}, "dataset.profile"),
 ])

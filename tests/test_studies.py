@@ -40,6 +40,13 @@ def num(value: str) -> float:
     return float(value) if value not in ("", None) else math.nan
 
 
+def n_judges(root: Path) -> int:
+    """The recorded judges the release holds (counted, never assumed)."""
+    from bon.datasets.agentprocessbench import resolve_judges
+
+    return len(resolve_judges(root, "all"))
+
+
 def test_bootstrap_bands_match_bon_metrics_bootstrap_ci():
     from _common import bootstrap_bands
 
@@ -105,7 +112,10 @@ def test_judge_quality_sweep_crossover_and_real_judges(apb_root, tmp_path, capsy
     assert sorted(num(r["bias"]) for r in crossings) == [0.0, 0.3]
     assert all(40 < num(r["step_acc"]) < 100 for r in crossings)
     for kind in ("sim_calibrated", "real_replay"):
-        assert len({r["judge"] for r in rows if r["kind"] == kind}) == 15
+        assert len({r["judge"] for r in rows if r["kind"] == kind}) == n_judges(apb_root)
+    for r in rows:  # every real judge's accuracy has its interval
+        if r["kind"] == "real_replay":
+            assert num(r["ci_low"]) <= num(r["accuracy"]) <= num(r["ci_high"]) and num(r["ci_high"]) > num(r["ci_low"])
     assert "Crossover" in capsys.readouterr().out
 
 
@@ -114,12 +124,12 @@ def test_confusion_matrices_and_orm_accuracy(apb_root, tmp_path):
     assert_png(tmp_path / "confusion.png")
     assert_png(tmp_path / "stepacc_vs_orm.png")
     judges = read_csv(tmp_path / "judges.csv", {"judge", "step_acc", "orm_acc", "n_failed"})
-    assert len(judges) == 15
+    assert len(judges) == n_judges(apb_root)
     by = {r["judge"]: r for r in judges}
     assert num(by["GPT-5.2"]["step_acc"]) == pytest.approx(70.1, abs=0.1)  # the paper's Table 3 / README
     assert all(0 <= num(r["orm_acc"]) <= 100 for r in judges)
     cells = read_csv(tmp_path / "confusion.csv", {"judge", "human", "judge_label", "count", "row_share"})
-    assert len(cells) == 15 * 3 * 4
+    assert len(cells) == n_judges(apb_root) * 3 * 4
     totals: dict[tuple[str, str], float] = {}
     for r in cells:
         totals[(r["judge"], r["human"])] = totals.get((r["judge"], r["human"]), 0.0) + num(r["row_share"])
@@ -131,7 +141,7 @@ def test_heatmap_gain_over_random(apb_root, tmp_path):
     assert_png(tmp_path / "heatmap.png")
     rows = read_csv(tmp_path / "heatmap.csv", {"selector", "judge", "n_tasks", "accuracy", "random", "gain_pp",
                                                 "ci_low", "ci_high", "note"})
-    assert len({r["judge"] for r in rows}) == 16 and "human" in {r["judge"] for r in rows}
+    assert len({r["judge"] for r in rows}) == n_judges(apb_root) + 1 and "human" in {r["judge"] for r in rows}
     for r in rows:
         assert 0 <= num(r["accuracy"]) <= 100
         assert num(r["gain_pp"]) == pytest.approx(num(r["accuracy"]) - num(r["random"]), abs=1e-6)
@@ -149,3 +159,43 @@ def test_heatmap_leaves_vote_cells_blank_without_answers(apb_root, tmp_path):
     rows = read_csv(tmp_path / "heatmap.csv", {"selector", "gain_pp", "note"})
     assert all(r["gain_pp"] == "" and r["note"].startswith("blank") for r in rows if r["selector"] == "majority")
     assert all(r["gain_pp"] != "" for r in rows if r["selector"] != "majority")
+
+
+def test_scatter_labels_never_overlap_with_twenty_judges():
+    """20 judges, two of them almost on the same point: every name is drawn and no two labels overlap."""
+    from matplotlib.text import Text
+
+    confusion = study("study_confusion")
+    rng = np.random.default_rng(3)
+    names = ["GPT-5.2-Chat ", "Gemini-3-Flash-Preview", "Kimi-K2.5-Thinking", "Llama-3.3-70B-Instruct", "Qwen3-8B",
+             *(f"Judge-{i}.5 (v{i})" for i in range(15))]
+    summary = [{"judge": n, "step_acc": float(60 + rng.normal(0, 5)), "orm_acc": float(65 + rng.normal(0, 5)),
+                "subset": "all", "n_trajectories": 1000} for n in names]
+    summary[1].update(step_acc=summary[0]["step_acc"] + 0.2, orm_acc=summary[0]["orm_acc"] + 0.3)
+    fig = confusion.scatter_figure(summary)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if t.get_text() in names]
+    assert sorted(t.get_text() for t in labels) == sorted(names)
+    boxes = [Text.get_window_extent(t, renderer) for t in labels]
+    frame = ax.get_window_extent(renderer)
+    for i, a in enumerate(boxes):
+        assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (labels[i].get_text(), "overlaps another label")
+
+
+def test_heatmap_colour_scale_fits_the_judges_cells():
+    heatmap = study("study_heatmap")
+    m = np.array([[35.5, 2.0, 19.0], [35.5, 35.5, 35.5]])  # rows: final, pass_at_n; columns: human, two judges
+    norm, cmap, fitted = heatmap.colour_scale(m, ["final", "pass_at_n"], ["human", "a", "b"])
+    assert (norm.vmin, norm.vmax, fitted) == (0.0, 19.0, True)  # no half-empty scale; human and pass@N saturate
+    assert np.allclose(cmap(norm(0.0))[:3], (0.97, 0.97, 0.97), atol=0.03)  # zero gain is white
+    norm, cmap, fitted = heatmap.colour_scale(np.array([[-4.0, 12.0]]), ["pos_ratio"], ["a", "b"])
+    assert (norm.vmin, norm.vmax, fitted) == (-4.0, 12.0, False)
+    assert np.allclose(cmap(norm(0.0))[:3], (0.97, 0.97, 0.97), atol=0.03)
+    # one point of gain is the same step of colour on both sides: -4 is as red as +4 is blue
+    red, blue = np.array(cmap(norm(-4.0))[:3]), np.array(cmap(norm(4.0))[:3])
+    white = np.array(cmap(norm(0.0))[:3])
+    assert np.linalg.norm(red - white) == pytest.approx(np.linalg.norm(blue - white), rel=0.25)

@@ -5,7 +5,9 @@ import asyncio
 import datetime as dt
 import json
 import os
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import docx
@@ -227,5 +229,137 @@ def test_damaged_file_is_a_read_error(files: Path) -> None:
 @pytest.mark.parametrize("options, name", [({"page_chars": 10}, "page_chars"), ({"max_rows": 0}, "max_rows"),
                                            ({"page_chars": "big"}, "page_chars")])
 def test_bad_options_name_the_option(options: dict, name: str) -> None:
+    with pytest.raises(BonError, match=f"tools.inspect_file.{name}"):
+        InspectFile(**options)
+
+
+# --------------------------------------------------------------------------- hostile files: bounded reading
+
+
+def test_xlsx_spanning_the_whole_grid_is_read_up_to_the_cell_budget(files: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active["A1"], wb.active["B1"], wb.active["XFD1048576"] = "first", "second", "last"
+    wb.save(files / "grid.xlsx")
+    with zipfile.ZipFile(files / "grid.xlsx") as archive:  # the fixture declares the whole sheet
+        assert b'<dimension ref="A1:XFD1048576"/>' in archive.read("xl/worksheets/sheet1.xml")
+    result = inspect(files, "grid.xlsx", InspectFile(max_cells=10_000, timeout=60))
+    assert result.error_kind is None, result.content
+    assert "| 1 | first | second |" in result.content
+    assert "reading stopped in sheet" in result.content and "tools.inspect_file.max_cells" in result.content
+    assert "at least 1 non-empty rows" in result.content and "| 1048576 |" not in result.content
+
+
+def test_xlsx_columns_past_the_cap_are_not_read(files: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append([f"v{i}" for i in range(1, 31)])
+    wb.save(files / "wide.xlsx")
+    text = inspect(files, "wide.xlsx", InspectFile(max_columns=5)).content
+    assert "| row | A | B | C | D | E |" in text and "| 1 | v1 | v2 | v3 | v4 | v5 |" in text
+    assert "v6" not in text and "only the first 5 columns were read" in text
+
+
+def _docx_with_paragraphs(path: Path, n: int) -> None:
+    """A docx whose body holds `n` paragraphs, written as XML (python-docx would take minutes)."""
+    document = docx.Document()
+    document.add_paragraph("seed")
+    document.save(path)
+    with zipfile.ZipFile(path) as source:
+        items = [(info, source.read(info)) for info in source.infolist()]
+    body = b"".join(b"<w:p><w:r><w:t>para %d</w:t></w:r></w:p>" % i for i in range(n))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for info, data in items:
+            if info.filename == "word/document.xml":
+                at = data.index(b"<w:body>") + len(b"<w:body>")
+                data = data[:at] + body + data[at:]
+            target.writestr(info, data)
+
+
+def test_docx_paragraphs_past_the_cap_are_not_read(files: Path) -> None:
+    _docx_with_paragraphs(files / "long.docx", 60_000)
+    assert (files / "long.docx").stat().st_size < 200_000
+    result = inspect(files, "long.docx", InspectFile(max_paragraphs=300))
+    assert result.error_kind is None, result.content
+    assert "para 0\n" in result.content and "para 299" in result.content and "para 300" not in result.content
+    assert "only the first 300 of about 60,00" in result.content and "tools.inspect_file.max_paragraphs" in result.content
+
+
+def test_csv_with_a_huge_header_reads_only_max_columns(files: Path) -> None:
+    header = ",".join(f"h{i}" for i in range(200_000))
+    (files / "wide.csv").write_text(header + "\n" + "\n".join(f"{i},{i * 2}" for i in range(300)) + "\n",
+                                    encoding="utf-8")
+    tool = InspectFile(max_columns=20)
+    result = inspect(files, "wide.csv", tool)
+    assert result.error_kind is None, result.content
+    assert "300 data rows below a header row, 200,000 columns" in result.content
+    assert "the table has 200,000 columns; only the first 20 were read" in result.content
+    assert "| h19 |" in result.content and "h20" not in result.content
+    pages = int(result.content.split("\n", 1)[0].rsplit(" of ", 1)[1])
+    assert pages <= 5  # 300 rows of 20 short cells, not 300 x 200,000
+
+
+def test_csv_rows_past_the_cell_budget_are_not_counted(files: Path) -> None:
+    (files / "long.csv").write_text("a,b\n" + "".join(f"{i},x\n" for i in range(1000)), encoding="utf-8")
+    text = inspect(files, "long.csv", InspectFile(max_rows=3, max_cells=202)).content
+    assert "at least 100 data rows" in text and "at least 97 more rows not shown" in text
+    assert "reading stopped at data row 101" in text
+
+
+def _slow_pdf(operators: int = 300_000) -> bytes:
+    """One page whose compressed content stream holds `operators` text operators: slow to extract."""
+    ops = b"BT /F1 12 Tf " + b"1 0 0 1 10 10 Tm (w) Tj " * operators + b"ET"
+    stream = zlib.compress(ops, 9)
+    head = minimal_pdf(["x"])
+    # swap the page's content stream for the compressed one (offsets recomputed by building anew)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 200] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = bytearray(head[:9])
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_parsing_past_the_time_budget_is_stopped_as_timeout(files: Path) -> None:
+    (files / "slow.pdf").write_bytes(_slow_pdf())
+    start = time.monotonic()
+    result = inspect(files, "slow.pdf", InspectFile(timeout=1.0))
+    assert result.error_kind == "timeout", result.content[:300]
+    assert "tools.inspect_file.timeout" in result.content
+    assert time.monotonic() - start < 1.0 + 10  # stopped, not run to the end (a behaviour check, not a benchmark)
+
+
+def test_the_listing_never_follows_a_link_out(files: Path) -> None:
+    secret = files.parent / "big_secret.bin"
+    secret.write_bytes(b"s" * 12345)
+    (files / "link.bin").symlink_to(secret)
+    (files / "ok.txt").write_text("abc", encoding="utf-8")
+    (files / "inner.txt").symlink_to(files / "ok.txt")  # a link that stays inside is fine
+    text = inspect(files, ".").content
+    assert "12,345" not in text
+    assert "link.bin (a link leading outside the task's files; not readable)" in text
+    assert "ok.txt (3 bytes)" in text and "inner.txt (3 bytes)" in text
+
+
+def test_deep_html_and_json_files_are_read(files: Path) -> None:
+    (files / "deep.html").write_text("<p>top</p>" + "<div>" * 2000 + "bottom" + "</div>" * 2000, encoding="utf-8")
+    (files / "deep.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    html = inspect(files, "deep.html")
+    assert html.error_kind is None and "bottom" in html.content and "plain text" in html.content
+    deep = inspect(files, "deep.json")
+    assert deep.error_kind is None and "nested too deeply to lay out" in deep.content
+
+
+@pytest.mark.parametrize("options, name", [({"max_columns": 0}, "max_columns"), ({"max_cells": 0}, "max_cells"),
+                                           ({"max_paragraphs": 0}, "max_paragraphs"), ({"timeout": 0}, "timeout"),
+                                           ({"memory_mb": 16}, "memory_mb")])
+def test_bad_bound_options_name_the_option(options: dict, name: str) -> None:
     with pytest.raises(BonError, match=f"tools.inspect_file.{name}"):
         InspectFile(**options)

@@ -7,13 +7,18 @@ redirects to 10.0.0.1 and 169.254.169.254 below can never leave the machine even
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ipaddress
+import os
 import re
 import json
+import resource
 import socket
 import ssl
 import sys
 import threading
+import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,7 +26,7 @@ from typing import Any
 import pytest
 
 from bon.errors import BonError
-from bon.tools import netguard
+from bon.tools import bounded, decoding, netguard
 from bon.tools.base import ToolContext, run_tool
 from bon.tools.web import VisitPage, page_starts
 from bon.types import Task
@@ -494,3 +499,142 @@ def test_allow_networks_only_lifts_the_listed_networks():
 def test_bad_options_name_the_option(options, named):
     with pytest.raises(BonError, match=re.escape(named)):
         VisitPage(**options)
+
+
+# --------------------------------------------------------------------------- hostile pages: bounded decoding and conversion
+
+
+def _gzip_zeros_stream(megabytes: int, unit: bytes = b"<p>bomb</p>") -> bytes:
+    """`megabytes` MB of repeated `unit`, gzipped a block at a time (never held whole)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = unit * ((1 << 20) // len(unit))
+    return b"".join(z.compress(block) for _ in range(megabytes)) + z.flush()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_a_stacked_gzip_bomb_is_decoded_only_up_to_max_bytes(web):
+    bomb = gzip.compress(_gzip_zeros_stream(256), 9)  # 256 MB of HTML in a few KB
+    assert len(bomb) < 10_000
+    web.routes["/bomb"] = Route(bomb, headers=(("Content-Encoding", "gzip, gzip"),))
+    before = _peak_rss_mb()
+    result = visit(VisitPage(allow_private=True, max_bytes=1_000_000), web.url("/bomb"))
+    assert result.error_kind is None, result.content
+    assert "only its first 1,000,000 bytes were read" in result.content
+    assert "bomb" in result.content
+    assert _peak_rss_mb() - before < 128  # decoding the whole body would have taken 256 MB at once
+
+
+def test_the_decoder_never_holds_more_than_a_piece_per_stage():
+    bomb = gzip.compress(_gzip_zeros_stream(64), 9)
+    decoder = decoding.Decoder("gzip, gzip", 3_000_000)
+    pieces = [p for i in range(0, len(bomb), 512) for p in decoder.feed(bomb[i:i + 512])]
+    assert decoder.cut and sum(map(len, pieces)) == 3_000_000
+    assert max(map(len, pieces)) <= decoding.PIECE
+
+
+@pytest.mark.parametrize("coding, encode", [
+    ("gzip", gzip.compress),
+    ("x-gzip", lambda b: gzip.compress(b[:100]) + gzip.compress(b[100:])),  # two gzip members
+    ("deflate", zlib.compress),
+    ("deflate", lambda b: zlib.compress(b)[2:-4]),  # raw deflate, as some servers send it
+    ("gzip, deflate", lambda b: zlib.compress(gzip.compress(b))),
+    ("identity", lambda b: b),
+])
+def test_every_supported_coding_decodes_to_the_page(web, coding, encode):
+    page = b"<h1>Coded</h1>" + b"<p>filler text</p>" * 500 + b"<p>THE END</p>"
+    web.routes["/coded"] = Route(encode(page), headers=(("Content-Encoding", coding),))
+    result = visit(VisitPage(allow_private=True, page_chars=100_000), web.url("/coded"))
+    assert result.error_kind is None, result.content
+    assert "# Coded" in result.content and "THE END" in result.content and "Note:" not in result.content
+
+
+def test_visit_page_asks_only_for_codings_it_can_bound_and_refuses_others(web):
+    web.routes["/br"] = Route(b"\x1b\x03\x00\xf8", headers=(("Content-Encoding", "br"),))
+    result = visit(VisitPage(allow_private=True), web.url("/br"))
+    assert result.error_kind == "unsupported_content" and "br" in result.content
+    assert web.requests[-1]["headers"]["accept-encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("depth", [400, 3000])
+def test_deeply_nested_html_is_flattened_not_a_recursion_error(web, depth):
+    web.routes["/deep"] = Route(b"<p>top</p>" + b"<div><b>x</b>" * depth + b"bottom" + b"</div>" * depth)
+    result = visit(VisitPage(allow_private=True, page_chars=100_000), web.url("/deep"))
+    assert result.error_kind is None, result.content
+    assert "top" in result.content and "bottom" in result.content
+    assert "nested more than 100 deep are shown as plain text" in result.content
+
+
+def _slow_html(rows: int = 20_000) -> bytes:
+    return b"<table>" + b"".join(b"<tr><td><a href='/r%d'>row %d</a></td><td><b>%d</b></td></tr>" % (i, i, i)
+                                 for i in range(rows)) + b"</table>"
+
+
+def test_a_conversion_past_the_budget_is_stopped_and_reported_as_timeout(web):
+    web.routes["/slow.html"] = Route(_slow_html())
+    start = time.monotonic()
+    result = visit(VisitPage(allow_private=True, timeout=1.0), web.url("/slow.html"))
+    assert result.error_kind == "timeout", result.content
+    assert "converting it to text was stopped" in result.content and "tools.visit_page.timeout" in result.content
+    assert time.monotonic() - start < 1.0 + 10  # a behaviour check (stopped, not run to the end), not a benchmark
+
+
+def _helper_children() -> list[int]:
+    helper = bounded._helper._process
+    if helper is None:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == helper.pid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def _wait_no_workers(seconds: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while _helper_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _helper_children()
+
+
+def test_a_worker_runs_under_its_address_space_limit_and_fails_cleanly_past_it():
+    assert asyncio.run(bounded.run(bounded.address_space_limit_mb, timeout=30, memory_mb=300)) == 300
+    with pytest.raises(bounded.Overrun) as caught:
+        asyncio.run(bounded.run(bytearray, 600 << 20, timeout=30, memory_mb=300))
+    assert caught.value.kind == "memory_limit"
+
+
+def test_a_worker_past_its_time_or_abandoned_is_killed():
+    with pytest.raises(bounded.Overrun) as caught:
+        asyncio.run(bounded.run(time.sleep, 60, timeout=0.5, memory_mb=512))
+    assert caught.value.kind == "timeout"
+    assert _wait_no_workers() == []
+
+    async def abandon():
+        task = asyncio.ensure_future(bounded.run(time.sleep, 60, timeout=60, memory_mb=512))
+        await asyncio.sleep(1.0)
+        assert _helper_children()  # the worker is running
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    asyncio.run(abandon())
+    assert _wait_no_workers() == []
+
+
+def test_a_worker_that_raises_or_dies_is_reported():
+    with pytest.raises(ValueError, match="invalid literal"):
+        asyncio.run(bounded.run(int, "not a number", timeout=30, memory_mb=512))
+    with pytest.raises(bounded.WorkerFailed, match="died without answering"):
+        asyncio.run(bounded.run(os._exit, 3, timeout=30, memory_mb=512))
+
+
+def test_memory_mb_is_checked():
+    with pytest.raises(BonError, match=re.escape("tools.visit_page.memory_mb")):
+        VisitPage(memory_mb=64)

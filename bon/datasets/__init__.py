@@ -6,12 +6,24 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import polars as pl
+from omegaconf import OmegaConf
 
 from bon import candidates
 from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError, unknown_choice
 
-DATASETS = ("agentprocessbench", "sim", "tasks", "gaia", "rehac")
+DATASETS = ("agentprocessbench", "sim", "tasks", "gaia", "builtin", "rehac")
+LIVE = ("tasks", "gaia", "builtin")  # datasets of tasks, for a live (or replayed) agent and a live judge
+
+
+def default_dataset(generator: str) -> str:
+    """The dataset of a run that names none (conf/config.yaml's defaults list): the synthetic benchmark
+    for the simulated agent, bon's built-in tasks for a live or replayed one."""
+    return "sim" if generator == "sim" else "builtin"
+
+
+# Registered on import: bon.run imports this package before Hydra composes the config.
+OmegaConf.register_new_resolver("bon_default_dataset", default_dataset, replace=True)
 ENV_ROOT = "BON_DATA_DIR"
 
 

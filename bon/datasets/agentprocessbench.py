@@ -11,6 +11,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 from bon import jsonl
 from bon.errors import BonError, unknown_choice
@@ -57,7 +58,14 @@ def judge_dirs(root: Path) -> dict[str, Path]:
     base = root / "eval" / "results"
     if not base.is_dir():
         raise BonError(f"no recorded judges: {base} is not a directory")
-    return {d.name.strip(): d for d in sorted(base.iterdir()) if d.is_dir()}
+    dirs: dict[str, Path] = {}
+    for d in sorted(base.iterdir()):
+        if d.is_dir():
+            if d.name.strip() in dirs:
+                raise BonError(f"judge directories {dirs[d.name.strip()].name!r} and {d.name!r} in {base} "
+                               f"differ only in surrounding spaces; keep one")
+            dirs[d.name.strip()] = d
+    return dirs
 
 
 def resolve_judges(root: Path, name: str) -> list[str]:
@@ -66,9 +74,13 @@ def resolve_judges(root: Path, name: str) -> list[str]:
     if name == "all":
         return list(dirs)
     wanted = name.strip()
-    for canonical in dirs:
-        if wanted == canonical or slug(wanted) == slug(canonical):
-            return [canonical]
+    if wanted in dirs:
+        return [wanted]
+    matches = [canonical for canonical in dirs if slug(wanted) == slug(canonical)]
+    if len(matches) > 1:
+        raise BonError(f"judge {name!r} matches several recorded judges ({', '.join(matches)}); use the exact name")
+    if matches:
+        return matches
     raise unknown_choice("judge", name, [*dirs, "all"])
 
 
@@ -96,20 +108,60 @@ def _final(raw: object, where: str) -> int | None:
     return int(raw)
 
 
+def _index(r: dict[str, Any], key: str, where: str) -> int:
+    """A non-negative integer index field (query_index, sample_index); digit strings are accepted."""
+    value = r.get(key)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BonError(f"{where}: {key} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """jsonl.read, with a byte that is not UTF-8 reported as file:line instead of a traceback."""
+    try:
+        yield from jsonl.read(path)
+    except UnicodeDecodeError:
+        raise BonError(_utf8_error(path)) from None
+
+
+def _utf8_error(path: Path) -> str:
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return (f"{path}:{lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                        f"AgentProcessBench files are UTF-8 JSONL")
+    return f"{path}: not UTF-8; AgentProcessBench files are UTF-8 JSONL"
+
+
+def _check_unique(seen: dict, key: object, what: str, path: Path, lineno: int) -> None:
+    """Refuse a second record for the same key, naming both lines."""
+    if key in seen:
+        raise BonError(f"{path}:{lineno}: duplicate {what}, already on line {seen[key]} ({path}:{seen[key]})")
+    seen[key] = lineno
+
+
 @functools.lru_cache(maxsize=None)
 def load_records(root: Path, subset: str) -> tuple[Record, ...]:
     """The human-labelled trajectories of one subset, with answers where trajectories exist."""
     path = root / "data" / "AnswerOnly" / f"{subset}_final.jsonl"
     answers = _answers(root) if subset == "hotpotqa" else {}
     records = []
-    for lineno, r in jsonl.read(path):
+    seen: dict[object, int] = {}
+    for lineno, r in _read(path):
         where = f"{path}:{lineno} (record {r.get('record_id')!r})"
         missing = [k for k in ("record_id", "query_index", "sample_index", "step_labels", "final_label") if k not in r]
         if missing:
             raise BonError(f"{where}: missing field(s) {missing}")
+        query, sample = _index(r, "query_index", where), _index(r, "sample_index", where)
+        _check_unique(seen, (query, sample), f"(query_index, sample_index) = ({query}, {sample})", path, lineno)
+        _check_unique(seen, r["record_id"], f"record_id {r['record_id']!r}", path, lineno)
         labels = _labels(r["step_labels"], where, allow_null=False)
         human = Judgement(HUMAN, labels, _final(r["final_label"], where))
-        records.append(Record(subset, f"{subset}:{r['query_index']}", int(r["sample_index"]), r["record_id"],
+        records.append(Record(subset, f"{subset}:{query}", sample, r["record_id"],
                               tuple(sorted(labels)), human, answers.get(r["record_id"])))
     if not records:
         raise BonError(f"{path} holds no records")
@@ -123,16 +175,29 @@ def _answers(root: Path) -> dict[str, str | None]:
 
 @functools.lru_cache(maxsize=None)
 def trajectories(root: Path) -> dict[str, Trajectory]:
-    """The released full trajectories (hotpotqa only), by record_id; {} when the file is absent."""
+    """The released full trajectories (hotpotqa only), by record_id; {} when the file is absent.
+
+    The label files' record_id is `<data_source>:<query_index>:<sample_index>`, so all three are needed.
+    """
     path = root / "data" / "AgentProcessBench" / "hotpotqa.jsonl"
     if not path.exists():
         return {}
     out = {}
-    for lineno, r in jsonl.read(path):
-        if not isinstance(r.get("messages"), list):
-            raise BonError(f"{path}:{lineno}: `messages` must be a list of chat messages")
-        out[f"{r['data_source']}:{r['query_index']}:{r['sample_index']}"] = Trajectory(
-            task_id=f"hotpotqa:{r['query_index']}", sample=int(r["sample_index"]), messages=tuple(r["messages"]),
+    seen: dict[object, int] = {}
+    for lineno, r in _read(path):
+        where = f"{path}:{lineno}"
+        missing = [k for k in ("data_source", "query_index", "sample_index", "messages") if k not in r]
+        if missing:
+            raise BonError(f"{where}: missing field(s) {missing}; data_source, query_index and sample_index "
+                           f"form the record_id that matches data/AnswerOnly/hotpotqa_final.jsonl")
+        if not isinstance(r["data_source"], str) or not r["data_source"]:
+            raise BonError(f"{where}: data_source must be a non-empty string, got {r['data_source']!r}")
+        if not isinstance(r["messages"], list):
+            raise BonError(f"{where}: `messages` must be a list of chat messages")
+        query, sample = _index(r, "query_index", where), _index(r, "sample_index", where)
+        _check_unique(seen, (query, sample), f"(query_index, sample_index) = ({query}, {sample})", path, lineno)
+        out[f"{r['data_source']}:{query}:{sample}"] = Trajectory(
+            task_id=f"hotpotqa:{query}", sample=sample, messages=tuple(r["messages"]),
             answer=r.get("answer_text"), success=r.get("final_label") == 1,
             metadata={"question": r.get("question"), "ground_truth": r.get("ground_truth"), "tools": r.get("tools")})
     return out
@@ -140,21 +205,23 @@ def trajectories(root: Path) -> dict[str, Trajectory]:
 
 @functools.lru_cache(maxsize=None)
 def load_judge(root: Path, judge: str, subset: str) -> dict[str, Judgement]:
-    """A recorded judge's judgements for one subset, by record_id; failures stay failures."""
+    """A recorded judge's judgements for one subset, by record_id; failures stay failures.
+
+    A file with no judgement of this subset's trajectories (empty, or of another subset) is an
+    error: reading it as 250 failed calls would print an accuracy for a judge that never ran.
+    """
     directory = judge_dirs(root)[judge]
     files = sorted(directory.glob(f"{subset}__*.jsonl"))
     if len(files) != 1:
         found = ", ".join(f.name for f in files) or "none"
         raise BonError(f"expected one {subset}__*.jsonl in {directory}, found {found}")
     out: dict[str, Judgement] = {}
-    seen: dict[str, int] = {}
-    for lineno, r in jsonl.read(files[0]):
+    seen: dict[object, int] = {}
+    for lineno, r in _read(files[0]):
         where = f"{files[0]}:{lineno} (record {r.get('record_id')!r})"
         if not isinstance(r.get("record_id"), str):
             raise BonError(f"{where}: missing or non-string record_id")
-        if r["record_id"] in seen:
-            raise BonError(f"{where}: duplicate record_id, first seen on line {seen[r['record_id']]}")
-        seen[r["record_id"]] = lineno
+        _check_unique(seen, r["record_id"], f"record_id {r['record_id']!r}", files[0], lineno)
         labels = _labels(r.get("step_labels") or {}, where, allow_null=True)
         comment = str(r.get("comment") or "")
         failed = comment.startswith(FAILED_PREFIX)
@@ -162,6 +229,11 @@ def load_judge(root: Path, judge: str, subset: str) -> dict[str, Judgement]:
             judge, labels, _final(r.get("final_label"), where),
             status="failed" if failed else "ok", reason=comment[len(FAILED_PREFIX):].strip() if failed else "",
         )
+    if not out:
+        raise BonError(f"{files[0]} holds no judgements (empty file): re-download it or remove the judge directory")
+    if not out.keys() & {r.record_id for r in load_records(root, subset)}:
+        raise BonError(f"{files[0]}: none of its {len(out)} judgements is of a {subset} trajectory in "
+                       f"data/AnswerOnly/{subset}_final.jsonl (record_id such as {next(iter(out))!r})")
     return out
 
 

@@ -37,7 +37,7 @@ class Entry:
 
     path: str  # upstream POSIX path, verbatim (directory names may end in a space)
     sha256: str
-    size: int
+    size: int | None  # bytes, a cheap pre-check before hashing; None where only the SHA-256 is pinned
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ def load_manifest(path: Path = MANIFEST) -> Manifest:
     """The pinned release shipped with the package."""
     raw = path.read_bytes()
     data = json.loads(raw)
-    files = tuple(Entry(f["path"], f["sha256"], int(f["size"])) for f in data["files"])
+    files = tuple(Entry(f["path"], f["sha256"], None if f.get("size") is None else int(f["size"]))
+                  for f in data["files"])
     return Manifest(data["commit"], files, hashlib.sha256(raw).hexdigest())
 
 
@@ -71,9 +72,10 @@ def file_url(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + "/" + "/".join(urllib.parse.quote(seg, safe="") for seg in path.split("/"))
 
 
-def ensure_cached(base_url: str | None = None, cache_dir: Path | None = None) -> Path:
+def ensure_cached(base_url: str | None = None, cache_dir: Path | None = None,
+                  manifest: Manifest | None = None) -> Path:
     """A directory holding the full, verified release; downloads only what is missing or wrong."""
-    manifest = load_manifest()
+    manifest = manifest or load_manifest()
     dest = Path(cache_dir) if cache_dir is not None else default_cache_dir(manifest.commit)
     marker = dest / MARKER
     if marker.is_file() and marker.read_text(encoding="utf-8").strip() == manifest.digest:
@@ -82,7 +84,7 @@ def ensure_cached(base_url: str | None = None, cache_dir: Path | None = None) ->
     if todo:
         base = base_url or default_base_url(manifest.commit)
         print(f"downloading {len(todo)} AgentProcessBench files from {base} to {dest}", file=sys.stderr)
-        with tqdm(total=sum(e.size for e in todo), unit="B", unit_scale=True, file=sys.stderr,
+        with tqdm(total=sum(e.size or 0 for e in todo), unit="B", unit_scale=True, file=sys.stderr,
                   desc="AgentProcessBench") as bar:
             for entry in todo:
                 _download(file_url(base, entry.path), dest / entry.path, entry, bar)
@@ -97,7 +99,9 @@ def sha256(path: Path) -> str:
 
 
 def _is_valid(path: Path, entry: Entry) -> bool:
-    return path.is_file() and path.stat().st_size == entry.size and sha256(path) == entry.sha256
+    if not path.is_file() or (entry.size is not None and path.stat().st_size != entry.size):
+        return False
+    return sha256(path) == entry.sha256
 
 
 def _download(url: str, target: Path, entry: Entry, bar: tqdm) -> None:

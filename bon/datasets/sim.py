@@ -35,6 +35,9 @@ def judge_model(judge_cfg: Mapping[str, Any], profile_name: str) -> JudgeModel:
         from bon.sim.calibrate import judge_model as measured
 
         root = locate_root(judge_cfg.get("root"))
+        if str(source).strip() == "all":  # a simulated judge imitates one recorded judge, never a blend
+            raise BonError("judge.calibrate_from needs one recorded judge, not 'all'; valid choices: "
+                           + ", ".join(sorted(apb.judge_dirs(root))))
         name = apb.resolve_judges(root, str(source))[0]
         subsets = [profile_name] if profile_name in apb.SUBSETS else list(apb.SUBSETS)
         base = measured(root, name, subsets)

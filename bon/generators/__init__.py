@@ -1,7 +1,8 @@
 """Generators produce N trajectories per task.
 
-Kinds available now: `replay` (the dataset's recorded trajectories) and `sim` (the
-synthetic label-level agent of bon.sim). Live litellm samplers arrive with the live pipeline.
+Kinds: `replay` (recorded trajectories), `sim` (the synthetic label-level agent of bon.sim) and
+`llm` (the tool-calling agent through litellm, bon.generators.agent). The types and ranges of
+their options are checked by bon.config before a run starts.
 """
 from __future__ import annotations
 

@@ -121,14 +121,16 @@ class AgentGenerator:
     so each sample is a distinct, reproducible draw. `system_prompt=None` uses DEFAULT_SYSTEM_PROMPT;
     "" sends no system message. `concurrency` bounds the trajectories in flight (default: the
     client's request concurrency); the per-trajectory clock starts once a trajectory is admitted,
-    so queueing behind other trajectories never counts against its timeout.
+    so queueing behind other trajectories never counts against its timeout. With a store,
+    `retry_failed` generates again the samples that ended in an error or a timeout (say, an outage)
+    instead of reusing them; only finished samples are reused.
     """
 
     def __init__(self, client: LLMClient, tools: Sequence[Tool], n: int = 1, max_steps: int = 20,
                  temperature: float | None = None, seed: int | None = None, system_prompt: str | None = None,
                  trajectory_timeout_s: float = 600.0, tool_timeout_s: float | None = 60.0,
                  concurrency: int | None = None, intervention: Policy | None = None,
-                 helper: Any = None) -> None:
+                 helper: Any = None, retry_failed: bool = True) -> None:
         if n < 1:
             raise BonError(f"generator.n must be >= 1, got {n}")
         if max_steps < 1:
@@ -154,6 +156,7 @@ class AgentGenerator:
                            "(intervention.helper: a stronger model, or kind=terminal)")
         self.intervention = intervention
         self.helper = helper
+        self.retry_failed = retry_failed
         self._files: dict[str, Path | None] = {}
         self._workspace: Path | None = None
 
@@ -199,12 +202,31 @@ class AgentGenerator:
             ep.stop("timeout", "timeout", f"the trajectory took longer than {self.trajectory_timeout_s:g} s")
         return self._trajectory(task, sample, ep, time.perf_counter() - started)
 
-    async def _loop(self, task: Task, sample: int, ep: _Episode) -> None:
+    def params(self, sample: int) -> dict[str, Any]:
+        """The sampling parameters of every call of one sample (they reach the cache key)."""
         params: dict[str, Any] = {}
         if self.temperature is not None:
             params["temperature"] = self.temperature
         if self.seed is not None:
             params["seed"] = self.seed + sample
+        return params
+
+    async def first_call_cached(self, task: Task, sample: int) -> bool:
+        """Whether the sample's first model call is already in the response cache (for the run's plan;
+        later calls depend on the replies, so they cannot be known before)."""
+        return await self.client.cached(self.opening(task), self.schemas or None, sample, **self.params(sample))
+
+    def todo(self, tasks: Iterable[Task], stored: dict[tuple[str, int], Trajectory]) -> list[tuple[Task, int]]:
+        """The (task, sample) pairs to generate: those not in `stored`, or failed there (retry_failed)."""
+        return [(t, s) for t in tasks for s in range(self.n) if not self._reusable(stored.get((t.id, s)))]
+
+    def _reusable(self, stored: Trajectory | None) -> bool:
+        if stored is None:
+            return False
+        return not (self.retry_failed and stored.metadata.get("stop_reason") in FAILED_STOPS)
+
+    async def _loop(self, task: Task, sample: int, ep: _Episode) -> None:
+        params = self.params(sample)
         context = ToolContext(task=task, sample=sample, files_dir=self.files_dir(task))
         for step in range(self.max_steps):
             actor = await self._who_acts(task, sample, step, ep)
@@ -289,8 +311,13 @@ class AgentGenerator:
         if store is not None and not isinstance(store, TrajectoryStore):
             store = TrajectoryStore(store)
         stored = store.load() if store is not None else {}
-        results = {(t.id, s): stored[(t.id, s)] for t in tasks for s in range(self.n) if (t.id, s) in stored}
-        todo = [(t, s) for t in tasks for s in range(self.n) if (t.id, s) not in results]
+        todo = self.todo(tasks, stored)
+        again = {(t.id, s) for t, s in todo}
+        results = {(t.id, s): stored[(t.id, s)] for t in tasks for s in range(self.n)
+                   if (t.id, s) in stored and (t.id, s) not in again}
+        retried = sum(key in stored for key in again)
+        if retried:
+            log.info("%s: generating again %d sample(s) that ended in an error or a timeout", store, retried)
         for task in {t.id: t for t, _ in todo}.values():
             self.files_dir(task)  # a missing attachment fails here, before any call is made
         other = sorted({str(t.metadata.get("model")) for t in results.values()} - {self.client.model})
@@ -317,9 +344,17 @@ class AgentGenerator:
             async with asyncio.TaskGroup() as group:
                 for task, sample in todo:
                     group.create_task(one(task, sample))
+        except* BonError as stop:  # the endpoint is down (bon.llm.guards): one line, not a group
+            raise _first(stop) from None
         finally:
             bar.close()
         return [results[(t.id, s)] for t in tasks for s in range(self.n)]
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The first leaf exception of a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _with_call_ids(message: dict[str, Any], step: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -63,6 +63,12 @@ class _Sample:
     calls: tuple[CallResult, ...]
 
 
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The first leaf exception of a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def vote(labels: Iterable[int]) -> int | None:
     """The most frequent label; a tie goes to the earliest tied label in CONSERVATIVE_ORDER.
     None when there are no labels."""
@@ -122,15 +128,25 @@ class LLMJudge:
         """Judgements for all trajectories, in their order."""
         return [r.judgement for r in await self.assess_all(trajectories, progress)]
 
-    async def assess(self, trajectory: Trajectory) -> JudgeResult:
-        """Like `judge`, with the votes, re-asks and token counts in `meta`."""
+    def request(self, trajectory: Trajectory) -> tuple[list[dict[str, Any]], list[int]]:
+        """The messages sent to the judge for a trajectory, and the steps it must label."""
         steps = trajectory.step_indices if self.mode == "prm" else []
         metadata = trajectory.metadata or {}
         errors = {str(c.get("id")): str(c["error_kind"]) for c in metadata.get("tool_calls") or []
                   if isinstance(c, Mapping) and c.get("error_kind")}
         text = prompts.build(self.template, trajectory.messages, steps, tools=metadata.get("tools"),
                              max_chars=self.max_chars, tool_errors=errors)
-        messages = [{"role": "user", "content": text}]
+        return [{"role": "user", "content": text}], steps
+
+    async def cached(self, trajectory: Trajectory) -> int:
+        """How many of the trajectory's first-round calls (one per sample) the response cache answers."""
+        messages, _ = self.request(trajectory)
+        hits = [await self.client.cached(messages, sample=i, **self.params) for i in range(self.samples)]
+        return sum(hits)
+
+    async def assess(self, trajectory: Trajectory) -> JudgeResult:
+        """Like `judge`, with the votes, re-asks and token counts in `meta`."""
+        messages, steps = self.request(trajectory)
         runs = await asyncio.gather(*(self._sample(messages, steps, i) for i in range(self.samples)))
         return self._combine(list(runs), steps)
 
@@ -160,9 +176,13 @@ class LLMJudge:
             return result
 
         try:
-            return list(await asyncio.gather(*(one(t) for t in trajectories)))
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(t)) for t in trajectories]
+        except* BonError as stop:  # the endpoint is down (bon.llm.guards): stop at once, one line
+            raise _first(stop) from None
         finally:
             bar.close()
+        return [t.result() for t in tasks]
 
     # -- internals
     async def _call(self, messages: list[dict[str, Any]], sample: int) -> CallResult:

@@ -95,6 +95,40 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._broken = False
+        if mode != "off":
+            self._check_usable()
+
+    def _check_usable(self) -> None:
+        """Refuse an unusable cache before any call is made (a call made first would be paid for twice)."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise BonError(f"cache.dir {self.dir} is a file, not a directory; point cache.dir at a directory "
+                           f"(or set cache.mode=off)")
+        if self.writable:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BonError(f"cannot create cache.dir {self.dir}: {exc.strerror}; point cache.dir at a "
+                               f"writable directory (or set cache.mode=off)") from None
+        if self.path.exists() and not self.path.is_file():
+            raise BonError(f"response cache {self.path} is not a file; move it away or set cache.mode=off")
+        if self.path.exists():
+            try:
+                with self._lock:
+                    self._connection().execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.DatabaseError as exc:
+                self.close()
+                raise BonError(self._damaged(exc)) from None
+
+    def _damaged(self, exc: Exception) -> str:
+        return (f"response cache {self.path} is damaged ({exc}); delete it (its responses will be fetched again) "
+                f"or run with cache.mode=off")
+
+    def _give_up(self, exc: sqlite3.DatabaseError) -> None:
+        """Damage found mid-run: say so once, then run on without the cache (calls go to the API)."""
+        if not self._broken:
+            self._broken = True
+            log.error("%s; the rest of this run makes its calls without the cache", self._damaged(exc))
 
     @property
     def readable(self) -> bool:
@@ -141,10 +175,16 @@ class ResponseCache:
     # -- sync API
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored response for `key`, or None (also when the mode does not read)."""
-        if not self.readable or (self._conn is None and not self.path.exists()):
+        if not self.readable or self._broken or (self._conn is None and not self.path.exists()):
             return None  # a read-only cache never creates the file
-        with self._lock:
-            row = self._connection().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        try:
+            with self._lock:
+                row = self._connection().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:  # OperationalError (a lock held past busy_timeout) is raised
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            self._give_up(exc)
+            return None
         if row is None:
             return None
         try:
@@ -155,13 +195,18 @@ class ResponseCache:
 
     def put(self, key: str, model: str, value: Mapping[str, Any]) -> None:
         """Store one complete response (atomically; replaces an older row for the same key)."""
-        if not self.writable:
+        if not self.writable or self._broken:
             return
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-        with self._lock:
-            self._connection().execute(
-                "INSERT OR REPLACE INTO responses (key, model, created, value) VALUES (?, ?, ?, ?)",
-                (key, model, time.time(), text))
+        try:
+            with self._lock:
+                self._connection().execute(
+                    "INSERT OR REPLACE INTO responses (key, model, created, value) VALUES (?, ?, ?, ?)",
+                    (key, model, time.time(), text))
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            self._give_up(exc)
 
     def __len__(self) -> int:
         if not self.path.exists():

@@ -17,11 +17,14 @@ from typing import Any, Literal, Mapping, Sequence
 
 from bon.errors import BonError
 from bon.llm.cache import ResponseCache, cache_key
+from bon.llm.guards import DEFAULT_BREAKER_AFTER, Breaker, Budget, endpoint_of
 from bon.llm.limits import Limiter
 from bon.llm.retry import Failure, RetryPolicy
-from bon.llm.transport import WorkerPool, attempt_here, close_litellm_clients
+from bon.llm.transport import WorkerPool, attempt_here, close_litellm_clients, import_litellm
 
 log = logging.getLogger(__name__)
+# One line per failed call: meant for the run's log file (bon.live keeps it off the terminal).
+call_log = logging.getLogger("bon.llm.calls")
 
 # Sent as the key when a custom api_base is used without api_key_env, so that the provider's
 # default key (e.g. OPENAI_API_KEY) is never sent to a local or third-party server by accident.
@@ -93,6 +96,8 @@ class Stats:
     unpriced: int = 0
     saved_cost_usd: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)
+    failure_example: dict[str, str] = field(default_factory=dict)  # kind -> the last such call's error
+    unpriced_models: list[str] = field(default_factory=list)
 
     def add(self, r: CallResult) -> None:
         self.calls += 1
@@ -101,6 +106,7 @@ class Stats:
         else:
             self.failed += 1
             self.failures[r.reason or "error"] = self.failures.get(r.reason or "error", 0) + 1
+            self.failure_example[r.reason or "error"] = (r.error or "")[:300]
         if r.cached:
             self.cache_hits += 1
             self.saved_cost_usd += r.cost_usd or 0.0
@@ -111,18 +117,23 @@ class Stats:
         self.completion_tokens += r.completion_tokens
         if r.cost_usd is None:
             self.unpriced += r.ok
+            if r.ok and r.model not in self.unpriced_models:
+                self.unpriced_models.append(r.model)
         else:
             self.cost_usd += r.cost_usd
 
     def merge(self, other: "Stats") -> "Stats":
         """A new Stats summing both (e.g. a stage's judge and generator clients)."""
-        out = Stats(**{k: v for k, v in asdict(self).items() if k != "failures"})
+        mapped = ("failures", "failure_example", "unpriced_models")
+        out = Stats(**{k: v for k, v in asdict(self).items() if k not in mapped})
         for k, v in asdict(other).items():
-            if k != "failures":
+            if k not in mapped:
                 setattr(out, k, getattr(out, k) + v)
         out.failures = dict(self.failures)
         for k, v in other.failures.items():
             out.failures[k] = out.failures.get(k, 0) + v
+        out.failure_example = {**self.failure_example, **other.failure_example}
+        out.unpriced_models = list(dict.fromkeys(self.unpriced_models + other.unpriced_models))
         return out
 
     @property
@@ -133,8 +144,10 @@ class Stats:
         """Compact fields for tqdm's set_postfix (the bar itself counts done)."""
         tok = self.tokens
         tok_s = f"{tok / 1e6:.1f}M" if tok >= 1e6 else f"{tok / 1e3:.1f}k" if tok >= 1e3 else str(tok)
-        cost = f"${self.cost_usd:.4f}" + ("+?" if self.unpriced else "")
-        return {"failed": str(self.failed), "cached": str(self.cache_hits), "tok": tok_s, "cost": cost}
+        out = {"failed": str(self.failed), "cached": str(self.cache_hits), "tok": tok_s}
+        if self.unpriced and not self.cost_usd:
+            return {**out, "cost": "unpriced"}  # the plan line said which model and how to price it
+        return {**out, "cost": f"${self.cost_usd:.4f}" + ("+unpriced" if self.unpriced else "")}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -147,7 +160,11 @@ class Stats:
 
 def format_usage(stage: str, st: Mapping[str, Any]) -> str:
     """One printed line for a stage's `Stats.to_dict()`: calls, failures, cache hits, tokens, dollars."""
-    cost = f"${st['cost_usd']:.4f}" + (f" (+{st['unpriced']} calls of unknown price)" if st["unpriced"] else "")
+    cost = f"${st['cost_usd']:.4f}"
+    if st["unpriced"]:
+        models = ", ".join(st.get("unpriced_models") or []) or "?"
+        cost = (f"cost unknown ({models} has no price)" if not st["cost_usd"] else
+                f"{cost} + {st['unpriced']} calls of unknown price ({models})")
     return (f"{stage}: {st['calls']} calls ({st['failed']} failed, {st['cache_hits']} cached, {st['retries']} "
             f"retries), {st['prompt_tokens'] + st['completion_tokens']} tokens, {cost}")
 
@@ -172,6 +189,9 @@ class LLMClient:
     `prices` ({input_per_mtok, output_per_mtok} in USD) take precedence over litellm's price data.
     `workers` > 0 makes the HTTP attempts in that many worker processes (bon.llm.transport): worth it
     only when litellm's CPU cost per call, not the server, limits the throughput.
+    `breaker` (or a new one tripping after `breaker_after` requests) stops the run when the endpoint
+    never answers; `budget` caps the run's spending (both in bon.llm.guards; share them between
+    clients of one endpoint / one run). `role` ("generator", "judge") names the config in messages.
     """
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
@@ -180,7 +200,8 @@ class LLMClient:
                  max_delay_s: float = 60.0, cache: ResponseCache | None = None,
                  prices: Mapping[str, Any] | None = None, limiter: Limiter | None = None,
                  stats: Stats | None = None, jitter_seed: int | None = None, workers: int = 0,
-                 **params: Any) -> None:
+                 breaker: Breaker | None = None, breaker_after: int = DEFAULT_BREAKER_AFTER,
+                 budget: Budget | None = None, role: str | None = None, **params: Any) -> None:
         if max_attempts < 1:
             raise BonError("max_attempts must be >= 1")
         if timeout <= 0:
@@ -208,6 +229,11 @@ class LLMClient:
         self.params = dict(params)
         self._rng = random.Random(jitter_seed)
         self.pool = WorkerPool(workers) if workers else None
+        self.endpoint = endpoint_of(model, api_base)
+        self.breaker = breaker or Breaker(self.endpoint, breaker_after)
+        self.budget = budget
+        self.role = role
+        self.unpriced_noted = False
 
     def __repr__(self) -> str:  # never shows the key
         return (f"LLMClient(model={self.model!r}, api_base={self.api_base!r}, api_key_env={self.api_key_env!r}, "
@@ -272,15 +298,29 @@ class LLMClient:
         attempt = 0
         while True:
             attempt += 1
-            async with self.limiter.slot():
+            self.breaker.check()  # raises once the endpoint is known to be down
+            budget = self.budget
+            if budget is not None and budget.refuses():  # refused before queueing for a slot...
+                return self._failed(Failure("budget", False, budget.why()), attempt - 1, 0.0, started)
+            async with self.limiter.slot() as lease:
+                self.breaker.check()
+                if budget is not None and not budget.admit():  # ...and when about to send (spent meanwhile)
+                    return self._failed(Failure("budget", False, budget.why()), attempt - 1, 0.0, started)
                 t0 = time.perf_counter()
                 if self.pool is not None:
-                    fields, failure = await self.pool.attempt(kwargs, self.timeout)
+                    fields, failure = await self.pool.attempt(kwargs, self.timeout, lease.sent)
                 else:
-                    fields, failure = await attempt_here(kwargs, self.timeout)
+                    fields, failure = await attempt_here(kwargs, self.timeout, lease.sent)
                 latency = time.perf_counter() - t0
+            self.breaker.record(failure, f"{self.role or 'model'} {self.model}")
             if failure is None:
-                return self._result(fields, attempt, latency, started)
+                result = self._result(fields, attempt, latency, started)
+                if self.budget is not None:
+                    self.budget.charge(result.cost_usd)
+                if result.cost_usd is None and not self.unpriced_noted:
+                    self.unpriced_noted = True
+                    log.warning(self.unpriced_hint())
+                return result
             delay = self.policy.delay(attempt, failure, self._rng)
             if delay is None:
                 return self._failed(failure, attempt, latency, started)
@@ -293,7 +333,7 @@ class LLMClient:
         if failure.retry_after is not None and failure.retry_after > self.policy.max_delay:
             message = (f"server asked to retry after {failure.retry_after:.0f}s, more than max_delay_s="
                        f"{self.policy.max_delay:g}: {message}")
-        log.info("%s: call failed after %d attempt(s): %s: %s", self.model, attempts, failure.kind, message[:300])
+        call_log.info("%s: call failed after %d attempt(s): %s: %s", self.model, attempts, failure.kind, message[:300])
         return CallResult(status="failed", model=self.model, attempts=attempts, latency_s=latency,
                           wall_s=time.perf_counter() - started, reason=failure.kind, error=message)
 
@@ -308,6 +348,38 @@ class LLMClient:
                           completion_tokens=fields["completion_tokens"], latency_s=latency,
                           wall_s=time.perf_counter() - started, cost_usd=cost, attempts=attempts,
                           reasoning=fields.get("reasoning"))
+
+    def price_known(self) -> bool:
+        """Whether responses will be priced: `prices` were given, or litellm's price map knows the model."""
+        if self.prices is not None:
+            return True
+        try:
+            prompt, completion = import_litellm().cost_per_token(model=self.model, prompt_tokens=1000,
+                                                                  completion_tokens=1000)
+        except Exception:  # noqa: BLE001 - litellm raises a bare Exception for unmapped models
+            return False
+        return bool(prompt or completion)
+
+    def unpriced_hint(self, roles: Sequence[str] = ()) -> str:
+        """One line: this model has no price, tokens are counted, and how to set one (for `roles`)."""
+        if not roles and self.role is None:  # a client made in code, not from a run's config
+            return (f"no price known for model {self.model}: its cost is not counted, only its tokens; pass "
+                    f"prices={{'input_per_mtok': <USD>, 'output_per_mtok': <USD>}} to LLMClient to count it")
+        first, *others = list(roles) or [self.role]
+        also = f" (and {', '.join(f'{r}.prices' for r in others)} likewise)" if others else ""
+        return (f"no price known for model {self.model}: its cost is not counted, only its tokens; to count it "
+                f"set {first}.prices='{{input_per_mtok: <USD>, output_per_mtok: <USD>}}'{also}")
+
+    async def cached(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None,
+                     sample: int = 0, **params: Any) -> bool:
+        """Whether `complete` with these arguments would be answered by the cache (no request)."""
+        if self.cache is None:
+            return False
+        key = cache_key(self.model, messages, list(tools) if tools else None, {**self.params, **params}, sample)
+        try:
+            return await self.cache.aget(key) is not None
+        except sqlite3.Error:
+            return False
 
     def _scrub(self, text: str) -> str:
         """Remove the API key from text that may be logged or stored."""

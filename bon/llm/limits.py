@@ -5,21 +5,30 @@ waits for rate budget. So at most `concurrency` tasks ever poll the throttler, h
 queued, and a retry goes through both again (the client takes a new slot for every attempt and
 holds none while it backs off).
 
-The rate limit must hold where the provider counts: at its server. A plain throttler counts a
-request when it is admitted, but it reaches the server later: litellm spends a few ms of CPU on
-each request, so the last of a burst admitted together leaves ~0.1-0.2 s after the first, and on a
-cold start (litellm's first call, new connections) we measured 0.4-0.5 s. The next period's
-requests then crowd into the server's window of the previous burst. So a request counts in the
-throttler's log from its completion (by then it has surely arrived), or from `hold_s` (2 s) after
-admission if it takes longer than that: the limit holds at the server as long as every request
-leaves within `hold_s` of its admission. That costs min(latency, hold_s) per period: at most 3.3%
-of the rate at 60 s.
+The rate limit must hold where the provider counts: at its server. Admission is not arrival:
+between the two lie litellm's import on the first call (5-11 s, during which the event loop is
+blocked), a worker process starting, litellm's lazy set-up during its first calls in a process
+(seconds on a loaded machine: we measured requests reaching the server >2 s after being handed to
+litellm), and then a few ms of litellm CPU per request (a burst admitted together leaves over
+~0.1-0.2 s). Dating a request from its admission let a request imported late arrive after its slot
+had already been given back: the server saw R+1 in one window. So the throttler logs each request
+as *undated* (it counts, and never expires) from admission until it completes, and dates it then;
+except that once litellm is warm (a call has returned in that process) the transport reports the
+moment it hands the request over (`Lease.sent`), and the request is dated `hold_s` (2 s) after that
+if it has not completed by then. Either way the date is no earlier than its arrival at the server,
+which is what keeps every server-side window at R (proof: of R+1 requests arriving within one
+period, the last admitted would have found the other R still dated inside the period).
+
+Cost: a warm request reserves budget for the period plus min(latency, hold_s) after it is sent, at
+least 60/62 = 97% of the rate at a 60 s period; the first wave of a process waits for its latency
+once. The bound relies on a warm request arriving within `hold_s` of being handed to litellm.
 """
 from __future__ import annotations
 
 import asyncio
 import bisect
 import contextlib
+import math
 import time
 from typing import AsyncIterator
 
@@ -32,25 +41,47 @@ DEFAULT_HOLD_S = 2.0
 class ArrivalThrottler(Throttler):
     """asyncio-throttle's sliding window, where a request counts from when it reached the server.
 
-    On admission the request is logged at the latest time it can arrive (admission + hold: a
-    request in flight never expires early); on completion it is re-dated to the completion time
-    if that is earlier. The log stays sorted, as Throttler.flush expects.
+    On admission the request is logged undated (+inf: it counts and cannot expire); `redate` moves
+    it to a finite time once known. The log stays sorted, as Throttler.flush expects.
     """
 
-    async def acquire(self, hold: float = DEFAULT_HOLD_S) -> float:  # type: ignore[override]
-        """Wait for budget; return the provisional time logged for this request."""
+    async def acquire(self) -> float:  # type: ignore[override]
+        """Wait for budget; log the request undated and return its entry."""
         await super().acquire()
-        provisional = self._task_logs.pop() + hold  # the entry super() just appended: its admission
-        bisect.insort(self._task_logs, provisional)
-        return provisional
+        self._task_logs.pop()  # the entry super() just appended: its admission time
+        self._task_logs.append(math.inf)  # +inf sorts last
+        return math.inf
 
-    def settle(self, provisional: float, arrived: float) -> None:
-        """Re-date one request to `arrived` (a no-op if its entry has already expired)."""
+    def redate(self, entry: float, when: float) -> float:
+        """Move one request's entry to min(entry, when); returns the new entry."""
+        new = min(entry, when)
+        if new == entry:
+            return entry
         try:
-            self._task_logs.remove(provisional)
-        except ValueError:
-            return
-        bisect.insort(self._task_logs, min(arrived, provisional))
+            self._task_logs.remove(entry)
+        except ValueError:  # already expired
+            return new
+        bisect.insort(self._task_logs, new)
+        return new
+
+
+class Lease:
+    """One admitted request. Call `sent(warm)` when the request is handed to the HTTP layer."""
+
+    def __init__(self, throttler: ArrivalThrottler | None, entry: float, hold_s: float) -> None:
+        self._throttler, self._entry, self._hold = throttler, entry, hold_s
+
+    def sent(self, warm: bool = True, when: float | None = None) -> None:
+        """The request is handed to litellm now (or at `when`, a time.monotonic()). If litellm is `warm`
+        it reaches the server within `hold_s`: count it until then. If not, it stays undated until done."""
+        if self._throttler is not None and warm:
+            t = time.monotonic() if when is None else when
+            self._entry = self._throttler.redate(self._entry, t + self._hold)
+
+    def done(self, when: float | None = None) -> None:
+        """The request has completed (it reached the server by now, if it ever left)."""
+        if self._throttler is not None:
+            self._entry = self._throttler.redate(self._entry, time.monotonic() if when is None else when)
 
 
 class Limiter:
@@ -90,17 +121,18 @@ class Limiter:
                                if self.rpm else None)
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one request slot: concurrency first, then rate budget."""
+    async def slot(self) -> AsyncIterator[Lease]:
+        """Hold one request slot: concurrency first, then rate budget. The caller reports through the
+        yielded Lease when the request is sent; until then (or until it completes) it counts undated."""
         self._bind()
         assert self._sem is not None
         async with self._sem:
             throttler = self._throttler
-            provisional = await throttler.acquire(self.hold_s) if throttler is not None else 0.0
+            entry = await throttler.acquire() if throttler is not None else 0.0
+            lease = Lease(throttler, entry, self.hold_s)
             self.in_flight += 1
             try:
-                yield
+                yield lease
             finally:
                 self.in_flight -= 1
-                if throttler is not None:
-                    throttler.settle(provisional, time.monotonic())
+                lease.done()

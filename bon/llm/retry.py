@@ -28,6 +28,7 @@ KINDS = {
     "bad_request": False,
     "bad_response": False,  # a 200 whose content we could not use (no choices): a model/API contract problem
     "error": False,  # anything unexpected (a bug or an unknown exception): never loop on it
+    "budget": False,  # not sent: the run's budget (bon.llm.guards.Budget) was reached
 }
 
 
@@ -111,6 +112,37 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it was raised from (`__cause__`/`__context__`), outermost first."""
+    out: list[BaseException] = []
+    while exc is not None and all(exc is not e for e in out):
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return out
+
+
+def _no_connection(exc: BaseException) -> BaseException | None:
+    """The innermost link in the chain saying the server could not be reached (refused, reset, DNS), if any.
+
+    litellm reports a refused connection as an InternalServerError (HTTP 500) for the openai/ and
+    hosted_vllm/ providers; only the exceptions it was raised from tell the truth. A timeout is not
+    one of these (it is classified as a timeout)."""
+    import socket
+
+    found = None
+    for link in _chain(exc):
+        if isinstance(link, (asyncio.TimeoutError, TimeoutError)) or "Timeout" in type(link).__name__:
+            return None
+        if isinstance(link, (ConnectionError, socket.gaierror)) or type(link).__name__ in _CONNECT_ERRORS:
+            found = link  # keep going: the innermost link names the cause best
+    return found
+
+
+# httpx, aiohttp and openai's names for "could not connect" (matched by name: no import needed).
+_CONNECT_ERRORS = frozenset({"ConnectError", "ClientConnectorError", "ClientConnectorDNSError",
+                             "ClientConnectorCertificateError", "ServerDisconnectedError", "APIConnectionError"})
+
+
 def classify(exc: BaseException) -> Failure:
     """Map an exception from litellm (or asyncio) to a Failure."""
     message = str(exc) or type(exc).__name__
@@ -157,6 +189,10 @@ def classify(exc: BaseException) -> Failure:
         return "error"
 
     kind = kind_of()
+    if kind in ("server_error", "error", "connection"):
+        cause = _no_connection(exc)
+        if cause is not None:  # name the real cause: "ConnectionRefusedError: [Errno 111] ..."
+            kind, message = "connection", f"{type(cause).__name__}: {cause or message}"
     if kind == "bad_request" and any(m in message.lower() for m in _CONTEXT_MARKERS):
         kind = "context_window"  # litellm recognises only some providers' wording
     retry_after = parse_retry_after(_headers(exc)) if kind in ("rate_limit", "server_error") else None

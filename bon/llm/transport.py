@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from bon.llm.retry import Failure, classify
 
@@ -46,6 +46,7 @@ def quiet_loggers() -> None:
 
 
 _litellm: Any = None
+_warm = False  # a litellm call has returned in this process: its lazy set-up is done
 _unpriced_models: set[str] = set()  # models litellm could not price once: do not ask again
 
 
@@ -63,16 +64,25 @@ def import_litellm() -> Any:
     return _litellm
 
 
-async def attempt_here(kwargs: dict[str, Any], timeout: float) -> Outcome:
-    """One `litellm.acompletion` in this process, its outcome as plain data."""
+async def attempt_here(kwargs: dict[str, Any], timeout: float,
+                       on_send: Callable[[bool], None] | None = None) -> Outcome:
+    """One `litellm.acompletion` in this process, its outcome as plain data. `on_send(warm)` is called
+    just before the request is handed to litellm (after its import), for the rate limiter; `warm` says
+    whether litellm has already returned from a call in this process (before that, its first calls
+    spend seconds on lazy set-up before anything is sent)."""
+    global _warm
     litellm = import_litellm()
+    if on_send is not None:
+        on_send(_warm)
     try:
         async with asyncio.timeout(timeout + TIMEOUT_GRACE_S):
             response = await litellm.acompletion(**kwargs)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure of the API call becomes data
+        _warm = True
         return None, classify(exc)
+    _warm = True
     fields = response_fields(response, str(kwargs.get("model")))
     if fields is None:
         return None, Failure("bad_response", False, "the response has no choices/message")
@@ -137,9 +147,10 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers if w.alive]
 
-    async def attempt(self, kwargs: dict[str, Any], timeout: float) -> Outcome:
+    async def attempt(self, kwargs: dict[str, Any], timeout: float,
+                      on_send: Callable[[bool], None] | None = None) -> Outcome:
         worker = await self._pick()
-        return await worker.attempt(kwargs, timeout)
+        return await worker.attempt(kwargs, timeout, on_send)
 
     async def _pick(self) -> "_Worker":
         if self._lock is None:
@@ -167,21 +178,26 @@ class _Worker:
         self.proc = proc
         self.pid = proc.pid
         self.pending: dict[int, asyncio.Future] = {}
+        self.warm = False  # it has answered an attempt: litellm's lazy set-up is done there
         self._ids = itertools.count()
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
     async def start(cls) -> "_Worker":
+        """Start a worker and wait until it has imported litellm (its first line says so), so that an
+        attempt handed to it is sent at once: the rate limiter dates requests from that moment."""
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bon.llm.worker",
                                                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                     limit=LINE_LIMIT)
+        await proc.stdout.readline()  # {"ready": true}, or b"" if it died (then the reader sees it)
         return cls(proc)
 
     @property
     def alive(self) -> bool:
         return self.proc.returncode is None and not self._reader.done()
 
-    async def attempt(self, kwargs: dict[str, Any], timeout: float) -> Outcome:
+    async def attempt(self, kwargs: dict[str, Any], timeout: float,
+                      on_send: Callable[[bool], None] | None = None) -> Outcome:
         request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
@@ -189,6 +205,8 @@ class _Worker:
             self.pending.pop(request_id)
             return None, Failure("connection", True, f"worker process {self.pid} stopped answering")
         try:
+            if on_send is not None:
+                on_send(self.warm)
             self._send({"id": request_id, "kwargs": kwargs, "timeout": timeout})
             await self.proc.stdin.drain()
             async with asyncio.timeout(timeout + 2 * TIMEOUT_GRACE_S):
@@ -218,6 +236,7 @@ class _Worker:
         try:
             while line := await self.proc.stdout.readline():
                 reply = json.loads(line)
+                self.warm = True
                 future = self.pending.get(reply["id"])
                 if future is None or future.done():
                     continue  # cancelled meanwhile

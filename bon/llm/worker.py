@@ -1,9 +1,10 @@
 """A worker process of `bon.llm.transport.WorkerPool`: makes the attempts its parent sends it.
 
-Protocol, one JSON object per line: the parent writes `{"id", "kwargs", "timeout"}` (an attempt:
-litellm.acompletion keyword arguments) or `{"cancel": id}` on stdin; the worker answers each attempt
-with `{"id", "fields"}` or `{"id", "failure"}` on stdout. End of stdin means stop: the worker cancels
-what is in flight, closes litellm's sessions and exits. Anything else written to stdout (a stray print
+Protocol, one JSON object per line: once litellm is imported the worker writes `{"ready": true}`;
+the parent writes `{"id", "kwargs", "timeout"}` (an attempt: litellm.acompletion keyword arguments)
+or `{"cancel": id}` on stdin; the worker answers each attempt with `{"id", "fields"}` or
+`{"id", "failure"}` on stdout. End of stdin means stop: the worker cancels what is in flight,
+closes litellm's sessions and exits. Anything else written to stdout (a stray print
 from a library) goes to stderr instead, so it cannot corrupt the protocol.
 """
 from __future__ import annotations
@@ -38,6 +39,8 @@ async def serve(read_fd: int, write_fd: int) -> None:
         await writer.drain()
 
     import_litellm()  # before the first request: its seconds are not charged to an attempt
+    writer.write(json.dumps({"ready": True}).encode() + b"\n")  # the parent waits for this line
+    await writer.drain()
     try:
         while line := await reader.readline():
             request = json.loads(line)

@@ -14,12 +14,21 @@ listed in `Episode.anomalies`):
 - an `em` that disagrees with the reward the environment logged: kept (em is the task reward).
 Anything else that breaks the structure is a BonError naming the file, the line and what was expected.
 
+A step tree (`strategyqa/test_data/localgpt_*.jsonl`: one JSON object, not JSONL) is read by `load_tree`;
+`load_episodes` recognises it. Its keys are `"(idx, 'path')"` (path: one `0` agent / `1` human character
+per step so far), a node holds that step's text and a leaf the string of a tuple `(last step, em, f1)`; each
+leaf becomes one episode (its `node` is the key). The tree has no question text: `question` is
+`idx <n>` until `with_question_texts` names it.
+
 Questions: the collaboration data carries `idx`, and the question text of one idx can differ between
 episodes (a typo, "WouldL"), so episodes are grouped by idx. The ReHAC results files have no idx; their
 questions are all distinct, so they are grouped by question text (each episode is its own question).
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
+import json
 import math
 import re
 from collections import Counter
@@ -68,11 +77,12 @@ class Episode:
     preamble: str | None = None
     logged_reward: float | None = None
     anomalies: tuple[str, ...] = ()
+    node: str | None = None  # the leaf's key in a step tree ("(idx, 'path')"), None for a JSONL record
 
     @property
     def key(self) -> str:
-        """Stable name of the episode: file name and line."""
-        return f"{Path(self.source).name}:{self.line}"
+        """Stable name of the episode: file name and line (or tree key)."""
+        return f"{Path(self.source).name}:{self.node or self.line}"
 
     @property
     def question_id(self) -> str:
@@ -288,14 +298,139 @@ def parse_record(record: dict[str, Any], source: str, line: int) -> Episode:
 
 
 def load_episodes(path: Path | str) -> list[Episode]:
-    """Every episode of one ReHAC JSONL file, in file order."""
+    """Every episode of one ReHAC JSONL file (or step tree, see `load_tree`), in file order."""
     path = Path(path)
     if not path.is_file():
         raise BonError(f"ReHAC episode file not found: {path}")
+    if _is_tree(path):
+        return load_tree(path)
     episodes = [parse_record(record, str(path), line) for line, record in jsonl.read(path)]
     if not episodes:
         raise BonError(f"{path}: no episodes (the file is empty)")
     return episodes
+
+
+_UNNAMED = "idx {}"  # a tree leaf's question until with_question_texts names it
+
+
+def unnamed(ep: Episode) -> bool:
+    """True for a step-tree episode whose question text is still unknown (see with_question_texts)."""
+    return ep.node is not None and ep.question == _UNNAMED.format(ep.idx)
+
+
+_TREE_KEY = re.compile(r"\((\d+), '([01]+)'\)$")
+ACTOR_CODES = {"0": AGENT, "1": HUMAN}
+
+
+def _is_tree(path: Path) -> bool:
+    """A step tree is one JSON object whose first key is "(idx, 'path')" (a JSONL record starts with a field)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            head = handle.read(256)
+    except (OSError, UnicodeDecodeError):
+        return False  # the JSONL reader names the problem
+    return re.match(r'\s*\{\s*"\(', head) is not None
+
+
+def _leaf(value: Any, where: str) -> tuple[str, float, float]:
+    try:
+        parsed = ast.literal_eval(value) if isinstance(value, str) else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        parsed = None
+    if not isinstance(parsed, tuple) or len(parsed) != 3 or not isinstance(parsed[0], str):
+        raise BonError(f"{where}: a leaf must be the string of a tuple (trajectory, em, f1), got {str(value)[:60]!r}")
+    return parsed[0], _number(parsed[1], "em", where), _number(parsed[2], "f1", where)
+
+
+def load_tree(path: Path | str) -> list[Episode]:
+    """Every root-to-leaf path of a ReHAC step tree as an episode, questions in order of first appearance.
+
+    Errors name the file and the key: a key that is not "(idx, 'path')", a value that is not a string, a
+    node whose parent is missing, or a leaf that is not "(trajectory, em, f1)".
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except OSError as exc:
+        raise BonError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise BonError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise BonError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict) or not data:
+        raise BonError(f"{path}: a step tree must be one non-empty JSON object with keys \"(idx, 'path')\"")
+    lines: dict[str, int] = {}  # each key's line, for errors (the release is pretty-printed: one key a line)
+    for n, line in enumerate(text.split("\n"), 1):
+        match = re.match(r'\s*[{,]?\s*("(?:[^"\\]|\\.)*")\s*:', line)
+        if match:
+            lines.setdefault(json.loads(match.group(1)), n)
+
+    def where(key: str) -> str:
+        return f"{path}:{lines.get(key, 1)}: key \"{key}\""
+
+    nodes: dict[tuple[int, str], str] = {}
+    for key, value in data.items():
+        match = _TREE_KEY.match(key)
+        if not match:
+            raise BonError(f"{where(key)} is not \"(idx, 'path')\" with path made of 0 (agent) and 1 (human)")
+        if not isinstance(value, str):
+            raise BonError(f"{where(key)}: expected a string, got {type(value).__name__}")
+        nodes[(int(match.group(1)), match.group(2))] = value
+    inner = {(idx, p[:k]) for idx, p in nodes for k in range(1, len(p))}
+    episodes = []
+    for (idx, p), value in nodes.items():
+        if (idx, p) in inner:
+            continue
+        key = f"({idx}, '{p}')"
+        missing = next((p[:k] for k in range(1, len(p)) if (idx, p[:k]) not in nodes), None)
+        if missing is not None:
+            raise BonError(f"{where(key)}: its earlier step \"({idx}, '{missing}')\" is missing")
+        last, em, f1 = _leaf(value, where(key))
+        texts = [nodes[(idx, p[:k])] for k in range(1, len(p))] + [last]
+        trajectory = f"Question: {_UNNAMED.format(idx)}\n" + "".join(
+            f"<solver> {ACTOR_CODES[code]}\n{text.rstrip()}\n" for code, text in zip(p, texts))
+        question, _, steps, anomalies, logged = parse_trajectory(trajectory, where(key))
+        if logged is not None and logged != em:
+            anomalies.append(f"em {em:g} differs from the logged reward {logged:g}")
+        episodes.append(Episode(str(path), lines.get(key, 1), question, steps, em, f1, idx, None, logged,
+                                tuple(anomalies), node=key))
+    order = {idx: i for i, idx in enumerate(dict.fromkeys(idx for idx, _ in nodes))}
+    return sorted(episodes, key=lambda ep: order[ep.idx])
+
+
+def with_question_texts(episodes: Sequence[Episode], texts: dict[str, str]) -> list[Episode]:
+    """The episodes with their question's text from `texts` (by question_id; a step tree has none of its own)."""
+    return [dataclasses.replace(ep, question=texts[ep.question_id]) if ep.question_id in texts else ep
+            for ep in episodes]
+
+
+def match_to_tree(logged: Sequence[Episode], tree: Sequence[Episode]) -> list[Episode]:
+    """The tree leaf each logged episode replays: the same actors and the same step texts, hence its question.
+
+    A policy run in ReHAC's replay environment walks the tree, so every episode must match exactly one
+    leaf with the same em and f1; anything else is an error naming the episode's file and line.
+    """
+    leaves: dict[tuple[Step, ...], list[Episode]] = {}
+    for leaf in tree:
+        leaves.setdefault(leaf.steps, []).append(leaf)
+    tree_name = Path(tree[0].source).name if tree else "the tree"
+    out = []
+    for ep in logged:
+        found = leaves.get(ep.steps, [])
+        where = f"{ep.source}:{ep.line}"
+        if not found:
+            raise BonError(f"{where}: the episode follows no path of {tree_name} (no leaf has its actors and step "
+                           f"texts); was it run on those questions?")
+        if len({leaf.question_id for leaf in found}) > 1:
+            raise BonError(f"{where}: the episode matches leaves of several questions of {tree_name} "
+                           f"({', '.join(leaf.key for leaf in found)})")
+        leaf = found[0]
+        if (leaf.em, leaf.f1) != (ep.em, ep.f1):
+            raise BonError(f"{where}: the episode replays {leaf.key} but its em/f1 {ep.em:g}/{ep.f1:g} differ "
+                           f"from the tree's {leaf.em:g}/{leaf.f1:g}")
+        out.append(leaf)
+    return out
 
 
 def group_questions(episodes: Iterable[Episode]) -> list[Question]:

@@ -96,32 +96,52 @@ def summarise(name: str, kind: str, t: np.ndarray, c: np.ndarray, steps: np.ndar
             "by_lambda": by_lambda}
 
 
-def evaluate_policy(questions: Sequence[Question], policy: Policy, reward: str, lambdas: Sequence[float],
-                    behaviour: str, rate: float | None, confidence: float = 0.95, n_resamples: int = 9999,
-                    seed: int = 0) -> dict[str, Any]:
-    """The policy's row: coverage, matching episodes, ESS, probability mass logged, T, C, rate, R(lambda)."""
-    t, c, steps = [], [], []
-    matching = 0
-    ess = mass = 0.0
+def per_question(questions: Sequence[Question], policy: Policy, reward: str, behaviour: str,
+                 rate: float | None) -> dict[str, dict[str, float]]:
+    """The policy's value on each question it covers: {question id: {t, c, steps, n_matching, ess, mass}}."""
+    out = {}
     for q in questions:
         w = weights(q, policy, behaviour, rate)
         total = float(w.sum())
         # mass: the policy's probability of producing one of the logged actor sequences (1 on a complete tree)
         distinct = {ep.actors: ep for ep in q.episodes}
-        mass += sum(policy.prob(ep) for ep in distinct.values())
+        mass = sum(policy.prob(ep) for ep in distinct.values())
         if total <= 0:
+            out[q.id] = {"mass": mass}
             continue
         w = w / total
-        matching += int(np.count_nonzero(w))
-        ess += effective_sample_size(w)
-        t.append(float(np.dot(w, [ep.task_reward(reward) for ep in q.episodes])))
-        c.append(float(np.dot(w, [ep.n_human for ep in q.episodes])))
-        steps.append(float(np.dot(w, [ep.n_steps for ep in q.episodes])))
+        out[q.id] = {"t": float(np.dot(w, [ep.task_reward(reward) for ep in q.episodes])),
+                     "c": float(np.dot(w, [ep.n_human for ep in q.episodes])),
+                     "steps": float(np.dot(w, [ep.n_steps for ep in q.episodes])),
+                     "n_matching": int(np.count_nonzero(w)), "ess": effective_sample_size(w), "mass": mass}
+    return out
+
+
+def evaluate_policy(questions: Sequence[Question], policy: Policy, reward: str, lambdas: Sequence[float],
+                    behaviour: str, rate: float | None, confidence: float = 0.95, n_resamples: int = 9999,
+                    seed: int = 0) -> dict[str, Any]:
+    """The policy's row: coverage, matching episodes, ESS, probability mass logged, T, C, rate, R(lambda)."""
+    values = per_question(questions, policy, reward, behaviour, rate)
+    covered = [v for v in values.values() if "t" in v]
     n_questions = len(questions)
-    return summarise(policy.name, "fixed", np.array(t), np.array(c), np.array(steps), lambdas, confidence,
+    column = lambda key: np.array([v[key] for v in covered], dtype=float)  # noqa: E731
+    return summarise(policy.name, "fixed", column("t"), column("c"), column("steps"), lambdas, confidence,
                      n_resamples, seed, deterministic=policy.deterministic, n_questions=n_questions,
-                     coverage=len(t) / n_questions if n_questions else 0.0, n_matching=matching,
-                     ess=ess, mass=mass / n_questions if n_questions else 0.0)
+                     coverage=len(covered) / n_questions if n_questions else 0.0,
+                     n_matching=sum(v["n_matching"] for v in covered), ess=sum(v["ess"] for v in covered),
+                     mass=sum(v["mass"] for v in values.values()) / n_questions if n_questions else 0.0)
+
+
+def paired_difference(a_t: np.ndarray, a_c: np.ndarray, b_t: np.ndarray, b_c: np.ndarray, lam: float,
+                      confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0) -> dict[str, Any]:
+    """R(a) - R(b) on the same questions (arrays aligned by question), with a bootstrap interval over questions."""
+    diff = (a_t - lam * a_c) - (b_t - lam * b_c)
+    low, high = interval(diff, confidence, n_resamples, seed)
+    n = int(diff.size)
+    return {"lambda": float(lam), "n_questions": n, "r_a": float((a_t - lam * a_c).mean()) if n else None,
+            "r_b": float((b_t - lam * b_c).mean()) if n else None, "diff": float(diff.mean()) if n else None,
+            "ci_low": low, "ci_high": high, "a_better": int(np.sum(diff > 1e-12)),
+            "b_better": int(np.sum(diff < -1e-12))}
 
 
 def evaluate_logged(name: str, questions: Sequence[Question], reward: str, lambdas: Sequence[float],

@@ -109,7 +109,36 @@ def from_config(cfg: Mapping[str, Any]) -> Selector:
         raise BonError(f"{where}: unknown field(s) {sorted(unknown)}; valid: name, extends, filters, rank, description")
     if "filters" not in cfg and "rank" not in cfg and "extends" not in cfg:
         return get(name)
-    base = get(cfg["extends"]) if cfg.get("extends") else Selector(name)
-    filters = tuple(_filter(f, where) for f in cfg["filters"]) if cfg.get("filters") is not None else base.filters
-    rank = tuple(_key(k, where) for k in cfg["rank"]) if cfg.get("rank") is not None else base.rank
-    return Selector(name, filters, rank, description=cfg.get("description") or base.description)
+    base = _base(cfg.get("extends"), name, where)
+    filters = tuple(_filter(f, where) for f in _parts(cfg, "filters", where)) if cfg.get("filters") is not None \
+        else base.filters
+    rank = tuple(_key(k, where) for k in _parts(cfg, "rank", where)) if cfg.get("rank") is not None else base.rank
+    selector = Selector(name, filters, rank, description=cfg.get("description") or base.description)
+    builtin = SELECTORS.get(name)
+    if builtin is not None and (builtin.filters, builtin.rank) != (selector.filters, selector.rank):
+        raise BonError(f"{where}: {name!r} is a built-in selector, and this config defines it differently, so reports "
+                       f"would show your selector under the built-in's name; give it a name of its own "
+                       f"(e.g. name: my_{name}), with `extends: {name}` to reuse the built-in's parts")
+    return selector
+
+
+def _base(extends: Any, name: str, where: str) -> Selector:
+    """The built-in a config extends (or an empty selector); only built-ins can be extended."""
+    if not extends:
+        return Selector(name)
+    if extends == name and name not in SELECTORS:
+        raise BonError(f"{where}: `extends: {name}` names the selector itself; extends takes a built-in selector: "
+                       f"{', '.join(sorted(SELECTORS))}")
+    if not isinstance(extends, str) or extends not in SELECTORS:
+        raise unknown_choice(f"selector in {where}: extends", extends, SELECTORS)
+    return SELECTORS[extends]
+
+
+def _parts(cfg: Mapping[str, Any], field: str, where: str) -> list[Any]:
+    """`filters` / `rank` as a list; one name or one inline mapping counts as a list of one."""
+    value = cfg[field]
+    if isinstance(value, (str, Mapping)):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise BonError(f"{where}: {field} must be a list of names or mappings, got {value!r}")
+    return list(value)

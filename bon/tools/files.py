@@ -11,10 +11,15 @@ stay inside it: absolute paths, `..` and symlinks that lead out are refused. Wha
 
 Long output is split into pages of about `page_chars` characters ("page i of n"); the rendered file
 is kept in a small cache, so asking for page 2 does not parse it again.
+
+Attachments are untrusted, so reading is bounded, not just what is shown: at most `max_columns`
+columns per row, `max_paragraphs` docx paragraphs and `max_cells` cells per file are read (a sheet's
+declared size is ignored), and what was left unread is said in a note. Parsing runs in a worker
+process (`bounded`) with `timeout` seconds and `memory_mb` of address space; running out of either is
+a `timeout` or `memory_limit` error. The `.` listing never follows a link out of the task's files.
 """
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import io
@@ -23,11 +28,13 @@ import os
 import re
 import zipfile
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bon.tools.base import BAD_ARGUMENTS, Tool, ToolContext, ToolResult, option
-from bon.tools.web import FetchError, page_starts, pdf_to_text
+from bon.tools import bounded
+from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult, option
+from bon.tools.web import MIN_MEMORY_MB, FetchError, html_to_markdown, page_starts, pdf_to_text
 
 NO_FILES = "no_files"  # the task has no attached files
 PATH_REFUSED = "path_refused"  # absolute, `..`, or leads outside the task's files
@@ -35,16 +42,17 @@ NOT_FOUND = "not_found"
 UNSUPPORTED_FILE = "unsupported_file"
 READ_ERROR = "read_error"  # a supported type that could not be parsed
 PAGE_OUT_OF_RANGE = "page_out_of_range"
+MEMORY_LIMIT = bounded.MEMORY_LIMIT
 
 MAX_TEXT_BYTES = 20 << 20  # text files are read up to this size
 MAX_ZIP_MEMBERS = 1000  # members listed
 CACHE_SIZE = 8  # rendered files kept for paging
+MAX_CELL_CHARS = 2000  # longer cells are shown cut, ending in "…"
 SUPPORTED = ("text (txt, md, json, jsonl, xml, html, or any UTF-8 text file), csv, tsv, xlsx, docx, pdf, "
              "zip (member listing only)")
 _TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".json", ".jsonl", ".ndjson", ".xml", ".html", ".htm", ".xhtml",
                   ".csv", ".tsv", ".tab", ".log", ".yaml", ".yml", ".py", ".tex", ".rst", ".ini", ".cfg",
                   ".toml", ".sql", ".srt", ".vtt"}
-_DROP_TAGS = ("script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed", "head")
 
 
 class Unreadable(Exception):
@@ -53,6 +61,36 @@ class Unreadable(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+    def __reduce__(self) -> tuple:  # raised in a worker process, re-raised here
+        return type(self), (self.kind, str(self))
+
+
+@dataclass(frozen=True)
+class Caps:
+    """How much of a file is read (not just shown)."""
+
+    max_rows: int = 500  # rows shown per sheet or table (more are counted while cells remain)
+    max_columns: int = 100  # columns read per row
+    max_cells: int = 200_000  # cells read per file, all sheets or tables together
+    max_paragraphs: int = 5000  # docx paragraphs and tables read
+
+
+class _CellBudget:
+    """Counts cells read against `Caps.max_cells`."""
+
+    def __init__(self, caps: Caps) -> None:
+        self.left = caps.max_cells
+        self.cap = caps.max_cells
+
+    def take(self, n: int) -> bool:
+        """Count `n` more cells; False once the budget is spent (the caller stops reading)."""
+        self.left -= n
+        return self.left >= 0
+
+    def note(self, where: str) -> str:
+        return (f"reading stopped {where} after {self.cap:,} cells (tools.inspect_file.max_cells); the rest was "
+                "not read: use the python tool to work with the whole file")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -71,9 +109,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _short(cell: str) -> str:
+    return cell if len(cell) <= MAX_CELL_CHARS else cell[:MAX_CELL_CHARS] + "…"
+
+
 def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     def line(cells: Sequence[str]) -> str:
-        cells = [re.sub(r"\s*\n\s*", " ", c).replace("|", "\\|") for c in cells]
+        cells = [re.sub(r"\s*\n\s*", " ", _short(c)).replace("|", "\\|") for c in cells]
         return "| " + " | ".join(cells) + " |"
     width = len(header)
     out = [line(header), "|" + "---|" * width]
@@ -81,9 +123,18 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str
     return "\n".join(out)
 
 
-def _more_rows(shown: int, total: int) -> str:
-    return (f"\n({total - shown:,} more rows not shown; use the python tool to work with the whole table)"
-            if total > shown else "")
+def _more_rows(shown: int, total: int, exact: bool = True) -> str:
+    if total <= shown:
+        return ""
+    count = f"{total - shown:,}" if exact else f"at least {total - shown:,}"
+    return f"\n({count} more rows not shown; use the python tool to work with the whole table)"
+
+
+def _columns_note(width: int, caps: Caps, what: str) -> list[str]:
+    if width <= caps.max_columns:
+        return []
+    return [f"{what} has {width:,} columns; only the first {caps.max_columns} were read "
+            "(tools.inspect_file.max_columns)"]
 
 
 def _decode(data: bytes, strict: bool) -> tuple[str, list[str]]:
@@ -111,7 +162,7 @@ def _read_text(path: Path, strict: bool) -> tuple[str, list[str]]:
     return text, notes + decode_notes
 
 
-def _render_csv(path: Path, max_rows: int, tab: bool) -> tuple[str, list[str]]:
+def _render_csv(path: Path, caps: Caps, tab: bool) -> tuple[str, list[str]]:
     text, notes = _read_text(path, strict=False)
     delimiter = "\t"
     if not tab:
@@ -123,73 +174,119 @@ def _render_csv(path: Path, max_rows: int, tab: bool) -> tuple[str, list[str]]:
     header = next(rows, None)
     if header is None:
         return "(the file is empty)", notes
-    kept, total = [], 0
+    budget = _CellBudget(caps)
+    budget.take(min(len(header), caps.max_columns))
+    kept, total, width, stopped = [], 0, len(header), False
     for row in rows:
+        if not budget.take(max(1, min(len(row), caps.max_columns))):
+            stopped = True
+            break
         total += 1
-        if len(kept) < max_rows:
-            kept.append(row)
-    width = max([len(header), *(len(r) for r in kept)])
-    header = header + [""] * (width - len(header))
+        width = max(width, len(row))
+        if len(kept) < caps.max_rows:
+            kept.append(row[:caps.max_columns])
+    shown = min(width, caps.max_columns)
+    header = header[:shown] + [""] * (shown - len(header))
     if delimiter not in (",", "\t"):
         notes.append(f"columns are separated by {delimiter!r}")
-    summary = f"{total:,} data rows below a header row, {width} columns"
-    return f"{summary}\n\n{_markdown_table(header, kept)}{_more_rows(len(kept), total)}", notes
+    notes += _columns_note(width, caps, "the table")
+    if stopped:
+        notes.append(budget.note(f"at data row {total + 1:,}"))
+    rows_text = f"at least {total:,}" if stopped else f"{total:,}"
+    summary = f"{rows_text} data rows below a header row, {width:,} columns"
+    return f"{summary}\n\n{_markdown_table(header, kept)}{_more_rows(len(kept), total, not stopped)}", notes
 
 
-def _render_xlsx(path: Path, max_rows: int) -> tuple[str, list[str]]:
+def _render_xlsx(path: Path, caps: Caps) -> tuple[str, list[str]]:
     from openpyxl import load_workbook
     from openpyxl.utils import get_column_letter
 
     workbook = load_workbook(path, read_only=True, data_only=True)
+    budget = _CellBudget(caps)
+    notes: list[str] = []
     try:
         parts = []
         for sheet in workbook.worksheets:
+            state = "" if sheet.sheet_state == "visible" else f", {sheet.sheet_state}"
+            if budget.left <= 0:
+                parts.append(f'## Sheet "{sheet.title}"{state}\n\n(not read: the cell budget was spent)')
+                continue
+            # ignore the declared size (A1:XFD1048576 would pad every row to 16,384 cells): each row is as
+            # wide as its own last cell, a missing row is empty
+            sheet.reset_dimensions()
             kept: list[tuple[int, list[str]]] = []
-            total, width = 0, 0
+            total, width, widest, stopped = 0, 0, 0, False
             for number, values in enumerate(sheet.iter_rows(values_only=True), 1):
-                cells = [_cell(v) for v in values]
+                if not budget.take(1 + len(values)):  # an empty row costs one: a million of them is work too
+                    stopped = True
+                    notes.append(budget.note(f'in sheet "{sheet.title}" at row {number:,}'))
+                    break
+                cells = [_cell(v) for v in values[:caps.max_columns + 1]]
                 while cells and cells[-1] == "":
                     cells.pop()
                 if not cells:
                     continue
+                widest = max(widest, len(cells))
+                cells = cells[:caps.max_columns]
                 total += 1
-                if len(kept) < max_rows:
+                if len(kept) < caps.max_rows:
                     kept.append((number, cells))
                     width = max(width, len(cells))
-            state = "" if sheet.sheet_state == "visible" else f", {sheet.sheet_state}"
-            title = f'## Sheet "{sheet.title}" ({total:,} non-empty rows{state})'
+            if widest > caps.max_columns:
+                notes.append(f'sheet "{sheet.title}" has cells past column {get_column_letter(caps.max_columns)}; '
+                             f"only the first {caps.max_columns} columns were read (tools.inspect_file.max_columns)")
+            count = f"at least {total:,}" if stopped else f"{total:,}"
+            title = f'## Sheet "{sheet.title}" ({count} non-empty rows{state})'
             if not total:
                 parts.append(f"{title}\n\n(empty)")
                 continue
             header = ["row"] + [get_column_letter(i) for i in range(1, width + 1)]
             table = _markdown_table(header, ([str(n)] + cells for n, cells in kept))
-            parts.append(f"{title}\n\n{table}{_more_rows(len(kept), total)}")
+            parts.append(f"{title}\n\n{table}{_more_rows(len(kept), total, not stopped)}")
     finally:
         workbook.close()
-    notes = [f"{len(parts)} sheet(s); cells show stored values (a formula shows its last computed result, "
-             "or nothing if the file was never recalculated)"]
+    notes.insert(0, f"{len(parts)} sheet(s); cells show stored values (a formula shows its last computed result, "
+                    "or nothing if the file was never recalculated)")
     return "\n\n".join(parts), notes
 
 
-def _render_docx(path: Path, max_rows: int) -> tuple[str, list[str]]:
+def _render_docx(path: Path, caps: Caps) -> tuple[str, list[str]]:
     from docx import Document
     from docx.table import Table
 
     document = Document(str(path))
-    blocks = []
+    # a paragraph's own style lookup searches all styles each time (seconds per thousand paragraphs)
+    style_names = {style.style_id: style.name or "" for style in document.styles}
+    budget = _CellBudget(caps)
+    blocks, notes, read = [], [], 0
     for item in document.iter_inner_content():
+        if read >= caps.max_paragraphs:
+            total = len(document.element.body)
+            notes.append(f"only the first {caps.max_paragraphs:,} of about {total:,} paragraphs and tables were read "
+                         "(tools.inspect_file.max_paragraphs); use the python tool for the rest")
+            break
+        read += 1
         if isinstance(item, Table):
-            rows = [[cell.text for cell in row.cells] for row in item.rows]
+            rows, width = [], 0
+            for row in item.rows[:caps.max_rows + 1]:
+                cells = row.cells
+                width = max(width, len(cells))
+                if not budget.take(min(len(cells), caps.max_columns)):
+                    break
+                rows.append([cell.text for cell in cells[:caps.max_columns]])
+            if budget.left < 0:
+                notes.append(budget.note("in a table"))
+                break
+            notes += _columns_note(width, caps, "a table")
             if rows:
-                width = max(len(r) for r in rows)
-                header = rows[0] + [""] * (width - len(rows[0]))
-                body = rows[1:max_rows + 1]
-                blocks.append(_markdown_table(header, body) + _more_rows(len(body), len(rows) - 1))
+                shown = max(len(r) for r in rows)
+                header = rows[0] + [""] * (shown - len(rows[0]))
+                blocks.append(_markdown_table(header, rows[1:]) + _more_rows(len(rows) - 1, len(item.rows) - 1))
             continue
         text = item.text.strip()
         if not text:
             continue
-        style = (item.style.name if item.style is not None else "") or ""
+        style = style_names.get(item._p.style or "Normal", "")  # the paragraph's style id, read directly
         level = re.fullmatch(r"Heading (\d)", style)
         if level:
             text = "#" * int(level.group(1)) + " " + text
@@ -198,7 +295,7 @@ def _render_docx(path: Path, max_rows: int) -> tuple[str, list[str]]:
         elif style.startswith("List"):
             text = "- " + text
         blocks.append(text)
-    return "\n\n".join(blocks) or "(the document has no text)", []
+    return "\n\n".join(blocks) or "(the document has no text)", notes
 
 
 def _render_pdf(path: Path) -> tuple[str, list[str]]:
@@ -233,17 +330,9 @@ def _render_zip(path: Path) -> tuple[str, list[str]]:
 
 
 def _render_html(path: Path) -> tuple[str, list[str]]:
-    from bs4 import BeautifulSoup
-    from markdownify import MarkdownConverter
-
     text, notes = _read_text(path, strict=False)
-    soup = BeautifulSoup(text, "html.parser")
-    for tag in soup.find_all(_DROP_TAGS):
-        tag.decompose()
-    markdown = MarkdownConverter(heading_style="ATX", bullets="-", escape_underscores=False,
-                                 escape_asterisks=False).convert_soup(soup)
-    markdown = re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in markdown.splitlines())).strip()
-    return markdown, notes + ["HTML shown as Markdown"]
+    _title, markdown, more = html_to_markdown(text, None, None)
+    return markdown, notes + more + ["HTML shown as Markdown"]
 
 
 def _render_json(path: Path) -> tuple[str, list[str]]:
@@ -252,22 +341,24 @@ def _render_json(path: Path) -> tuple[str, list[str]]:
         return text, notes
     try:
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False), notes
+    except RecursionError:
+        return text, ["nested too deeply to lay out; shown as text"]
     except ValueError as exc:
         return text, [f"not valid JSON ({exc}); shown as text"]
 
 
-def render(path: Path, max_rows: int) -> tuple[str, str, list[str]]:
+def render(path: Path, caps: Caps) -> tuple[str, str, list[str]]:
     """(type label, text, notes) for the file at `path`; raises `Unreadable`."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return "CSV table", *_render_csv(path, max_rows, tab=False)
+            return "CSV table", *_render_csv(path, caps, tab=False)
         if suffix in (".tsv", ".tab"):
-            return "TSV table", *_render_csv(path, max_rows, tab=True)
+            return "TSV table", *_render_csv(path, caps, tab=True)
         if suffix in (".xlsx", ".xlsm"):
-            return "Excel workbook", *_render_xlsx(path, max_rows)
+            return "Excel workbook", *_render_xlsx(path, caps)
         if suffix == ".docx":
-            return "Word document", *_render_docx(path, max_rows)
+            return "Word document", *_render_docx(path, caps)
         if suffix == ".pdf":
             return "PDF", *_render_pdf(path)
         if suffix == ".zip":
@@ -290,12 +381,31 @@ def render(path: Path, max_rows: int) -> tuple[str, str, list[str]]:
                                      f"{type(exc).__name__}: {exc}") from None
 
 
+def render_paged(path: Path, caps: Caps, page_chars: int) -> tuple[str, str, list[str], tuple[int, ...]]:
+    """`render`, and where each page starts; what the worker process runs."""
+    label, text, notes = render(path, caps)
+    return label, text, notes, page_starts(text, page_chars)
+
+
 # --------------------------------------------------------------------------- the tool
 
 
-def _listing(files_dir: Path) -> str:
-    entries = sorted(p for p in files_dir.iterdir() if p.is_file())
-    return ", ".join(f"{p.name} ({p.stat().st_size:,} bytes)" for p in entries) or "none"
+def _listing(directory: Path, base: Path) -> str:
+    """The files in `directory` with their sizes; a link leading outside `base` is named, never followed."""
+    base = base.resolve()
+    shown = []
+    for entry in sorted(directory.iterdir()):
+        try:
+            real = entry.resolve()
+        except (OSError, RuntimeError):  # a link loop
+            real = None
+        if real is None or (real != base and base not in real.parents):
+            if entry.is_symlink():
+                shown.append(f"{entry.name} (a link leading outside the task's files; not readable)")
+            continue
+        if real.is_file():
+            shown.append(f"{entry.name} ({real.stat().st_size:,} bytes)")
+    return ", ".join(shown) or "none"
 
 
 class InspectFile(Tool):
@@ -311,9 +421,17 @@ class InspectFile(Tool):
         },
     }
 
-    def __init__(self, *, page_chars: int = 10_000, max_rows: int = 500) -> None:
+    def __init__(self, *, page_chars: int = 10_000, max_rows: int = 500, max_columns: int = 100,
+                 max_cells: int = 200_000, max_paragraphs: int = 5000, timeout: float = 30.0,
+                 memory_mb: int = 1024) -> None:
         self.page_chars = option("inspect_file", "page_chars", page_chars, integer=True, minimum=500)
-        self.max_rows = option("inspect_file", "max_rows", max_rows, integer=True, minimum=1)
+        self.caps = Caps(max_rows=option("inspect_file", "max_rows", max_rows, integer=True, minimum=1),
+                         max_columns=option("inspect_file", "max_columns", max_columns, integer=True, minimum=1),
+                         max_cells=option("inspect_file", "max_cells", max_cells, integer=True, minimum=1),
+                         max_paragraphs=option("inspect_file", "max_paragraphs", max_paragraphs, integer=True,
+                                               minimum=1))
+        self.timeout = float(option("inspect_file", "timeout", timeout, strict=True))
+        self.memory_mb = option("inspect_file", "memory_mb", memory_mb, integer=True, minimum=MIN_MEMORY_MB)
         self._cache: OrderedDict[tuple, tuple[str, str, list[str], tuple[int, ...]]] = OrderedDict()
 
     def _locate(self, files_dir: Path | None, name: str) -> Path | ToolResult:
@@ -324,7 +442,7 @@ class InspectFile(Tool):
             return ToolResult.error(BAD_ARGUMENTS, "path is empty; use '.' to list the task's files")
         if os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
             return ToolResult.error(PATH_REFUSED, f"{name!r} is an absolute path; name a file relative to the "
-                                                  f"task's files: {_listing(files_dir)}")
+                                                  f"task's files: {_listing(files_dir, files_dir)}")
         if ".." in re.split(r"[\\/]", name):
             return ToolResult.error(PATH_REFUSED, f"{name!r} contains '..'; only the task's own files can be read")
         base = files_dir.resolve()
@@ -332,7 +450,7 @@ class InspectFile(Tool):
         if target != base and base not in target.parents:
             return ToolResult.error(PATH_REFUSED, f"{name!r} leads outside the task's files")
         if not target.exists():
-            return ToolResult.error(NOT_FOUND, f"no file {name!r}; the task's files: {_listing(files_dir)}")
+            return ToolResult.error(NOT_FOUND, f"no file {name!r}; the task's files: {_listing(files_dir, files_dir)}")
         return target
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
@@ -344,11 +462,19 @@ class InspectFile(Tool):
         if isinstance(located, ToolResult):
             return located
         if located.is_dir():
-            return ToolResult(f"The task's files: {_listing(located)}")
+            assert context.files_dir is not None
+            return ToolResult(f"The task's files: {_listing(located, context.files_dir)}")
         try:
-            label, text, notes, starts = await asyncio.to_thread(self._rendered, located)
+            label, text, notes, starts = await self._rendered(located)
         except Unreadable as exc:
             return ToolResult.error(exc.kind, str(exc))
+        except bounded.Overrun as exc:
+            budget = (f"tools.inspect_file.timeout, {self.timeout:g} s" if exc.kind == TIMEOUT
+                      else f"tools.inspect_file.memory_mb, {self.memory_mb:,} MB")
+            return ToolResult.error(exc.kind, f"reading {name!r} was stopped: it {exc} ({budget}); the python tool "
+                                              "can read parts of it")
+        except bounded.WorkerFailed as exc:
+            return ToolResult.error(READ_ERROR, f"{name!r} could not be read: {exc}")
         except OSError as exc:
             return ToolResult.error(READ_ERROR, f"{name!r} could not be read: {exc.strerror or exc}")
         n = len(starts)
@@ -363,14 +489,14 @@ class InspectFile(Tool):
                                                     f". For more, call inspect_file with page={page + 1}.]")]
         return ToolResult("\n".join(lines))
 
-    def _rendered(self, path: Path) -> tuple[str, str, list[str], tuple[int, ...]]:
+    async def _rendered(self, path: Path) -> tuple[str, str, list[str], tuple[int, ...]]:
         st = path.stat()
         key = (str(path), st.st_mtime_ns, st.st_size)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        label, text, notes = render(path, self.max_rows)
-        entry = (label, text, notes, page_starts(text, self.page_chars))
+        entry = await bounded.run(render_paged, path, self.caps, self.page_chars, timeout=self.timeout,
+                                  memory_mb=self.memory_mb)
         self._cache[key] = entry
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)

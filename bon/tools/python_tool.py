@@ -7,7 +7,8 @@ Each call starts from nothing: no state, no files survive it.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import logging
+import os
 import signal
 import weakref
 from typing import Any
@@ -16,6 +17,8 @@ from bon.errors import BonError
 from bon.tools.base import Tool, ToolContext, ToolResult, option
 from bon.tools.sandbox import (CPU_LIMIT, EXITED, ISOLATIONS, KILLED, MEMORY_LIMIT, SANDBOX_ERROR, TIMEOUT, Limits,
                                Outcome, Sandbox, SandboxUnavailable)
+
+log = logging.getLogger(__name__)
 
 EXIT_CODE = "exit_code"  # the code ended with a non-zero status (an uncaught exception, sys.exit(1), ...)
 OUTPUT_TRUNCATED = "output_truncated"  # it succeeded, but printed more than max_output_chars
@@ -40,22 +43,29 @@ class PythonTool(Tool):
 
     def __init__(self, *, timeout: float = 30, cpu_seconds: int = 30, memory_mb: int = 1024,
                  max_output_chars: int = 10_000, max_parallel: int = 2, isolation: str = "auto",
-                 max_file_mb: int = 100) -> None:
+                 max_file_mb: int = 100, max_processes: int = 64, interpreter: str | None = None) -> None:
         if isolation not in ISOLATIONS:
             raise BonError(f"tools.python.isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
         self.limits = Limits(timeout=float(option("python", "timeout", timeout, integer=False, minimum=0.1)),
                              cpu_seconds=option("python", "cpu_seconds", cpu_seconds, integer=True, minimum=1),
                              memory_mb=option("python", "memory_mb", memory_mb, integer=True, minimum=64),
                              file_mb=option("python", "max_file_mb", max_file_mb, integer=True, minimum=1),
-                             output_chars=option("python", "max_output_chars", max_output_chars, integer=True, minimum=100))
+                             output_chars=option("python", "max_output_chars", max_output_chars, integer=True, minimum=100),
+                             max_processes=option("python", "max_processes", max_processes, integer=True, minimum=1))
+        if interpreter is not None and not (isinstance(interpreter, str) and os.path.isfile(interpreter)
+                                            and os.access(interpreter, os.X_OK)):
+            raise BonError(f"tools.python.interpreter must be the path of a Python executable (or null for bon's "
+                           f"own), got {interpreter!r}")
         self.max_parallel = option("python", "max_parallel", max_parallel, integer=True, minimum=1)
         try:
-            self.sandbox = Sandbox(isolation, self.limits)
+            self.sandbox = Sandbox(isolation, self.limits, interpreter, KNOWN_PACKAGES)
         except SandboxUnavailable as exc:
-            raise BonError(f"tools.python.isolation={isolation}: {exc}; use auto or audit_hook") from None
+            raise BonError(f"tools.python.isolation={isolation}: {exc}") from None
+        guarantees = self.sandbox.mode.guarantees(self.limits)
+        (log.warning if self.sandbox.mode.guard_network else log.info)("%s", guarantees)
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
             weakref.WeakKeyDictionary()
-        installed = [p for p in KNOWN_PACKAGES if importlib.util.find_spec(p) is not None]
+        installed = self.sandbox.interpreter.packages
         self.description = (
             "Run a Python 3 program in a fresh, isolated process and get back what it printed (stdout and "
             "stderr), its exit status and the names of files it wrote. The task's attached files are in the "
@@ -63,7 +73,8 @@ class PythonTool(Tool):
             + (f"Installed: {', '.join(installed)}. " if installed else "")
             + "No network access. Nothing carries over between calls and written files are deleted "
             f"afterwards, so print what you need. Limits: {self.limits.timeout:g} s, "
-            f"{self.limits.memory_mb} MB of memory, {self.limits.output_chars:,} characters of output.")
+            f"{self.limits.memory_mb} MB of memory for all its processes together, "
+            f"{self.limits.output_chars:,} characters of output.")
 
     @property
     def network_isolation(self) -> str:
@@ -72,7 +83,7 @@ class PythonTool(Tool):
 
     @property
     def file_isolation(self) -> str:
-        """"uid_65534" (kernel-enforced), "audit_hook" (best effort) or both."""
+        """"own_uid" (kernel-enforced: bon is root and each run has a uid of its own), "audit_hook" or both."""
         return self.sandbox.file_isolation
 
     def _semaphore(self) -> asyncio.Semaphore:
@@ -108,7 +119,9 @@ class PythonTool(Tool):
         elif outcome.ended == CPU_LIMIT:
             kind, first = CPU_LIMIT, f"error: killed after using its {limits.cpu_seconds} s of CPU time"
         elif outcome.ended == MEMORY_LIMIT:
-            kind, first = MEMORY_LIMIT, f"error: out of memory (the limit is {limits.memory_mb} MB)"
+            held = f"; they held {outcome.peak_memory_mb} MB" if outcome.peak_memory_mb > limits.memory_mb else ""
+            kind, first = MEMORY_LIMIT, (f"error: out of memory (the limit is {limits.memory_mb} MB for all its "
+                                         f"processes together{held})")
         elif outcome.ended == KILLED:
             kind, first = KILLED, f"error: killed by {_signal_name(outcome.signal)}"
         else:

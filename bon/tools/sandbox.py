@@ -2,22 +2,24 @@
 
 Each run gets a fresh directory (`work/`, the code's working directory holding copies of the task's
 files, and `home/`, its HOME and TMPDIR), deleted afterwards; a new process group and session; a
-stripped environment; resource limits (CPU seconds, address space, file size, no core dumps, and a
-process count when it runs as uid 65534); and a wall-clock timeout after which the whole group is
-killed. What else holds depends on where bon runs (`Mode`):
+stripped environment; resource limits (CPU seconds, address space per process, file size, no core
+dumps); a supervisor that keeps every process the code starts below it, caps their memory *together*
+and kills them all when the code ends; and a wall-clock timeout. In every mode the code runs with no
+capability, with no_new_privs, and never as uid 0: when bon is root, each run gets a uid of its own
+(`SANDBOX_UIDS`, no capability even in the bounding set), which also caps its process count. The
+outcome is reported by the supervisor, which the code cannot write to. What else holds depends on
+`Mode`:
 
-- network `namespace` (where `unshare` works): new network, PID, IPC and mount namespaces. The code
-  sees only a loopback interface that is down and a /proc of its own, and everything it started dies
-  with its supervisor.
-  When bon runs as root, the code runs as uid/gid 65534 with no_new_privs, and /tmp, /var/tmp and
-  /dev/shm are private, size-capped tmpfs mounts; directories it may not enter that hold the
-  interpreter are covered by a tmpfs with only the interpreter bound back in.
-- network `audit_hook` (the fallback): a Python audit hook refuses sockets other than local ones,
-  name lookups and starting programs. It is a guard against accidents, not a boundary: ctypes or a
-  C extension goes around it. As root the code still runs as uid 65534 when that user can read
-  the interpreter.
-- files: kernel-enforced when the code runs as uid 65534; otherwise the audit hook refuses writes
-  outside `work/` and `home/` and reading other processes' /proc entries (best effort, as above).
+- `namespace` (where `unshare` works): new network, PID, IPC and mount namespaces. The code sees
+  only a loopback interface that is down and a /proc of its own, and everything it started dies
+  with its supervisor (PID 1). When bon is root, /tmp, /var/tmp and /dev/shm are private size-capped
+  tmpfs mounts, /run is an empty one (no host sockets), and directories the run's uid may not enter
+  that hold the interpreter are covered by a tmpfs with only the interpreter bound back in.
+- `audit_hook` (for machines without namespaces): a Python audit hook refuses sockets other than
+  local ones, name lookups and starting programs. It is NOT a boundary: ctypes, `_posixsubprocess`,
+  sqlite3 and `dir_fd=` go around it. `auto` never picks it for root; chosen explicitly as root, it
+  needs an interpreter the run's uid can execute (`interpreter`), so the file system is still
+  guarded by the kernel.
 
 The code runs in `sandbox_child.py`, whose source is passed to `python -I -c`; see its docstring.
 """
@@ -31,9 +33,11 @@ import functools
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +49,10 @@ log = logging.getLogger(__name__)
 NAMESPACE = "namespace"
 AUDIT_HOOK = "audit_hook"
 ISOLATIONS = ("auto", NAMESPACE, AUDIT_HOOK)
-NOBODY = 65534  # the unprivileged uid/gid the code runs as when bon runs as root
+# When bon is root each run gets a uid (and gid) of its own from this range, owning no host file: runs
+# cannot signal, trace or write to each other, and RLIMIT_NPROC counts only the run's own processes.
+# It sits above the ranges distributions and systemd hand out (users, DynamicUser, nspawn containers).
+SANDBOX_UIDS = range(0x7A00_0000, 0x7A00_0000 + (1 << 20))
 
 # How a run ended (Outcome.ended); the python tool reports all but EXITED as error kinds.
 EXITED = "exit"
@@ -55,11 +62,16 @@ MEMORY_LIMIT = "memory_limit"
 KILLED = "killed"  # by a signal other than the limits' (e.g. the kernel's OOM killer)
 SANDBOX_ERROR = "sandbox_error"  # the sandbox itself could not be set up
 
-MAX_PROCESSES = 256  # RLIMIT_NPROC when the code runs as uid 65534 (counted over all of that uid's processes)
 SCRATCH_DIRS = {"/tmp": "64m", "/var/tmp": "16m", "/dev/shm": "16m"}  # private when namespaced as root
+SOCKET_DIRS = ("/run", "/var/run")  # emptied when namespaced as root: no host unix sockets
+POLL_S = 0.05  # how often the supervisor sums the processes' memory
 GRACE_S = 1.0  # how long to wait for output and exit after a kill
 MAX_LISTED_FILES = 50
 _CHILD_SOURCE = (Path(__file__).with_name("sandbox_child.py")).read_text(encoding="utf-8")
+_INFO_SOURCE = """import importlib.util, json, os, sys
+print(json.dumps({"executable": sys.executable, "version": sys.version,
+    "prefixes": [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix],
+    "packages": [p for p in json.loads(sys.argv[1]) if importlib.util.find_spec(p) is not None]}))"""
 
 
 class SandboxUnavailable(Exception):
@@ -69,10 +81,40 @@ class SandboxUnavailable(Exception):
 @dataclass(frozen=True)
 class Limits:
     timeout: float = 30.0  # wall clock, seconds
-    cpu_seconds: int = 30
-    memory_mb: int = 1024  # address space (RLIMIT_AS), which counts reserved as well as used memory
+    cpu_seconds: int = 30  # per process
+    memory_mb: int = 1024  # resident memory of all the run's processes together; also each one's address space
     file_mb: int = 100  # the largest file the code may write (RLIMIT_FSIZE)
     output_chars: int = 10_000  # stdout and stderr together; the middle is cut beyond this
+    max_processes: int = 64  # processes and threads at once (RLIMIT_NPROC; enforced when bon is root)
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The Python that runs the code: bon's own unless `tools.python.interpreter` names another."""
+
+    executable: str
+    version: str
+    dirs: tuple[str, ...]  # what it needs to read: its prefixes (standard library, site-packages) and its directory
+    packages: tuple[str, ...]  # which of the names asked about it can import
+
+
+@functools.cache
+def interpreter_info(executable: str | None = None, packages: tuple[str, ...] = ()) -> Interpreter:
+    """Ask `executable` (default: bon's own Python) where its files are and which `packages` it has."""
+    path = executable or sys.executable
+    try:
+        done = subprocess.run([path, "-I", "-c", _INFO_SOURCE, json.dumps(list(packages))], capture_output=True,
+                              text=True, timeout=60, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        info = json.loads(done.stdout)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        raise SandboxUnavailable(f"{path} is not a working Python (tools.python.interpreter): {exc}") from None
+    dirs = {os.path.realpath(p) for p in info["prefixes"]}
+    dirs |= {os.path.dirname(os.path.realpath(path)), os.path.dirname(os.path.realpath(info["executable"]))}
+    outer: list[str] = []
+    for d in sorted(dirs):
+        if not any(d == o or d.startswith(o.rstrip("/") + "/") for o in outer):
+            outer.append(d)
+    return Interpreter(os.path.abspath(path), info["version"], tuple(outer), tuple(info["packages"]))
 
 
 @dataclass(frozen=True)
@@ -80,7 +122,7 @@ class Mode:
     """How a run is isolated; decided once per Sandbox (see the module docstring)."""
 
     network: str  # NAMESPACE or AUDIT_HOOK
-    run_as: int | None  # NOBODY, or None to keep bon's own uid
+    own_uid: bool  # each run gets a uid of its own (bon is root)
     guard_files: bool  # the audit hook guards writes (no kernel protection)
 
     @property
@@ -89,12 +131,27 @@ class Mode:
 
     @property
     def files(self) -> str:
-        """How writes outside the sandbox are stopped: "uid_65534", "audit_hook" or both."""
-        parts = (["uid_65534"] if self.run_as is not None else []) + (["audit_hook"] if self.guard_files else [])
+        """How writes outside the sandbox are stopped: "own_uid" (kernel), "audit_hook" or both."""
+        parts = (["own_uid"] if self.own_uid else []) + (["audit_hook"] if self.guard_files else [])
         return "+".join(parts)
 
     def describe(self) -> str:
         return f"network={self.network}, files={self.files}"
+
+    def guarantees(self, limits: Limits) -> str:
+        """One line for the start of a run: the mode in force and what it does and does not guarantee."""
+        user = ("a fresh unprivileged uid per call (never root), no capabilities, no_new_privs"
+                if self.own_uid else "your own uid, no capabilities, no_new_privs")
+        memory = f"{limits.memory_mb} MB resident for all its processes together"
+        if self.own_uid:
+            memory += f", at most {limits.max_processes} processes and threads"
+        if self.network == NAMESPACE:
+            net = ("network, PID, IPC and mount namespaces (no network, cannot see host processes"
+                   + ("; private /tmp, empty /run)" if self.own_uid else ")"))
+        else:
+            net = ("an audit hook, which is NOT a security boundary: ctypes, _posixsubprocess, sqlite3 or "
+                   "dir_fd= reach the network and files it guards")
+        return f"python tool sandbox: isolation={self.network}; code runs as {user}; {net}; memory: {memory}"
 
 
 @dataclass(frozen=True)
@@ -108,6 +165,7 @@ class Outcome:
     more_created: int  # new files beyond those listed
     seconds: float
     detail: str = ""  # for SANDBOX_ERROR: what failed
+    peak_memory_mb: int = 0  # the most resident memory the supervisor saw the run's processes hold together
 
 
 # --------------------------------------------------------------------------- deciding the mode
@@ -121,39 +179,40 @@ def _unshare_command(as_root: bool) -> list[str]:
     return [unshare, *flags, "--"]
 
 
-@functools.cache
-def interpreter_dirs() -> tuple[str, ...]:
-    """The directories the interpreter needs (prefixes, with the standard library and site-packages)."""
-    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                                          os.path.dirname(os.path.realpath(sys.executable)))}
-    outer = []
-    for d in sorted(dirs):
-        if not any(d == o or d.startswith(o.rstrip("/") + "/") for o in outer):
-            outer.append(d)
-    return tuple(outer)
-
-
 def blocker(path: str, *, readable: bool = True) -> str | None:
-    """The first directory on `path` that uid 65534 may not enter (or `path` itself, unreadable), or None."""
+    """The first directory on `path` that a uid owning nothing may not enter (or `path` itself, unreadable)."""
     parts = Path(path).parts
     for i in range(1, len(parts) + 1):
         current = os.path.join(*parts[:i])
         st = os.stat(current)
         need = stat.S_IXOTH | (stat.S_IROTH if readable and i == len(parts) else 0)
-        if st.st_mode & need != need and st.st_uid != NOBODY:
+        if st.st_mode & need != need:
             return current
     return None
 
 
-def _nobody_can_run_python() -> bool:
-    return (all(blocker(d) is None for d in interpreter_dirs())
-            and blocker(tempfile.gettempdir(), readable=False) is None)
+def _unreachable(interpreter: Interpreter) -> str | None:
+    """What stops a run's own uid from running `interpreter` without mounts (None: nothing)."""
+    for path in (*interpreter.dirs, tempfile.gettempdir()):
+        hidden = blocker(path, readable=path != tempfile.gettempdir())
+        if hidden is not None:
+            return f"{hidden} (on the way to {path}) is closed to other users"
+    return None
 
 
-def _probe(mode: Mode) -> str | None:
+def _readable_pythons() -> list[str]:
+    """System Pythons another user could run, to suggest as `tools.python.interpreter`."""
+    found = []
+    for name in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(name, os.X_OK) and all(blocker(p) is None for p in (name, os.path.realpath(name))):
+            found.append(name)
+    return found
+
+
+def _probe(mode: Mode, interpreter: Interpreter) -> str | None:
     """Run trivial code in `mode`; None if it worked, else what went wrong."""
     def go() -> Outcome:
-        return asyncio.run(execute(mode, Limits(timeout=20, cpu_seconds=10), "print('ok')", None))
+        return asyncio.run(execute(mode, Limits(timeout=20, cpu_seconds=10), "print('ok')", None, interpreter))
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # works whether or not a loop is running here
             outcome = pool.submit(go).result()
@@ -165,29 +224,48 @@ def _probe(mode: Mode) -> str | None:
 
 
 @functools.cache
-def namespace_problem() -> str | None:
-    """Why namespace isolation does not work here (None: it does). Probed once per process."""
+def namespace_problem(interpreter: Interpreter | None = None) -> str | None:
+    """Why namespace isolation does not work here (None: it does). Probed once per process and interpreter."""
     if shutil.which("unshare") is None:
         return "the unshare program (util-linux) is not installed"
     as_root = os.geteuid() == 0
-    return _probe(Mode(NAMESPACE, NOBODY if as_root else None, guard_files=not as_root))
+    return _probe(Mode(NAMESPACE, as_root, guard_files=not as_root), interpreter or interpreter_info())
 
 
-def choose_mode(isolation: str) -> Mode:
-    """The strongest mode available for `isolation` ("auto", "namespace" or "audit_hook")."""
+def choose_mode(isolation: str, interpreter: Interpreter | None = None) -> Mode:
+    """The strongest mode available for `isolation` ("auto", "namespace" or "audit_hook").
+
+    Never a weaker one than asked for, and never the audit hook for root unless asked for by name.
+    """
     if isolation not in ISOLATIONS:
         raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
+    interpreter = interpreter or interpreter_info()
     as_root = os.geteuid() == 0
     if isolation != AUDIT_HOOK:
-        problem = namespace_problem()
+        problem = namespace_problem(interpreter)
         if problem is None:
-            return Mode(NAMESPACE, NOBODY if as_root else None, guard_files=not as_root)
+            return Mode(NAMESPACE, as_root, guard_files=not as_root)
         if isolation == NAMESPACE:
-            raise SandboxUnavailable(f"network namespaces do not work here: {problem}")
-        log.warning("python tool: namespaces do not work here (%s); falling back to an audit hook, which is "
-                    "a best-effort guard, not a security boundary", problem)
-    run_as = NOBODY if as_root and _nobody_can_run_python() else None
-    return Mode(AUDIT_HOOK, run_as, guard_files=True)
+            raise SandboxUnavailable(f"namespaces do not work here: {problem}; make `unshare --net --pid --mount` "
+                                     "work, or choose isolation=audit_hook (not a security boundary)")
+        if as_root:
+            raise SandboxUnavailable(
+                f"bon runs as root and namespaces do not work here ({problem}), so the code cannot be isolated "
+                "safely; make `unshare --net --pid --mount` work (util-linux, a container with CAP_SYS_ADMIN), "
+                "run bon as an unprivileged user, or set isolation=audit_hook to accept a guard that is not a "
+                "security boundary")
+        log.warning("python tool: namespaces do not work here (%s); using the audit hook, which is NOT a "
+                    "security boundary", problem)
+    if as_root:
+        problem = _unreachable(interpreter)
+        if problem is not None:
+            others = _readable_pythons()
+            raise SandboxUnavailable(
+                f"bon runs as root and isolation=audit_hook runs the code as an unprivileged uid, which cannot "
+                f"run {interpreter.executable}: {problem}. Set tools.python.interpreter to a Python other users "
+                f"can run ({', '.join(others) if others else 'e.g. one installed under /usr or /opt'}), "
+                "or use isolation=namespace")
+    return Mode(AUDIT_HOOK, as_root, guard_files=True)
 
 
 # --------------------------------------------------------------------------- one run
@@ -248,7 +326,7 @@ def _prepare(code: str, files_dir: Path | None, run_as: int | None) -> tuple[Pat
                     shutil.copyfile(entry, work / entry.name)
                     copied.append(entry.name)
         if run_as is not None:
-            os.chmod(root, 0o711)  # uid 65534 may pass through to work/ and home/, but not list or write here
+            os.chmod(root, 0o711)  # the run's uid may pass through to work/ and home/, but not list or write here
             for path in [work, home, *(work / name for name in copied)]:
                 os.chown(path, run_as, run_as)
         return root, copied
@@ -268,16 +346,20 @@ def _remove(root: Path) -> None:
     shutil.rmtree(root, onerror=retry)
 
 
-def _masks(root: Path, mode: Mode) -> list[dict]:
-    """The tmpfs covers for a namespaced run as root: scratch directories, and what hides the interpreter."""
-    if mode.network != NAMESPACE or mode.run_as is None:
+def _masks(root: Path, mode: Mode, interpreter: Interpreter) -> list[dict]:
+    """The tmpfs covers for a namespaced run as root: scratch and socket directories, what hides the interpreter."""
+    if mode.network != NAMESPACE or not mode.own_uid:
         return []
-    covers = {d: ("1777", size) for d, size in SCRATCH_DIRS.items() if os.path.isdir(d) and not os.path.islink(d)}
-    keep = [*interpreter_dirs(), str(root)]
+
+    def real_dir(d: str) -> bool:
+        return os.path.isdir(d) and not os.path.islink(d)
+    covers = {d: ("1777", size) for d, size in SCRATCH_DIRS.items() if real_dir(d)}
+    covers.update({d: ("0755", "1m") for d in SOCKET_DIRS if real_dir(d)})
+    keep = [*interpreter.dirs, str(root)]
     for path in keep:
         hidden = blocker(path, readable=path != str(root))
         if hidden == path:
-            raise SandboxUnavailable(f"uid {NOBODY} cannot read {path}; make it world-readable")
+            raise SandboxUnavailable(f"the sandbox's uid cannot read {path}; make it readable by others")
         if hidden is not None:
             covers.setdefault(hidden, ("0755", "1m"))
 
@@ -288,13 +370,14 @@ def _masks(root: Path, mode: Mode) -> list[dict]:
             for d in sorted(outer)]
 
 
-def _environment(root: Path) -> dict[str, str]:
+def _environment(root: Path, interpreter: Interpreter) -> dict[str, str]:
     """All the code gets: nothing of bon's environment (no API keys), just enough to run."""
     home = str(root / "home")
     threads = str(min(4, os.cpu_count() or 1))
     return {
-        "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+        "PATH": f"{os.path.dirname(interpreter.executable)}:/usr/local/bin:/usr/bin:/bin",
         "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+        "USER": "sandbox", "LOGNAME": "sandbox",  # the run's uid has no passwd entry
         "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1",
         # The address-space limit counts reservations: cap the per-thread malloc arenas and thread pools
         # (polars reserves ~900 MB at import on default settings, ~300 MB with these).
@@ -310,8 +393,8 @@ def _rlimits(mode: Mode, limits: Limits) -> dict[str, tuple[int, int]]:
         "RLIMIT_FSIZE": (limits.file_mb << 20,) * 2,
         "RLIMIT_CORE": (0, 0),
     }
-    if mode.run_as is not None:  # for other uids the count would include all of the user's own processes
-        values["RLIMIT_NPROC"] = (MAX_PROCESSES, MAX_PROCESSES)
+    if mode.own_uid:  # for bon's own uid the count would include all of that user's other processes
+        values["RLIMIT_NPROC"] = (limits.max_processes,) * 2
     return values
 
 
@@ -323,7 +406,7 @@ def _kill_group(pgid: int) -> None:
 
 
 def _read_status(fd: int) -> dict:
-    """Merge the JSON lines the supervisor (and, for MemoryError, the worker) wrote to the status pipe."""
+    """Merge the JSON lines the supervisor wrote to the status pipe (the code has no access to it)."""
     os.set_blocking(fd, False)
     data = b""
     while len(data) < 1 << 20:
@@ -372,7 +455,7 @@ def _ending(status: dict, timed_out: bool, output: str, limits: Limits) -> tuple
         return TIMEOUT, None, None
     if "setup_error" in status:
         return SANDBOX_ERROR, None, None
-    if status.get("memory_error"):
+    if status.get("killed_for") == "memory":
         return MEMORY_LIMIT, None, sig
     if sig is not None:
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and status.get("cpu", 0) >= limits.cpu_seconds):
@@ -381,6 +464,11 @@ def _ending(status: dict, timed_out: bool, output: str, limits: Limits) -> tuple
             return MEMORY_LIMIT, None, sig
         return KILLED, None, sig
     if "exit" in status:
+        # An uncaught MemoryError (numpy's _ArrayMemoryError too) at the address-space limit. Only the
+        # code's output says so, which the code controls: this can relabel its failure, never make one.
+        last = output.rstrip().rsplit("\n", 1)[-1].split(":", 1)[0]
+        if status["exit"] != 0 and last.endswith("MemoryError") and " " not in last:
+            return MEMORY_LIMIT, None, None
         return EXITED, int(status["exit"]), None
     return SANDBOX_ERROR, None, None
 
@@ -391,9 +479,28 @@ async def _pump(stream: asyncio.StreamReader, sink: _CappedText) -> None:
     sink.feed(b"", final=True)
 
 
-async def execute(mode: Mode, limits: Limits, code: str, files_dir: Path | None) -> Outcome:
+def _run_uid() -> int:
+    """A uid for one run (bon is root): random in SANDBOX_UIDS, so parallel runs and bon processes differ."""
+    return SANDBOX_UIDS[secrets.randbelow(len(SANDBOX_UIDS))]
+
+
+async def _stop(proc: asyncio.subprocess.Process, mode: Mode) -> None:
+    """End a run that is still going: let the supervisor kill what the code started, then kill the group."""
+    if mode.network == AUDIT_HOOK and proc.returncode is None:  # (namespaced, PID 1's death kills them all)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), GRACE_S)
+        except (ProcessLookupError, TimeoutError):
+            pass
+    _kill_group(proc.pid)
+
+
+async def execute(mode: Mode, limits: Limits, code: str, files_dir: Path | None,
+                  interpreter: Interpreter | None = None) -> Outcome:
     """Run `code` once in a fresh sandbox and report how it went; never leaves a process or a file behind."""
-    root, copied = await asyncio.to_thread(_prepare, code, files_dir, mode.run_as)
+    interpreter = interpreter or interpreter_info()
+    uid = _run_uid() if mode.own_uid else None
+    root, copied = await asyncio.to_thread(_prepare, code, files_dir, uid)
     work = root / "work"
     status_r, status_w = os.pipe()
     proc: asyncio.subprocess.Process | None = None
@@ -402,19 +509,19 @@ async def execute(mode: Mode, limits: Limits, code: str, files_dir: Path | None)
     try:
         config = {
             "status_fd": status_w, "code_file": str(root / "code.py"), "work": str(work),
-            "masks": _masks(root, mode), "host_mnt_ns": os.readlink("/proc/self/ns/mnt"),
-            "uid": mode.run_as, "gid": mode.run_as,
-            "limits": _rlimits(mode, limits),
+            "masks": _masks(root, mode, interpreter), "host_mnt_ns": os.readlink("/proc/self/ns/mnt"),
+            "uid": uid, "gid": uid, "limits": _rlimits(mode, limits),
+            "max_memory": limits.memory_mb << 20, "poll": POLL_S,
             "guard": {"network": mode.guard_network, "files": mode.guard_files,
                       "writable": [str(work), str(root / "home")]},
         }
-        command = [sys.executable, "-I", "-B", "-u", "-c", _CHILD_SOURCE, json.dumps(config)]
+        command = [interpreter.executable, "-I", "-B", "-u", "-c", _CHILD_SOURCE, json.dumps(config)]
         if mode.network == NAMESPACE:
             command = _unshare_command(os.geteuid() == 0) + command
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, cwd=work, env=_environment(root),
+                stderr=asyncio.subprocess.STDOUT, cwd=work, env=_environment(root, interpreter),
                 start_new_session=True, pass_fds=(status_w,))
         finally:
             os.close(status_w)
@@ -426,7 +533,7 @@ async def execute(mode: Mode, limits: Limits, code: str, files_dir: Path | None)
             await asyncio.wait_for(proc.wait(), limits.timeout)
         except TimeoutError:
             timed_out = True
-        _kill_group(proc.pid)  # whatever the code left running (outside a PID namespace)
+        await _stop(proc, mode)
         for waiting in (proc.wait(), pump):
             try:
                 await asyncio.wait_for(waiting, GRACE_S)
@@ -441,7 +548,8 @@ async def execute(mode: Mode, limits: Limits, code: str, files_dir: Path | None)
             detail = status.get("setup_error") or (f"the sandbox exited with status {proc.returncode} "
                                                    "before reporting on the code")
         created, more = await asyncio.to_thread(_created, work, copied)
-        return Outcome(ended, exit_code, sig, output, omitted, created, more, seconds, detail)
+        return Outcome(ended, exit_code, sig, output, omitted, created, more, seconds, detail,
+                       peak_memory_mb=int(status.get("peak_memory", 0)) >> 20)
     finally:
         if proc is not None and proc.returncode is None:
             _kill_group(proc.pid)
@@ -454,9 +562,11 @@ async def execute(mode: Mode, limits: Limits, code: str, files_dir: Path | None)
 class Sandbox:
     """Runs code under `limits` in the strongest isolation `isolation` allows (see the module docstring)."""
 
-    def __init__(self, isolation: str = "auto", limits: Limits = Limits()) -> None:
+    def __init__(self, isolation: str = "auto", limits: Limits = Limits(), interpreter: str | None = None,
+                 packages: tuple[str, ...] = ()) -> None:
         self.limits = limits
-        self.mode = choose_mode(isolation)
+        self.interpreter = interpreter_info(interpreter, packages)
+        self.mode = choose_mode(isolation, self.interpreter)
 
     @property
     def network_isolation(self) -> str:
@@ -467,4 +577,4 @@ class Sandbox:
         return self.mode.files
 
     async def run(self, code: str, files_dir: Path | None = None) -> Outcome:
-        return await execute(self.mode, self.limits, code, files_dir)
+        return await execute(self.mode, self.limits, code, files_dir, self.interpreter)

@@ -1,21 +1,29 @@
 """The program that runs inside the python tool's sandbox process (its source is passed to `python -I -c`).
 
-It never imports bon: it runs in an isolated interpreter, perhaps as another user, where only the
-standard library is certain to be readable. Its one argument is a JSON object from `bon.tools.sandbox`.
+It never imports bon: it runs in an isolated interpreter, perhaps not bon's own, where only the
+standard library is certain to be there. Its one argument is a JSON object from `bon.tools.sandbox`.
 
-This process is the supervisor. It reads the code, makes the mounts it is asked for (it is root in a
-fresh mount namespace then), and forks the worker, which lowers its resource limits, drops to the
-unprivileged user and installs the audit-hook guards it is asked for, then runs the code. The
-supervisor waits for the worker and writes how it ended to the status pipe as JSON lines. In a PID
-namespace the supervisor is PID 1, so its exit kills every process the code left behind; the code
-itself never runs as PID 1, whose odd signal rules would stop the CPU limit's SIGXCPU from landing.
+This process is the supervisor; the model's code runs in the worker it forks.
+
+- The supervisor makes the mounts it is asked for (it is root in a fresh mount namespace then),
+  becomes the reaper of every orphan below it and unreadable to the code (not dumpable), forks the
+  worker and watches it: every `poll` seconds it sums the resident memory of all processes below it
+  and kills them all past `max_memory`. When the worker ends it kills whatever the code left behind
+  and writes how the run ended to the status pipe, as JSON lines. In a PID namespace it is PID 1.
+- The worker lowers its resource limits, drops to the unprivileged user (when bon is root), drops
+  every capability, sets no_new_privs, checks all of that took, installs the audit-hook guards it is
+  asked for, closes the status pipe and only then runs the code. The code therefore has no way to
+  write the status: the parent believes nothing the code can forge.
 """
 import json
 import os
 import resource
+import signal
 import sys
+import time
 
 CODE_NAME = "<code>"  # the file name tracebacks show for the user's code
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 4, 24, 36, 38
 
 
 def _status(fd, **fields):
@@ -25,12 +33,22 @@ def _status(fd, **fields):
         pass
 
 
+def _prctl(option, value):
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}, {value}) failed: {os.strerror(err)}")
+
+
 def _mount_masks(masks, host_mnt_ns):
     """Cover each directory with a fresh tmpfs and bind the paths to keep back at their old places.
 
-    This hides the host's world-writable scratch directories (/tmp, /dev/shm, ...) from the code, and
-    makes the interpreter's files reachable for the unprivileged user when they sit below a directory
-    it may not enter (a Python under /root, say) without exposing anything else there.
+    This hides the host's world-writable scratch directories (/tmp, /dev/shm, ...) and its sockets
+    (/run) from the code, and makes the interpreter's files reachable for the unprivileged user when
+    they sit below a directory it may not enter (a Python under /root, say) without exposing
+    anything else there.
     """
     import ctypes
 
@@ -59,6 +77,141 @@ def _mount_masks(masks, host_mnt_ns):
             os.close(fd)
 
 
+# --------------------------------------------------------------------------- the supervisor's watch
+
+
+def _parents():
+    """{pid: parent pid} of every live (not zombie) process this /proc shows."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            parent = _parent(int(entry))
+            if parent is not None:
+                parents[int(entry)] = parent
+    return parents
+
+
+def _parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == b"Z" else int(fields[1])
+
+
+def _descendants(me):
+    """Every live process below `me` (orphans come back to it: it is their reaper)."""
+    children = {}
+    for pid, parent in _parents().items():
+        children.setdefault(parent, []).append(pid)
+    below, frontier = set(), [me]
+    while frontier:
+        for child in children.get(frontier.pop(), ()):
+            if child not in below:
+                below.add(child)
+                frontier.append(child)
+    return below
+
+
+def _kill(pid, family):
+    """SIGKILL `pid` if it is still the one we found: its pid may have been freed and reused since."""
+    try:
+        handle = os.pidfd_open(pid)  # pins the process: its pid cannot be reused while we hold this
+    except AttributeError:  # Python < 3.9: a small window for pid reuse remains
+        try:
+            if _parent(pid) in family:
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        return
+    except OSError:
+        return
+    try:
+        if _parent(pid) in family:  # a process reusing the pid would have a parent outside the run
+            signal.pidfd_send_signal(handle, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _resident(pids, page=os.sysconf("SC_PAGE_SIZE")):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _kill_all(me, worker):
+    """SIGKILL every process below `me` until none is left, reaping them; returns the worker's wait result."""
+    result = None
+    for _ in range(1000):
+        pids = _descendants(me)
+        for pid in pids:
+            _kill(pid, pids | {me})
+        result = _reap(worker) or result
+        if not pids:
+            break
+        time.sleep(0.005)
+    return result
+
+
+def _reap(worker):
+    """Reap every finished child (orphans included); the worker's (status, usage) if it was among them."""
+    found = None
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if pid == 0:
+            return found
+        if pid == worker:
+            found = (status, usage)
+
+
+def _supervise(worker, max_memory, poll, status_fd):
+    me = os.getpid()
+    # Wake at once when a child ends or the parent asks us to stop (SIGTERM, its timeout), else every `poll`.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
+    peak, ended, killed_for, stopped = 0, None, None, False
+    while True:
+        ended = _reap(worker)
+        if ended is not None:
+            break
+        resident = _resident(_descendants(me))
+        peak = max(peak, resident)
+        if resident > max_memory:
+            killed_for = "memory"
+            break
+        woken = signal.sigtimedwait({signal.SIGCHLD, signal.SIGTERM}, poll)
+        if woken is not None and woken.si_signo == signal.SIGTERM:
+            stopped = True
+            break
+    ended = _kill_all(me, worker) or ended
+    report = {"peak_memory": peak}
+    if killed_for:
+        report["killed_for"] = killed_for
+    if stopped:
+        report["stopped"] = True
+    if ended is not None:
+        status, usage = ended
+        report["cpu"] = usage.ru_utime + usage.ru_stime
+        if os.WIFSIGNALED(status):
+            report["signal"] = os.WTERMSIG(status)
+        else:
+            report["exit"] = os.WEXITSTATUS(status)
+    _status(status_fd, **report)
+
+
+# --------------------------------------------------------------------------- the worker
+
+
 def _set_limits(limits):
     for name, (soft, hard) in limits.items():
         which = getattr(resource, name)
@@ -68,25 +221,35 @@ def _set_limits(limits):
         resource.setrlimit(which, (min(soft, hard), hard))
 
 
-def _drop_privileges(uid, gid):
-    import ctypes
+def _capabilities():
+    with open("/proc/self/status", encoding="ascii") as f:
+        return {k: int(v, 16) for k, v in (line.split(":\t") for line in f) if k.startswith("Cap")}
 
-    os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    if os.getuid() != uid or os.geteuid() != uid:
-        raise OSError("could not change to the unprivileged user")
-    # no_new_privs: setuid programs (su, sudo, ...) cannot give the code its privileges back.
-    if ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+def _drop_privileges(uid, gid):
+    """Leave root for good: no capability, even in the bounding set, and ids that are never 0."""
+    if uid is not None:
+        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
+            for cap in range(int(f.read()) + 1):
+                _prctl(PR_CAPBSET_DROP, cap)
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    # no_new_privs: setuid programs (su, sudo, ...) and file capabilities cannot give privileges back.
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if 0 in os.getresuid() or 0 in os.getresgid() or (uid is not None and os.getgroups()):
+        raise OSError(f"refusing to run the code as root (uids {os.getresuid()}, gids {os.getresgid()})")
+    held = {k: v for k, v in _capabilities().items() if k in ("CapEff", "CapPrm", "CapInh", "CapAmb") and v}
+    if held:
+        raise OSError(f"refusing to run the code with capabilities {held}")
 
 
 def _install_guard(network, files, writable):
     """A best-effort audit hook: no sockets beyond local ones, no writes outside `writable`, no programs.
 
-    Audit hooks see what Python code does through the standard library; code that reaches the C
-    library directly (ctypes, a C extension) is not seen. That is why the namespace and the
-    unprivileged user are preferred and this guard is the fallback.
+    Audit hooks see what Python code does through most of the standard library, not all of it:
+    ctypes, C extensions, sqlite3's file opening, `_posixsubprocess` and `dir_fd=` relative to an
+    open directory all go around it. It catches accidents; the kernel-enforced modes are the boundary.
     """
     import re
     import socket
@@ -161,7 +324,7 @@ def _install_guard(network, files, writable):
     sys.addaudithook(hook)
 
 
-def _run(code, status_fd):
+def _run(code):
     import builtins
     import linecache
     import traceback
@@ -178,8 +341,6 @@ def _run(code, status_fd):
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - report as Python would, without the sandbox's own frames
-        if isinstance(exc, MemoryError):
-            _status(status_fd, memory_error=True)
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != CODE_NAME:
             tb = tb.tb_next
@@ -193,8 +354,9 @@ def _run(code, status_fd):
 def _worker(config, code, status_fd):
     try:
         _set_limits(config["limits"])
-        if config["uid"] is not None:
-            _drop_privileges(config["uid"], config["gid"])
+        _drop_privileges(config["uid"], config["gid"])
+        if config["uid"] is None:
+            _prctl(PR_SET_DUMPABLE, 1)  # only the supervisor hides from processes of its own user
         os.chdir(config["work"])
         guard = config["guard"]
         if guard["network"] or guard["files"]:
@@ -202,18 +364,21 @@ def _worker(config, code, status_fd):
     except Exception as exc:  # noqa: BLE001 - a sandbox that cannot be set up must not run the code
         _status(status_fd, setup_error=f"{type(exc).__name__}: {exc}")
         os._exit(1)
-    _run(code, status_fd)
+    os.close(status_fd)  # from here on the code runs: it must have no way to report for the sandbox
+    _run(code)
 
 
 def main():
     config = json.loads(sys.argv[1])
     status_fd = config["status_fd"]
-    os.set_inheritable(status_fd, False)  # programs the code starts do not get it
+    os.set_inheritable(status_fd, False)
     try:
         with open(config["code_file"], encoding="utf-8") as f:
             code = f.read()
         if config["masks"]:
             _mount_masks(config["masks"], config["host_mnt_ns"])
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)  # whatever the code starts stays below us, however it detaches
+        _prctl(PR_SET_DUMPABLE, 0)  # the code cannot ptrace us or open our /proc entries, even as our user
     except Exception as exc:  # noqa: BLE001
         _status(status_fd, setup_error=f"{type(exc).__name__}: {exc}")
         os._exit(1)
@@ -222,12 +387,7 @@ def main():
     if pid == 0:
         _worker(config, code, status_fd)
         raise SystemExit(0)
-    _, status, usage = os.wait4(pid, 0)
-    cpu = usage.ru_utime + usage.ru_stime
-    if os.WIFSIGNALED(status):
-        _status(status_fd, signal=os.WTERMSIG(status), cpu=cpu)
-    else:
-        _status(status_fd, exit=os.WEXITSTATUS(status), cpu=cpu)
+    _supervise(pid, config["max_memory"], config["poll"], status_fd)
     os._exit(0)
 
 

@@ -14,9 +14,15 @@ again with a later `page` walks through the remaining matches.
 Fetching is guarded (see `netguard`): only http(s) to public addresses, every redirect hop checked
 again (redirects are followed by hand, up to `max_redirects`), the connection pinned to the checked
 address, no environment proxies (`trust_env=False`; use the `proxy` option), a connect timeout and a
-total time limit (`timeout`), and a size cap: the body is streamed and reading stops after
-`max_bytes`. A cut HTML or text page is still useful, so it is shown with a note saying it was cut;
-a cut PDF cannot be parsed, so a PDF past the cap is a `too_large` error.
+total time limit, and a size cap: the body is streamed, decoded a piece at a time (`decoding`: gzip and
+deflate, stacked too) and reading stops after `max_bytes` of decoded bytes. A cut HTML or text page is
+still useful, so it is shown with a note saying it was cut; a cut PDF cannot be parsed, so a PDF past
+the cap is a `too_large` error.
+
+One budget, `timeout`, covers the download and the conversion to text: HTML and PDF are converted in
+a worker process (`bounded`) with `memory_mb` of address space, killed when the budget runs out (a
+`timeout` error) or the memory does (`memory_limit`). Elements nested deeper than `MAX_DEPTH` are
+flattened to their text first, so no document is too deep to convert.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import codecs
 import io
 import re
 import ssl
+import zlib
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,7 +40,7 @@ from typing import Any, AsyncIterator, Iterable
 import httpx
 
 from bon.errors import BonError
-from bon.tools import netguard
+from bon.tools import bounded, decoding, netguard
 from bon.tools.loop_client import LoopClient
 from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult, option
 
@@ -41,12 +48,15 @@ HTTP_ERROR = "http_error"
 TOO_LARGE = "too_large"
 TOO_MANY_REDIRECTS = "too_many_redirects"
 UNSUPPORTED_CONTENT = "unsupported_content"
+MEMORY_LIMIT = bounded.MEMORY_LIMIT
 NETWORK_ERROR = netguard.NETWORK_ERROR
 
 DEFAULT_USER_AGENT = "Mozilla/5.0 (compatible; bon-visit-page/0.1; research agent)"
 MAX_FIND_HITS = 20  # matches listed in one reply
 EXCERPT_CHARS = 80  # context on each side of a match
 _PINNED_TRIES = 3  # addresses tried in turn when the first does not accept a connection
+MIN_MEMORY_MB = 256  # a worker starts at about 200 MB of address space (the parsers are loaded)
+MAX_DEPTH = 100  # elements nested deeper are flattened to their text (markdownify recurses per level)
 _HTML_TYPES = {"text/html", "application/xhtml+xml"}
 _TEXT_TYPES = {"application/json", "application/xml", "application/javascript", "application/x-javascript",
                "application/ld+json", "application/rss+xml", "application/atom+xml", "application/x-yaml",
@@ -62,6 +72,9 @@ class FetchError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+    def __reduce__(self) -> tuple:  # raised in a worker process, re-raised here
+        return type(self), (self.kind, str(self))
 
 
 @dataclass(frozen=True)
@@ -126,16 +139,45 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def html_to_markdown(body: bytes, charset: str | None, base_url: str) -> tuple[str, str]:
-    """(title, Markdown) of an HTML document; links and images made absolute, data: URIs dropped."""
+def flatten_deep(soup: Any, max_depth: int = MAX_DEPTH) -> int:
+    """Replace what lies inside elements at depth `max_depth` by its plain text; how many were flattened.
+
+    Walks with an explicit stack, so depth itself costs no recursion here.
+    """
+    from bs4 import NavigableString, Tag
+
+    flattened = 0
+    stack = [(soup, 0)]
+    while stack:
+        tag, depth = stack.pop()
+        children = [c for c in tag.children if isinstance(c, Tag)]
+        if depth >= max_depth and children:
+            text = tag.get_text(" ")
+            tag.clear()
+            tag.append(NavigableString(text))
+            flattened += 1
+            continue
+        stack.extend((child, depth + 1) for child in children)
+    return flattened
+
+
+def html_to_markdown(body: bytes | str, charset: str | None, base_url: str | None) -> tuple[str, str, list[str]]:
+    """(title, Markdown, notes) of an HTML document; links and images made absolute (against `base_url`,
+    if given), data: URIs dropped, elements nested over `MAX_DEPTH` deep flattened to text."""
     from bs4 import BeautifulSoup
     from markdownify import MarkdownConverter
 
-    soup = BeautifulSoup(body, "html.parser", from_encoding=charset)
+    if isinstance(body, str):
+        soup = BeautifulSoup(body, "html.parser")
+    else:
+        soup = BeautifulSoup(body, "html.parser", from_encoding=charset)
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup.find_all(_DROP_TAGS):
         tag.decompose()
-    base = httpx.URL(base_url)
+    notes = []
+    if flatten_deep(soup):
+        notes.append(f"elements nested more than {MAX_DEPTH} deep are shown as plain text")
+    base = httpx.URL(base_url) if base_url else None
     for tag, attr in (("a", "href"), ("img", "src")):
         for el in soup.find_all(tag):
             value = (el.get(attr) or "").strip()
@@ -144,13 +186,14 @@ def html_to_markdown(body: bytes, charset: str | None, base_url: str) -> tuple[s
             if value.lower().startswith(("javascript:", "data:", "vbscript:")):
                 del el[attr]
                 continue
-            try:
-                el[attr] = str(base.join(value))
-            except (httpx.InvalidURL, ValueError):
-                del el[attr]
+            if base is not None:
+                try:
+                    el[attr] = str(base.join(value))
+                except (httpx.InvalidURL, ValueError):
+                    del el[attr]
     converter = MarkdownConverter(heading_style="ATX", bullets="-", escape_underscores=False,
                                   escape_asterisks=False, table_infer_header=True)
-    return title, _tidy(converter.convert_soup(soup))
+    return title, _tidy(converter.convert_soup(soup)), notes
 
 
 def pdf_to_text(body: bytes) -> tuple[str, str, int, int]:
@@ -213,6 +256,16 @@ def _kind(content_type: str, head: bytes) -> str:
                 if exc.start >= len(head) - 3:  # only a character cut at the end of the sample
                     return "text"
     return ""
+
+
+def convert(kind: str, body: bytes, charset: str | None, url: str) -> tuple[str, str, str, list[str]]:
+    """(title, text, label, notes) of an HTML or PDF body; run in a worker process (see `bounded`)."""
+    if kind == "pdf":
+        title, text, n, with_text = pdf_to_text(body)
+        notes = [] if with_text else [f"no text could be extracted from this {n}-page PDF (it may be scanned images)"]
+        return title, text, f"PDF, {n} PDF page(s)", notes
+    title, text, notes = html_to_markdown(body, charset, url)
+    return title, text, "HTML as Markdown", notes
 
 
 # --------------------------------------------------------------------------- replies
@@ -293,8 +346,8 @@ class VisitPage(Tool):
 
     def __init__(self, *, allow_private: bool = False, allow_networks: Iterable[str] = (), page_chars: int = 8000,
                  max_bytes: int = 10_000_000, max_redirects: int = 5, timeout: float = 30.0,
-                 connect_timeout: float = 10.0, cache_size: int = 16, proxy: str | None = None,
-                 ca_file: str | None = None, user_agent: str = DEFAULT_USER_AGENT) -> None:
+                 connect_timeout: float = 10.0, memory_mb: int = 1024, cache_size: int = 16,
+                 proxy: str | None = None, ca_file: str | None = None, user_agent: str = DEFAULT_USER_AGENT) -> None:
         self.allow_private = bool(allow_private)
         if isinstance(allow_networks, str):
             allow_networks = [allow_networks]
@@ -307,6 +360,7 @@ class VisitPage(Tool):
         self.max_redirects = option("visit_page", "max_redirects", max_redirects, integer=True)
         self.timeout = float(option("visit_page", "timeout", timeout, strict=True))
         self.connect_timeout = float(option("visit_page", "connect_timeout", connect_timeout, strict=True))
+        self.memory_mb = option("visit_page", "memory_mb", memory_mb, integer=True, minimum=MIN_MEMORY_MB)
         self.cache_size = option("visit_page", "cache_size", cache_size, integer=True, minimum=1)
         if proxy is not None and not (isinstance(proxy, str) and re.match(r"^(https?|socks5h?)://", proxy)):
             raise BonError(f"tools.visit_page.proxy must be an http(s):// or socks5:// URL, got {proxy!r}")
@@ -330,6 +384,7 @@ class VisitPage(Tool):
             # no pooled connections: a pinned connection is to an IP, and must not serve another host name
             limits=httpx.Limits(max_keepalive_connections=0),
             headers={"User-Agent": self.user_agent, "Accept-Language": "en",
+                     "Accept-Encoding": ", ".join(decoding.ACCEPTED),
                      "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.9,*/*;q=0.5"})
 
     def _http(self) -> httpx.AsyncClient:
@@ -373,7 +428,9 @@ class VisitPage(Tool):
         return doc
 
     async def _load(self, url: str) -> Document:
-        scope = asyncio.timeout(self.timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout  # one budget for the download and the conversion
+        scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
                 final_url, content_type, charset, kind, body, cut = await self._fetch(url)
@@ -389,16 +446,21 @@ class VisitPage(Tool):
         if cut:
             notes.append(f"the page is larger than {self.max_bytes:,} bytes; only its first {self.max_bytes:,} "
                          "bytes were read, so its end is missing")
-        if kind == "pdf":
-            title, text, n, with_text = await asyncio.to_thread(pdf_to_text, body)
-            label = f"PDF, {n} PDF page(s)"
-            if not with_text:
-                notes.append(f"no text could be extracted from this {n}-page PDF (it may be scanned images)")
-        elif kind == "html":
-            title, text = await asyncio.to_thread(html_to_markdown, body, charset, final_url)
-            label = "HTML as Markdown"
-        else:
+        if kind == "text":
             title, text, label = "", _tidy(_decode(body, charset)), f"text, {content_type or 'no content type'}"
+        else:
+            try:
+                title, text, label, more = await bounded.run(convert, kind, body, charset, final_url,
+                                                             timeout=deadline - loop.time(),
+                                                             memory_mb=self.memory_mb)
+            except bounded.Overrun as exc:
+                budget = (f"tools.visit_page.timeout, {self.timeout:g} s for download and conversion"
+                          if exc.kind == TIMEOUT else f"tools.visit_page.memory_mb, {self.memory_mb:,} MB")
+                raise FetchError(exc.kind, f"{url} was downloaded, but converting it to text was stopped: it {exc} "
+                                           f"({budget})") from None
+            except bounded.WorkerFailed as exc:
+                raise FetchError(UNSUPPORTED_CONTENT, f"{url} could not be converted to text ({exc})") from None
+            notes += more
         return Document(url=url, final_url=final_url, title=title, kind=label, text=text,
                         starts=page_starts(text, self.page_chars), notes=tuple(notes))
 
@@ -462,15 +524,20 @@ class VisitPage(Tool):
         if early == "pdf" and length is not None and length > self.max_bytes:
             raise FetchError(TOO_LARGE, f"{url} is a {length:,}-byte PDF, larger than the {self.max_bytes:,}-byte "
                                         "limit (tools.visit_page.max_bytes)")
+        encoding = ",".join(response.headers.get_list("content-encoding"))
+        try:
+            decoder = decoding.Decoder(encoding, self.max_bytes)
+        except decoding.UnsupportedCoding as exc:
+            raise FetchError(UNSUPPORTED_CONTENT, f"{url} was sent encoded as {encoding!r}: {exc}") from None
         chunks: list[bytes] = []
-        size, cut = 0, False
-        async for chunk in response.aiter_bytes():
-            if size + len(chunk) > self.max_bytes:
-                chunks.append(chunk[: self.max_bytes - size])
-                cut = True
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        try:
+            async for raw in response.aiter_raw():  # decoded here, piece by piece, never past max_bytes
+                chunks += decoder.feed(raw)
+                if decoder.cut:
+                    break
+        except zlib.error as exc:
+            raise FetchError(NETWORK_ERROR, f"{url} sent a damaged {encoding} body ({exc})") from None
+        cut = decoder.cut
         body = b"".join(chunks)
         kind = _kind(content_type, body[:1024])
         if not kind:
