@@ -54,8 +54,8 @@ def main() -> int:
     for name, seconds in timings.items():
         print(f"  {name:<52} {seconds * 1000:8.0f} ms")
     print(f"  {'total':<52} {total * 1000:8.0f} ms   target < 5000 ms: {'PASS' if total < 5 else 'FAIL'}")
-    print(f"  accuracy {100 * rows[0]['accuracy']:.1f}%  random {100 * rows[0]['random']:.1f}%  "
-          f"pass@N {100 * rows[0]['pass_at_n']:.1f}%")
+    print(f"  accuracy {100 * rows[0].accuracy:.1f}%  random {100 * rows[0].random:.1f}%  "
+          f"pass@N {100 * rows[0].pass_at_n:.1f}%")
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(3):

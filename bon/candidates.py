@@ -88,3 +88,11 @@ def candidate(trajectory: Trajectory, judgement: Judgement, subset: str = "") ->
 def table(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
     """Build the candidate table with its fixed schema from row dicts."""
     return pl.DataFrame(list(rows), schema=SCHEMA)
+
+
+def tasks_with_answers(table: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the tasks (per judge and subset) where some candidate has a final answer: the tasks a
+    vote-based selector can be scored on."""
+    keys = ["judge", "subset", "task_id"]
+    keep = table.group_by(keys).agg(pl.col("answer").is_not_null().any().alias("_has"))
+    return table.join(keep.filter(pl.col("_has")).drop("_has"), on=keys)

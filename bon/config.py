@@ -113,6 +113,7 @@ class LLMJudge(ClientOptions):
     reask: bool = opt()
     prompt: Optional[str] = opt()
     max_chars: Optional[int] = opt(ge=1)
+    store: Optional[str] = opt()
 
 
 @dataclass
@@ -234,6 +235,16 @@ class InspectFileOptions:
     max_paragraphs: int = opt(ge=1)
     timeout: float = opt(gt=0)
     memory_mb: int = opt(ge=256)
+    zip_max_members: int = opt(ge=1)
+    zip_max_mb: int = opt(ge=1)
+    vision_model: Optional[str] = opt()
+    vision_api_base: Optional[str] = opt()
+    vision_api_key_env: Optional[str] = opt()
+    transcription_model: Optional[str] = opt()
+    transcription_api_base: Optional[str] = opt()
+    transcription_api_key_env: Optional[str] = opt()
+    model_timeout: float = opt(gt=0)
+    media_cache: bool = opt()
 
 
 @dataclass
@@ -244,7 +255,9 @@ class PythonOptions:
     max_file_mb: int = opt(ge=1)
     max_output_chars: int = opt(ge=1)
     max_parallel: int = opt(ge=1)
-    isolation: str = opt()
+    max_processes: int = opt(ge=1)
+    isolation: str = opt(choices=("auto", "namespace", "audit_hook"))
+    interpreter: Optional[str] = opt()
 
 
 @dataclass

@@ -6,14 +6,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from bon.candidates import tasks_with_answers
 from bon.metrics import bootstrap_ci
 from bon.selectors import SELECTORS, Selector, select, to_batch
 from bon.selectors.best_of_k import curve
-
-
-def _tasks_with_answers(table: pl.DataFrame) -> pl.DataFrame:
-    keep = table.group_by(["judge", "subset", "task_id"]).agg(pl.col("answer").is_not_null().any().alias("_has"))
-    return table.join(keep.filter(pl.col("_has")).drop("_has"), on=["judge", "subset", "task_id"])
+from bon.summary import Row
 
 
 def _drop_tasks_without_reference(table: pl.DataFrame) -> tuple[pl.DataFrame, str]:
@@ -77,7 +74,7 @@ def _generation_failed(table: pl.DataFrame) -> pl.Expr:
 
 
 def _not_applicable(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
-                    note: str) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+                    note: str) -> tuple[pl.DataFrame, list[Row]]:
     """A selection that cannot be scored: recorded with its reason, never given a number.
 
     A row (not an exception) so that one such cell does not abort a whole multirun sweep.
@@ -86,20 +83,19 @@ def _not_applicable(selector: Selector, table: pl.DataFrame, dataset: str, subse
     rows = []
     for (judge,), part in table.group_by("judge", maintain_order=True):
         picks = select(SELECTORS["random"], part)
-        rows.append({"dataset": dataset, "subset": subset, "judge": judge, "selector": selector.name,
-                     "description": selector.description, "oracle": selector.oracle, "n_tasks": 0,
-                     "n_candidates": 0, "accuracy": None, "accuracy_expected": None, "ci_low": None,
-                     "ci_high": None, "pass_at_n": None if unknown else float(picks["pass_any"].mean()),
-                     "random": None if unknown else float(picks["random"].mean()), "judge_failed": 0,
-                     "generation_failed": int(part["generation_failed"].sum())
-                     if "generation_failed" in part.columns else None,
-                     "judge_missing_final": 0,
-                     "judge_missing_steps": 0, "best_of_k": None, "by_subset": {}, "note": note})
+        rows.append(Row(dataset=dataset, subset=subset, judge=judge, selector=selector.name,
+                        description=selector.description, oracle=selector.oracle, n_tasks=0,
+                        n_candidates=0, accuracy=None, accuracy_expected=None, ci_low=None,
+                        ci_high=None, pass_at_n=None if unknown else float(picks["pass_any"].mean()),
+                        random=None if unknown else float(picks["random"].mean()), judge_failed=0,
+                        generation_failed=int(part["generation_failed"].sum())
+                        if "generation_failed" in part.columns else None,
+                        judge_missing_final=0, judge_missing_steps=0, best_of_k=None, by_subset={}, note=note))
     return table.head(0).select("judge", "subset", "task_id"), rows
 
 
 def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str, confidence: float = 0.95,
-             resamples: int = 9999, seed: int = 0) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+             resamples: int = 9999, seed: int = 0) -> tuple[pl.DataFrame, list[Row]]:
     """Per-task selections and one summary row per judge (plus a per-subset breakdown).
 
     Vote-based selectors are evaluated only on tasks where some candidate has a final
@@ -113,7 +109,7 @@ def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
     if unscored:
         note = unscored
     if not selector.score_based:
-        answered = _tasks_with_answers(table)
+        answered = tasks_with_answers(table)
         if answered.height == 0:
             return _not_applicable(selector, table, dataset, subset, (
                 f"not applicable: selector {selector.name!r} votes on final answers, but no trajectory in subset "
@@ -134,8 +130,8 @@ def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
                     "accuracy_expected": float(sub["expected"].mean()),
                     "pass_at_n": float(sub["pass_any"].mean()), "random": float(sub["random"].mean()),
                 }
-        rows.append({"dataset": dataset, "subset": subset, "judge": judge[0], "selector": selector.name,
-                     "description": selector.description, "oracle": selector.oracle, **row,
-                     "by_subset": by_subset, "note": note})
+        rows.append(Row(dataset=dataset, subset=subset, judge=judge[0], selector=selector.name,
+                        description=selector.description, oracle=selector.oracle, **row,
+                        by_subset=by_subset, note=note))
         all_picks.append(picks.with_columns(pl.lit(selector.name).alias("selector")))
     return pl.concat(all_picks), rows

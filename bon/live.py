@@ -8,103 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import polars as pl
 
-from bon import candidates
+from bon import build, candidates
+from bon.console import run_logging as _run_logging
+from bon.console import say as _say
+from bon.console import say_failures as _say_failures
 from bon.errors import BonError
+from bon.plan import Live
 from bon.types import Judgement, Trajectory
 
-CLIENT_FIELDS = ("api_base", "api_key_env", "concurrency", "rpm", "timeout", "max_attempts", "prices", "workers",
-                 "breaker_after")
-# Loggers whose records belong in run.log only, never on the terminal: one line per failed call, and
-# the copies of what was said on the terminal.
-FILE_ONLY_LOGGERS = ("bon.llm.calls", "bon.live.said")
 NOT_JUDGED = "not judged: generation failed before any step"
-said = logging.getLogger("bon.live.said")
 
 
-def make_client(cfg: Mapping[str, Any], cache: Any, role: str, breakers: dict[str, Any] | None = None,
-                budget: Any = None) -> Any:
-    """An LLMClient for a generator or judge config (the API key is read from api_key_env here).
-    Clients given the same `breakers` dict share one circuit breaker per endpoint."""
-    from bon.llm import LLMClient
-    from bon.llm.guards import DEFAULT_BREAKER_AFTER, Breaker, endpoint_of
+def _write_judgements(path: Path, trajectories: list[Trajectory], judgements: list[Judgement],
+                      fingerprints: list[str | None]) -> None:
+    """The run's judgements, each (task, sample) once in trajectory order, replacing what the judge stage
+    appended (bon.judges.store)."""
+    from bon.judges import store as judgement_store
 
-    if not cfg.get("model"):
-        raise BonError(f"{role}.model is required for a live {role} (e.g. {role}=deepseek or {role}.model=...)")
-    kwargs = {k: cfg[k] for k in CLIENT_FIELDS if cfg.get(k) is not None}
-    breaker = None
-    if breakers is not None:
-        endpoint = endpoint_of(str(cfg["model"]), cfg.get("api_base"))
-        breaker = breakers.setdefault(endpoint, Breaker(endpoint, kwargs.get("breaker_after", DEFAULT_BREAKER_AFTER)))
-    return LLMClient(str(cfg["model"]), cache=cache, role=role, breaker=breaker, budget=budget, **kwargs)
-
-
-def _judge(cfg: Mapping[str, Any], client: Any) -> Any:
-    from bon.judges.llm import LLMJudge
-
-    return LLMJudge(client, str(cfg.get("name") or cfg["model"]), mode=cfg.get("mode", "prm"),
-                    samples=int(cfg.get("samples", 1)), prompt_path=cfg.get("prompt"), max_chars=cfg.get("max_chars"),
-                    reask=bool(cfg.get("reask", False)), temperature=cfg.get("temperature"))
-
-
-def _generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] | None = None,
-               intervention: Any = None, helper: Any = None, default_tools: list[str] | None = None) -> Any:
-    """The agent; `generator.tools` if set, else the dataset's tool set (`default_tools`)."""
-    from bon import tools
-    from bon.generators.agent import AgentGenerator
-
-    chosen = tools.get(list(cfg.get("tools") or default_tools or ["final_answer"]), tools_cfg)
-    retry_failed = cfg.get("retry_failed", True)
-    if not isinstance(retry_failed, bool):
-        raise BonError(f"generator.retry_failed must be true or false, got {retry_failed!r}")
-    return AgentGenerator(client, chosen, n=int(cfg.get("n", 1)), intervention=intervention, helper=helper,
-                          max_steps=int(cfg.get("max_steps", 15)), temperature=cfg.get("temperature"),
-                          seed=cfg.get("seed"), system_prompt=cfg.get("system_prompt"),
-                          trajectory_timeout_s=float(cfg.get("trajectory_timeout", 600)),
-                          retry_failed=retry_failed)
-
-
-def _write_judgements(path: Path, trajectories: list[Trajectory], judgements: list[Judgement]) -> None:
-    with path.open("w", encoding="utf-8") as out:
-        for t, j in zip(trajectories, judgements):
-            out.write(json.dumps({"task_id": t.task_id, "sample": t.sample, "judge": j.judge,
-                                  "step_labels": {str(k): v for k, v in j.step_labels.items()},
-                                  "final_label": j.final_label, "status": j.status, "reason": j.reason,
-                                  "raw": j.raw}, ensure_ascii=False) + "\n")
-
-
-@contextlib.asynccontextmanager
-async def _clients(cache_cfg: Mapping[str, Any], *roles: tuple[str, Mapping[str, Any] | None], budget: Any = None):
-    """One client per (role, config) sharing one response cache, one breaker per endpoint and the run's
-    budget; all built (keys checked) before any work starts, all closed afterwards. A None config
-    yields None (e.g. no generator when replaying)."""
-    from bon.llm import ResponseCache
-
-    mode = str(cache_cfg.get("mode", "readwrite"))
-    cache = None if mode == "off" else ResponseCache(mode, cache_cfg.get("dir"))
-    clients = []
-    breakers: dict[str, Any] = {}
-    try:
-        clients = [None if cfg is None else make_client(cfg, cache, role, breakers, budget) for role, cfg in roles]
-        yield clients
-    finally:
-        for client in clients:
-            if client is not None:
-                await client.aclose()
-        if cache is not None:
-            cache.close()
+    judgement_store.write(path, zip(trajectories, judgements, fingerprints))
 
 
 async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
-               cache_cfg: Mapping[str, Any], out_dir: Path, subset: str,
+               cache_cfg: Mapping[str, Any], out_dir: Path, subset: str, replaying: bool,
                tools_cfg: Mapping[str, Any] | None = None,
                intervention_cfg: Mapping[str, Any] | None = None,
                default_tools: list[str] | None = None,
@@ -112,32 +44,28 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
     from bon.generators import intervention, store
     from bon.llm.guards import Budget
 
-    replaying = generator_cfg.get("kind") == "replay"
     icfg = dict(intervention_cfg or {"policy": "none"})
-    helper_cfg = _helper_config(icfg)
+    helper_cfg = build.helper_config(icfg)
     online_judge_cfg = judge_cfg if icfg.get("policy") == "prm" else None
     budget = Budget.from_config(budget_cfg)
     roles = (("generator", None if replaying else generator_cfg), ("judge", judge_cfg),
              ("intervention.helper", helper_cfg), ("judge", online_judge_cfg))
     with _run_logging(out_dir):
-        async with _clients(cache_cfg, *roles, budget=budget) as (gen_client, judge_client, helper_client,
+        async with build.clients(cache_cfg, *roles, budget=budget) as (gen_client, judge_client, helper_client,
                                                                     online_client):
             clients = [c for c in (gen_client, judge_client, helper_client, online_client) if c is not None]
             _check_prices(clients, budget)
-            judge = _judge(judge_cfg, judge_client)
+            judge = build.judge(judge_cfg, judge_client)
             if replaying:
                 path = Path(str(generator_cfg["path"])).expanduser()
                 trajectories = store.replay(path)
                 _say(f"plan: judge {len(trajectories)} trajectories replayed from {path}")
                 _say_clients(clients, budget)
             else:
-                online_judge = _judge(online_judge_cfg, online_client) if online_client is not None else None
+                online_judge = build.judge(online_judge_cfg, online_client) if online_client is not None else None
                 policy = intervention.policy_from_config(icfg, online_judge)
-                helper = None
-                if icfg.get("policy", "none") != "none":
-                    helper = (intervention.TerminalHuman() if helper_client is None else
-                              intervention.ModelHelper(helper_client, **_temperature(icfg["helper"])))
-                generator = _generator(generator_cfg, gen_client, tools_cfg, policy, helper, default_tools)
+                helper = None if icfg.get("policy", "none") == "none" else build.helper(icfg, helper_client)
+                generator = build.generator(generator_cfg, gen_client, tools_cfg, policy, helper, default_tools)
                 store_path = Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser()
                 try:
                     await _say_generation_plan(generator, tasks, store_path, clients, budget)
@@ -145,9 +73,10 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
                 finally:
                     await generator.aclose()
                 _say_failures("generation", gen_client.stats)
-            judgements = await _judge_steps(judge, trajectories)
+            judge_store = Path(str(judge_cfg.get("store") or out_dir / "judgements.jsonl")).expanduser()
+            judgements, fingerprints = await _judge_steps(judge, trajectories, judge_store)
             _say_failures("judging", judge_client.stats)
-    _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements)
+    _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements, fingerprints)
     table = candidates.table(candidates.candidate(t, j, subset) for t, j in zip(trajectories, judgements))
     no_step = [not t.step_indices for t in trajectories]
     table = table.with_columns(pl.Series("generation_failed", no_step, dtype=pl.Boolean))
@@ -171,28 +100,46 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
     return table, usage
 
 
-async def _judge_steps(judge: Any, trajectories: list[Trajectory]) -> list[Judgement]:
-    """Judge the trajectories that have a step; one without any (its generation failed before the first
-    reply) is a failed candidate, not billed to the judge: its judgement says so."""
-    from bon.generators.agent import FAILED_STOPS
+async def _judge_steps(judge: Any, trajectories: list[Trajectory],
+                       store_path: Path) -> tuple[list[Judgement], list[str | None]]:
+    """Judge the trajectories that have a step, with each one's fingerprint (None: not judged).
 
-    todo = [t for t in trajectories if t.step_indices]
-    skipped = len(trajectories) - len(todo)
+    One without any step (its generation failed before the first reply) is a failed candidate, not billed
+    to the judge: its judgement says so. A judgement the store already holds for the same trajectory and
+    judge settings is reused unless it failed; each new one is appended to the store as it finishes."""
+    from bon.generators.agent import FAILED_STOPS
+    from bon.judges.store import JudgementStore, reusable
+
+    store = JudgementStore(store_path)
+    stored = store.load()
+    fingerprints = [judge.fingerprint(t) if t.step_indices else None for t in trajectories]
+    done: dict[tuple[str, int], Judgement] = {}
+    for t, fingerprint in zip(trajectories, fingerprints):
+        if fingerprint is None:
+            why = t.metadata.get("error_kind") if t.metadata.get("stop_reason") in FAILED_STOPS else None
+            done[(t.task_id, t.sample)] = Judgement(judge.name, status="failed",
+                                                    reason=NOT_JUDGED + (f" ({why})" if why else ""))
+        elif (j := reusable(stored, (t.task_id, t.sample, judge.name, fingerprint))) is not None:
+            done[(t.task_id, t.sample)] = j
+    todo = [t for t in trajectories if (t.task_id, t.sample) not in done]
+    skipped = sum(f is None for f in fingerprints)
+    reused = len(trajectories) - skipped - len(todo)
     hits = 0
     for t in todo:
         hits += await judge.cached(t)
     calls = judge.samples * len(todo)
+    kept = f"{reused} reused from {store_path}, " if reused else ""
     note = f"; {skipped} without a step (generation failed) are not judged" if skipped else ""
-    _say(f"judge {judge.name}: {len(todo)} trajectories, {calls} first calls of which the cache answers {hits}{note}")
-    done = iter(await judge.judge_all(todo))
-    out = []
-    for t in trajectories:
-        if t.step_indices:
-            out.append(next(done))
-        else:
-            why = t.metadata.get("error_kind") if t.metadata.get("stop_reason") in FAILED_STOPS else None
-            out.append(Judgement(judge.name, status="failed", reason=NOT_JUDGED + (f" ({why})" if why else "")))
-    return out
+    _say(f"judge {judge.name}: {len(trajectories) - skipped} trajectories, {kept}{calls} first calls of which "
+         f"the cache answers {hits}{note}")
+    key_of = {(t.task_id, t.sample): f for t, f in zip(trajectories, fingerprints)}
+
+    async def save(t: Trajectory, j: Judgement) -> None:
+        await store.aappend(t, j, key_of[(t.task_id, t.sample)])
+
+    for t, j in zip(todo, await judge.judge_all(todo, on_done=save)):
+        done[(t.task_id, t.sample)] = j
+    return [done[(t.task_id, t.sample)] for t in trajectories], fingerprints
 
 
 def _stopped(trajectories: list[Trajectory], judgements: list[Judgement], no_step: list[bool],
@@ -216,14 +163,6 @@ def _counts(counter: collections.Counter) -> str:
 
 
 # -- what the user sees: the plan before the first call, one line per kind of failure, logs in run.log
-
-
-def _say(message: str) -> None:
-    """A line for the terminal (stderr, above any progress bar), copied into run.log."""
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
-    said.info(message)
 
 
 def _limits(client: Any) -> str:
@@ -279,79 +218,6 @@ def _check_prices(clients: list[Any], budget: Any) -> None:
                            f"<USD>}} or use budget.calls instead")
 
 
-def _say_failures(stage: str, stats: Any) -> None:
-    """One terminal line per kind of failed call (each call's details are in run.log)."""
-    for kind, n in sorted(stats.failures.items(), key=lambda kv: -kv[1]):
-        example = stats.failure_example.get(kind, "")
-        _say(f"{stage}: {n} of {stats.calls} calls failed with {kind}"
-             + (f" (last: {example[:160]})" if example else "") + "; each is in run.log")
-
-
-class _FileOnly(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith(FILE_ONLY_LOGGERS)
-
-
-@contextlib.contextmanager
-def _run_logging(out_dir: Path | None) -> Iterator[None]:
-    """During a live run, log records reach the terminal through tqdm (never glued to a progress bar),
-    and run.log in the run directory gets everything, including one line per failed call. Under Hydra
-    run.log is its job log; otherwise a file handler is added for the run (none for out_dir=None:
-    the process's own log files, if any, get the per-call lines)."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    root = logging.getLogger()
-    target = None if out_dir is None else (out_dir / "run.log").resolve()
-    added = None
-    if target is not None and not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve() == target
-                                      for h in root.handlers):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        added = logging.FileHandler(target, encoding="utf-8")
-        added.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-        root.addHandler(added)
-    quiet = _FileOnly()
-    levels = {name: logging.getLogger(name).level for name in FILE_ONLY_LOGGERS}
-    for name in FILE_ONLY_LOGGERS:
-        if logging.getLogger(name).getEffectiveLevel() > logging.INFO:
-            logging.getLogger(name).setLevel(logging.INFO)
-    try:
-        with logging_redirect_tqdm():
-            terminal = [h for h in root.handlers if not isinstance(h, logging.FileHandler)]
-            for handler in terminal:
-                handler.addFilter(quiet)
-            try:
-                yield
-            finally:
-                for handler in terminal:
-                    handler.removeFilter(quiet)
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-        if added is not None:
-            root.removeHandler(added)
-            added.close()
-
-
-def _helper_config(icfg: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The stand-in model's client config, or None (no intervention, or a person at the terminal)."""
-    if icfg.get("policy", "none") == "none":
-        return None
-    helper = icfg.get("helper") or {}
-    kind = helper.get("kind", "model")
-    if kind not in ("model", "terminal"):
-        raise BonError(f"intervention.helper.kind must be one of model, terminal; got {kind!r}")
-    if kind == "terminal":
-        return None
-    if not helper.get("model"):
-        raise BonError("intervention.helper.model is required (e.g. intervention.helper.model=openai/gpt-5), "
-                       "or use intervention.helper.kind=terminal to take the steps yourself")
-    return {k: v for k, v in helper.items() if k not in ("kind", "temperature")}
-
-
-def _temperature(helper: Mapping[str, Any]) -> dict[str, Any]:
-    return {} if helper.get("temperature") is None else {"temperature": helper["temperature"]}
-
-
 def _write_submission(out_dir: Path, table: pl.DataFrame) -> Path:
     """Without reference answers there is nothing to score: write each task's picked answer instead.
 
@@ -365,20 +231,6 @@ def _write_submission(out_dir: Path, table: pl.DataFrame) -> Path:
         for task_id, answer in chosen.select("task_id", "answer").unique("task_id", maintain_order=True).iter_rows():
             out.write(json.dumps({"task_id": task_id, "model_answer": answer or ""}, ensure_ascii=False) + "\n")
     return path
-
-
-def judge_trajectories(judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any],
-                       trajectories: list[Trajectory]) -> tuple[list[Judgement], dict[str, Any]]:
-    """Judge recorded trajectories with a live judge (e.g. for `bon.prm_eval` on AgentProcessBench)."""
-
-    async def go() -> tuple[list[Judgement], dict[str, Any]]:
-        async with _clients(cache_cfg, ("judge", judge_cfg)) as (client,):
-            judgements = await _judge(judge_cfg, client).judge_all(trajectories)
-            _say_failures("judging", client.stats)
-            return judgements, client.stats.to_dict()
-
-    with _run_logging(None):
-        return asyncio.run(go())
 
 
 LIVE_PRESETS = "deepseek, openai, anthropic, gemini, local"
@@ -433,23 +285,20 @@ def _check_replay_matches(path: Path, loaded: list[Any], dataset: str) -> None:
               f"they are left out", file=sys.stderr)
 
 
-def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
-        cache_cfg: Mapping[str, Any], out_dir: Path,
-        tools_cfg: Mapping[str, Any] | None = None,
-        intervention_cfg: Mapping[str, Any] | None = None,
-        budget_cfg: Mapping[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Generate (or replay), judge, score and tabulate the configured tasks; returns the table and usage.
+def run(chosen: Live, out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Generate (or replay), judge, score and tabulate the planned tasks; returns the table and usage.
 
-    `tools_cfg` is the run's `tools` config: options per tool and `allow_private`.
-    `intervention_cfg` says who takes each step (bon.generators.intervention).
-    `budget_cfg` ({usd, calls}) caps the run's LLM calls (bon.llm.guards.Budget).
+    `chosen.tools` is the run's `tools` config: options per tool and `allow_private`.
+    `chosen.intervention` says who takes each step (bon.generators.intervention).
+    `chosen.budget` ({usd, calls}) caps the run's LLM calls (bon.llm.guards.Budget).
     Scoring belongs to the dataset: whenever it has reference answers, every trajectory, generated or
     replayed, is scored against them with GAIA's rules."""
     from bon.datasets import gaia
 
+    dataset_cfg, generator_cfg, judge_cfg = chosen.dataset, chosen.generator, chosen.judge
+    intervention_cfg, replaying = chosen.intervention, chosen.replaying
     dataset = str(dataset_cfg.get("name"))
     _check_kinds(dataset, generator_cfg, judge_cfg)
-    replaying = generator_cfg.get("kind") == "replay"
     if replaying and (intervention_cfg or {}).get("policy", "none") != "none":
         raise BonError("intervention needs a live generator: replayed trajectories cannot be handed over")
     if replaying and not generator_cfg.get("path"):
@@ -460,9 +309,9 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
     if generator_cfg.get("system_prompt") is None and dataset_cfg.get("system_prompt") is not None:
         generator_cfg = {**generator_cfg, "system_prompt": dataset_cfg["system_prompt"]}  # the dataset's answer rules
     out_dir.mkdir(parents=True, exist_ok=True)
-    table, usage = asyncio.run(_run(loaded, generator_cfg, judge_cfg, cache_cfg, out_dir,
-                                    str(dataset_cfg.get("subset")), tools_cfg, intervention_cfg,
-                                    dataset_cfg.get("tools"), budget_cfg))
+    table, usage = asyncio.run(_run(loaded, generator_cfg, judge_cfg, chosen.cache, out_dir,
+                                    str(dataset_cfg.get("subset")), replaying, chosen.tools, intervention_cfg,
+                                    dataset_cfg.get("tools"), chosen.budget))
     if loaded:
         table = gaia.score(table, loaded)
     if loaded and all(t.answer is None for t in loaded):

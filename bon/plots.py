@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
+from bon.fmt import is_number
+
 SELECTOR_MARKERS = "osD^vPX*hp<>"
 BASELINE = "final"
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _colours(names: list[str]) -> dict[str, Any]:
@@ -40,7 +39,7 @@ def tie_aware(row: dict[str, Any]) -> tuple[float, float | None, float | None]:
     ks, acc = bok.get("k") or [], bok.get("accuracy") or []
     if ks and bok.get("ci_low") and bok.get("ci_high"):
         last = ks.index(max(ks))
-        if _finite(acc[last]) and abs(acc[last] - value) < 1e-6:
+        if is_number(acc[last]) and abs(acc[last] - value) < 1e-6:
             return value, bok["ci_low"][last], bok["ci_high"][last]
     return value, None, None
 
@@ -66,13 +65,13 @@ def _accuracy_panel(ax, rows, selectors, judges, colour, marker, subset, level, 
             continue
         ys = [judges.index(r["judge"]) + _dodge(i, len(selectors), 0.8) for r in mine]
         xs, lo, hi = zip(*(tie_aware(r) for r in mine))
-        err = [[100 * (x - lw) if _finite(lw) else 0.0 for x, lw in zip(xs, lo)],
-               [100 * (h - x) if _finite(h) else 0.0 for x, h in zip(xs, hi)]]
+        err = [[100 * (x - lw) if is_number(lw) else 0.0 for x, lw in zip(xs, lo)],
+               [100 * (h - x) if is_number(h) else 0.0 for x, h in zip(xs, hi)]]
         oracle = any(r["oracle"] for r in mine)
         ax.errorbar([100 * x for x in xs], ys, xerr=err, fmt=marker[s], color=colour[s], markersize=4,
                     elinewidth=0.9, capsize=1.5, mfc="white" if oracle else colour[s], zorder=3)
     for field, style in (("random", "--"), ("pass_at_n", ":")):
-        values = {round(r[field], 9) for r in rows if _finite(r[field]) and not r["note"]}
+        values = {round(r[field], 9) for r in rows if is_number(r[field]) and not r["note"]}
         for value in values:
             ax.axvline(100 * value, color="0.3", linestyle=style, linewidth=1.2, zorder=1)
     _judge_axis(ax, judges, show_labels)
@@ -150,10 +149,11 @@ def accuracy_figure(rows: list[dict[str, Any]], *, selectors: list[str], judges:
                           c == 0)
     _legend(fig, grid[2, :], selectors, colour, marker, oracle, True, width)
     datasets = ", ".join(dict.fromkeys(r["dataset"] for r in rows))
-    fig.suptitle(f"Best-of-N selection on {datasets}: {len(selectors)} selectors, {len(judges)} judges, "
-                 f"{len(subsets)} subset(s). Tie-aware: a tie counts as the mean success of the tied candidates.\n"
-                 f"Error bars: {level} bootstrap intervals over tasks (for the difference: of the paired per-task "
-                 f"difference). Best-of-k curves: report_best_of_k_<subset>.png.", fontsize=10)
+    title = (f"Best-of-N selection on {datasets}: {len(selectors)} selectors, {len(judges)} judges, "
+             f"{len(subsets)} subset(s). Tie-aware: a tie counts as the mean success of the tied candidates. "
+             f"Error bars: {level} bootstrap intervals over tasks (for the difference: of the paired per-task "
+             f"difference). Best-of-k curves: report_best_of_k_<subset>.png.")
+    fig.suptitle(textwrap.fill(title, width=int(width * 13)), fontsize=10)  # ~13 characters per inch at 10 pt
     return fig
 
 
@@ -165,11 +165,11 @@ def _curve_panel(ax, rows, selectors, colour, marker, judge, level) -> set[int]:
         bok = mine[s]["best_of_k"]
         ks_all.update(bok["k"])
         xs = [k + _dodge(i, len(present), 0.5) for k in bok["k"]]
-        ys = [100 * v if _finite(v) else math.nan for v in bok["accuracy"]]
+        ys = [100 * v if is_number(v) else math.nan for v in bok["accuracy"]]
         err = None
         if bok.get("ci_low") and bok.get("ci_high"):
-            err = [[y - 100 * v if _finite(v) else 0.0 for y, v in zip(ys, bok["ci_low"])],
-                   [100 * v - y if _finite(v) else 0.0 for y, v in zip(ys, bok["ci_high"])]]
+            err = [[y - 100 * v if is_number(v) else 0.0 for y, v in zip(ys, bok["ci_low"])],
+                   [100 * v - y if is_number(v) else 0.0 for y, v in zip(ys, bok["ci_high"])]]
         ax.errorbar(xs, ys, yerr=err, fmt=marker[s], color=colour[s], markersize=3.5, linewidth=1.3,
                     elinewidth=0.7, capsize=1.2, linestyle="--" if mine[s]["oracle"] else "-",
                     mfc="white" if mine[s]["oracle"] else colour[s], zorder=3)

@@ -26,7 +26,7 @@ AVG = "avg"
 
 def _live_judgements(root, records: list, judge_cfg: dict, cache_cfg: dict) -> tuple[str, dict, list]:
     """Judge the released trajectories (hotpotqa only) live; the other subsets have no transcripts."""
-    from bon import live
+    from bon import build  # imports litellm only on this path
 
     transcripts = apb.trajectories(root)
     kept = [r for r in records if r.record_id in transcripts]
@@ -36,7 +36,7 @@ def _live_judgements(root, records: list, judge_cfg: dict, cache_cfg: dict) -> t
     skipped = sorted({r.subset for r in records} - {r.subset for r in kept})
     if skipped:
         print(f"note: no released trajectories for {', '.join(skipped)}; scoring hotpotqa only")
-    judgements, _ = live.judge_trajectories(judge_cfg, cache_cfg, [transcripts[r.record_id] for r in kept])
+    judgements, _ = build.judge_trajectories(judge_cfg, cache_cfg, [transcripts[r.record_id] for r in kept])
     name = judgements[0].judge if judgements else str(judge_cfg.get("name"))
     return name, {r.record_id: j for r, j in zip(kept, judgements)}, kept
 

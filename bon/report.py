@@ -23,26 +23,23 @@ import argparse
 import csv
 import functools
 import json
-import math
 import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 from bon.errors import BonError, exit_on_user_error
+from bon.fmt import is_number, pct
 from bon.plots import tie_aware
+from bon.summary import REHAC_KIND, Summary
 
 SUMMARY = "summary.json"
-TEXT_KEYS = ("dataset", "subset", "judge", "selector")
 FRACTION_KEYS = ("accuracy", "accuracy_expected", "ci_low", "ci_high", "pass_at_n", "random")
-COUNT_KEYS = ("n_tasks", "judge_failed")
-REQUIRED = TEXT_KEYS + FRACTION_KEYS + COUNT_KEYS
 # Table 4 order of AgentProcessBench: baseline first, the PRM/ORM selectors, then anything else, oracles last.
 PREFERRED_ORDER = ("random", "final", "pos_count", "pos_ratio", "two_stage")
 CSV_COLUMNS = ("dataset", "subset", "judge", "selector", "oracle", "row_kind", "n_tasks", "n_candidates",
                "accuracy", "accuracy_expected", "ci_low", "ci_high", "pass_at_n", "random", "judge_failed",
                "note", "source")
-DEFAULT_CONFIDENCE = 0.95  # conf/config.yaml's default, assumed when a run directory has no .hydra/config.yaml
 
 
 # --------------------------------------------------------------------------- loading
@@ -66,93 +63,23 @@ def find_summaries(root: Path) -> list[Path]:
     return found
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _check_row(row: Any, where: str) -> None:
-    if not isinstance(row, dict):
-        raise BonError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    missing = [k for k in REQUIRED if k not in row]
-    if missing:
-        raise BonError(f"{where}: missing {', '.join(missing)}")
-    for key in TEXT_KEYS:
-        if not isinstance(row[key], str) or not row[key]:
-            raise BonError(f"{where}: {key} must be a non-empty string, got {row[key]!r}")
-    for key in FRACTION_KEYS:
-        value = row[key]
-        if value is None and (key in ("ci_low", "ci_high") or row.get("n_tasks") == 0):
-            continue  # no interval, or a selector that did not apply (n_tasks 0, see its note)
-        if not _is_number(value) or (value == value and not -1e-9 <= value <= 1 + 1e-9):
-            raise BonError(f"{where}: {key} must be a fraction in [0, 1], got {value!r}")
-    for key in COUNT_KEYS:
-        if not isinstance(row[key], int) or isinstance(row[key], bool) or row[key] < 0:
-            raise BonError(f"{where}: {key} must be a non-negative integer, got {row[key]!r}")
-    bok = row.get("best_of_k")
-    if bok is not None:
-        if not isinstance(bok, dict) or not isinstance(bok.get("k"), list) or not isinstance(bok.get("accuracy"), list):
-            raise BonError(f"{where}: best_of_k must be an object with lists 'k' and 'accuracy'")
-        for key in ("accuracy", "ci_low", "ci_high"):
-            values = bok.get(key)
-            if values is None and key != "accuracy":
-                continue
-            if not isinstance(values, list) or len(values) != len(bok["k"]):
-                raise BonError(f"{where}: best_of_k.{key} must be a list as long as best_of_k.k")
-            if not all(v is None or _is_number(v) for v in values):
-                raise BonError(f"{where}: best_of_k.{key} must hold numbers")
-        if not all(isinstance(k, int) and k >= 1 for k in bok["k"]):
-            raise BonError(f"{where}: best_of_k.k must hold positive integers")
-    by_subset = row.get("by_subset") or {}
-    if not isinstance(by_subset, dict):
-        raise BonError(f"{where}: by_subset must be an object")
-    for name, part in by_subset.items():
-        if not isinstance(part, dict) or not all(
-                _is_number(part.get(k)) for k in ("n_tasks", "accuracy", "accuracy_expected", "pass_at_n", "random")):
-            raise BonError(f"{where}: by_subset[{name!r}] needs numbers n_tasks, accuracy, accuracy_expected, "
-                           f"pass_at_n and random")
-
-
-def _confidence(summary_path: Path) -> float | None:
-    """The run's bootstrap level, from the Hydra config saved beside summary.json (None if absent)."""
-    config = summary_path.parent / ".hydra" / "config.yaml"
-    if not config.is_file():
-        return None
+def _read(path: Path) -> Any:
+    """The parsed JSON of one summary.json (read once: it is dispatched on its kind, then checked)."""
     try:
-        from omegaconf import OmegaConf
-
-        value = OmegaConf.load(config).get("confidence")
-    except Exception:  # noqa: BLE001 - not our file to validate; fall back to the default
-        return None
-    return float(value) if _is_number(value) else None
-
-
-def load_rows(path: Path, root: Path | None = None) -> list[dict[str, Any]]:
-    """The rows of one summary.json, each with `source` (path relative to `root`) and `confidence` added."""
-    try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise BonError(f"cannot read {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise BonError(f"malformed {path}: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    if not isinstance(data, dict):
-        raise BonError(f"malformed {path}: expected a JSON object with 'rows', got {type(data).__name__}")
-    if "rows" in data:
-        rows = data["rows"]
-    elif "selector" in data:  # a single-row summary without the list
-        rows = [data]
-    else:
-        raise BonError(f"malformed {path}: no 'rows' list (is it a bon.run summary?)")
-    if not isinstance(rows, list) or not rows:
-        raise BonError(f"malformed {path}: 'rows' must be a non-empty list")
+
+
+def load_rows(path: Path, root: Path | None = None, data: Any = None) -> list[dict[str, Any]]:
+    """The rows of one summary.json (bon.summary checks them), each with `source` (path relative to `root`)
+    and the run's `confidence` added. `data`: the file's JSON if already parsed."""
+    summary = Summary.from_json(_read(path) if data is None else data, path)
     source = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
-    confidence = _confidence(path)
-    out = []
-    for i, row in enumerate(rows):
-        _check_row(row, f"malformed {path}: rows[{i}]")
-        out.append({**row, "oracle": bool(row.get("oracle", row["selector"] == "pass_at_n")),
-                    "by_subset": row.get("by_subset") or {}, "note": row.get("note") or "",
-                    "source": source, "_path": str(path), "confidence": confidence})
-    return out
+    return [{**row.to_json(), "source": source, "_path": str(path), "confidence": summary.confidence}
+            for row in summary.rows]
 
 
 def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -249,10 +176,11 @@ def collect(root: Path) -> list[dict[str, Any]]:
     seen: dict[tuple[str, str, str, str], str] = {}
     skipped = []
     for path in find_summaries(root):
-        if _is_rehac(path):  # policy evaluations have their own tables (policies.csv, best_of_n.csv)
+        data = _read(path)
+        if isinstance(data, dict) and data.get("kind") == REHAC_KIND:  # own tables: policies.csv, best_of_n.csv
             skipped.append(path)
             continue
-        loaded = load_rows(path, root)
+        loaded = load_rows(path, root, data)
         check_run_files(path, loaded)
         for row in loaded:
             key = _key(row)
@@ -266,14 +194,6 @@ def collect(root: Path) -> list[dict[str, Any]]:
         raise BonError(f"{root} holds only dataset=rehac runs ({len(skipped)}); their tables are policies.csv and "
                        "best_of_n.csv beside each summary.json, not a selector report")
     return rows
-
-
-def _is_rehac(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False  # load_rows reports it
-    return isinstance(data, dict) and data.get("kind") == "rehac_offline"
 
 
 # --------------------------------------------------------------------------- ordering
@@ -313,20 +233,11 @@ def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 # --------------------------------------------------------------------------- formatting
 
 
-def _finite(x: Any) -> bool:
-    return _is_number(x) and math.isfinite(x)
-
-
-def pct(x: Any) -> str:
-    """A fraction as a percent with one decimal; '' when missing."""
-    return f"{100 * x:.1f}" if _finite(x) else ""
-
-
 def _cell(row: dict[str, Any], expected: bool = False) -> str:
     """'accuracy [CI]' in percent: the deterministic pick, or (expected) the tie-aware expectation."""
     value, low, high = tie_aware(row) if expected else (row["accuracy"], row["ci_low"], row["ci_high"])
     text = pct(value) or "n/a"
-    if _finite(low) and _finite(high):
+    if is_number(low) and is_number(high):
         text += f" [{pct(low)}, {pct(high)}]"
     return text + (" †" if row["note"] else "")
 
@@ -353,7 +264,7 @@ def baseline(rows: list[dict[str, Any]], field: str) -> float | None:
     Rows whose selector saw only part of the tasks (a `note`) are used only if nothing else is there.
     """
     pool = [r for r in rows if not r["note"]] or rows
-    values = [r[field] for r in pool if _finite(r[field])]
+    values = [r[field] for r in pool if is_number(r[field])]
     return values[0] if values else None
 
 
@@ -416,21 +327,16 @@ def breakdown_table(rows: list[dict[str, Any]]) -> str | None:
 
 
 def level_label(rows: list[dict[str, Any]]) -> str:
-    """The interval level(s) of the runs, e.g. '95%' (the default when a run's config is not saved)."""
-    levels = sorted({DEFAULT_CONFIDENCE if r["confidence"] is None else r["confidence"] for r in rows})
+    """The interval level(s) of the runs, e.g. '95%', as their summaries record them."""
+    levels = sorted({r["confidence"] for r in rows})
     return " / ".join(f"{100 * c:g}%" for c in levels)
 
 
 def _level_text(rows: list[dict[str, Any]]) -> str:
-    levels = sorted({r["confidence"] for r in rows if r["confidence"] is not None})
-    unknown = any(r["confidence"] is None for r in rows)
-    if not levels:
-        return f"{100 * DEFAULT_CONFIDENCE:g}% (bon.run's default; no .hydra/config.yaml beside the summaries)"
+    levels = sorted({r["confidence"] for r in rows})
     text = " / ".join(f"{100 * c:g}%" for c in levels)
     if len(levels) > 1:
         text += " (runs used different levels: see report.csv sources)"
-    if unknown:
-        text += " (some runs had no .hydra/config.yaml; their level is assumed to be the default)"
     return text
 
 
@@ -513,7 +419,7 @@ def _read_picks(file: str, judge: str, column: str) -> dict[str, float] | None:
     return {f"{s}:{t}": float(c) for s, t, c in frame.select("subset", "task_id", column).iter_rows()}
 
 
-def attach_tie_aware_differences(rows: list[dict[str, Any]], confidence: float = DEFAULT_CONFIDENCE) -> None:
+def attach_tie_aware_differences(rows: list[dict[str, Any]]) -> None:
     """Give every row with a `final` row on its (dataset, judge, subset) `vs_final`: the mean paired difference
     of the tie-aware per-task success (selector minus final) with a bootstrap interval over the shared tasks."""
     from bon.metrics import bootstrap_ci
@@ -530,7 +436,7 @@ def attach_tie_aware_differences(rows: list[dict[str, Any]], confidence: float =
         if not tasks:
             continue
         diffs = [mine[t] - theirs[t] for t in tasks]
-        low, high = bootstrap_ci(diffs, r["confidence"] or confidence)
+        low, high = bootstrap_ci(diffs, r["confidence"])
         r["vs_final"] = {"n_tasks": len(tasks), "diff": sum(diffs) / len(diffs), "ci_low": low, "ci_high": high}
 
 

@@ -14,14 +14,15 @@ from typing import Any
 import hydra
 import polars as pl
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
-from bon import config, datasets, generators, selectors
+from bon import config, datasets
 from bon.config import conf_dir
 from bon.errors import BonError, exit_on_user_error
 from bon.evaluate import evaluate
+from bon.plan import Live, RehacOffline, Replay, Sim, plan
 from bon.sim import SYNTHETIC
+from bon.summary import Row, Summary
 
 EXIT_FAILED = 1  # every generation or every judgement failed (outputs written)
 EXIT_BUDGET = 3  # budget.usd / budget.calls stopped the run (partial outputs written)
@@ -32,23 +33,23 @@ def _pct(x: float | None) -> str:
     return "   -" if x is None or x != x else f"{100 * x:5.1f}"
 
 
-def format_rows(rows: list[dict[str, Any]]) -> str:
+def format_rows(rows: list[Row]) -> str:
     """The short table a run prints: one line per judge, accuracies in percent.
 
     The tie-aware expectation comes first (the mean success over the candidates a selector could not
     tell apart); then the accuracy of the deterministic pick (the lowest sample index among them)
     and its interval. Failures: judge calls that failed, candidates whose generation failed (live
     runs; "-" for recorded candidates)."""
-    width = max([len("judge")] + [len(r["judge"]) for r in rows])
+    width = max([len("judge")] + [len(r.judge) for r in rows])
     cols = ("exp (tie-aware)", "acc (ties→first)", "95% CI (acc)", "random", "pass@N", "judge failed", "gen failed")
     widths = [max(len(c), 13 if "CI" in c else 6) for c in cols]  # 13: "[100.0, 100.0]" fits with one space
     head = f"{'judge':<{width}}  {'tasks':>5}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths))
     lines = [head, "-" * len(head)]
     for r in rows:
-        ci = f"[{_pct(r['ci_low']).strip()}, {_pct(r['ci_high']).strip()}]"
-        cells = (_pct(r["accuracy_expected"]), _pct(r["accuracy"]), ci, _pct(r["random"]), _pct(r["pass_at_n"]),
-                 r["judge_failed"], "-" if r.get("generation_failed") is None else r["generation_failed"])
-        lines.append(f"{r['judge']:<{width}}  {r['n_tasks']:>5}  "
+        ci = f"[{_pct(r.ci_low).strip()}, {_pct(r.ci_high).strip()}]"
+        cells = (_pct(r.accuracy_expected), _pct(r.accuracy), ci, _pct(r.random), _pct(r.pass_at_n),
+                 r.judge_failed, "-" if r.generation_failed is None else r.generation_failed)
+        lines.append(f"{r.judge:<{width}}  {r.n_tasks:>5}  "
                      + "  ".join(f"{str(v).strip():>{w}}" for v, w in zip(cells, widths)))
     return "\n".join(lines)
 
@@ -63,15 +64,6 @@ def format_collaboration(c: dict[str, Any]) -> str:
     if c["T"] is None:
         return f"{head}; {c['note']}"
     return f"{head}; T={c['T']:.3f} C={c['C']:.2f} R=T-{c['lambda']:g}*C={c['R']:.3f}"
-
-
-def _check_run_options(cfg: DictConfig) -> None:
-    """Fail early, naming the option, rather than deep inside numpy or scipy (types and ranges: bon.config)."""
-    try:
-        values = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise BonError(f"cannot resolve the config: {str(exc).splitlines()[0]}") from None
-    config.check(values)
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
@@ -112,60 +104,55 @@ def _write_outputs(out_dir: Path, table: Any, picks: Any, summary: dict[str, Any
                        f"so {out_dir} holds no result of this run") from None
 
 
-@exit_on_user_error
-def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Run one configuration and write its outputs into `out_dir`."""
-    _check_run_options(cfg)
-    _prepare_out_dir(out_dir)
-    if cfg.dataset.get("name") == "rehac":  # offline policy evaluation (a judge only as a predictor)
-        from bon.rehac.report import run_offline
-
-        return run_offline(cfg, out_dir)
-    generators.check(OmegaConf.to_container(cfg.generator, resolve=True))
-    selector = selectors.from_config(OmegaConf.to_container(cfg.selector, resolve=True))
-    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
-    judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
-    generator_cfg = OmegaConf.to_container(cfg.generator, resolve=True)
-    usage = None
-    if dataset_cfg.get("name") in datasets.LIVE:  # tasks for a live agent: tasks, gaia, builtin
+def _candidate_table(chosen: Sim | Replay | Live, out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any] | None]:
+    """The plan's candidates (one row per task x sample x judge), and for a live run what its calls cost."""
+    if isinstance(chosen, Live):
         from bon import live  # imports litellm only on this path
 
-        table, usage = live.run(dataset_cfg, generator_cfg, judge_cfg, OmegaConf.to_container(cfg.cache), out_dir,
-                                OmegaConf.to_container(cfg.tools, resolve=True),
-                                OmegaConf.to_container(cfg.intervention, resolve=True),
-                                OmegaConf.to_container(cfg.budget) if "budget" in cfg else None)
-    else:
-        if cfg.intervention.policy != "none":
-            raise BonError(f"intervention={cfg.intervention.policy} needs a live agent (dataset=tasks or dataset=gaia "
-                           f"with a live generator); dataset={dataset_cfg.get('name')} replays recorded candidates")
-        table = datasets.candidate_table(dataset_cfg, judge_cfg, generator_cfg, cfg.seed)
-    subset = str(dataset_cfg.get("subset") or dataset_cfg.get("profile"))
-    picks, rows = evaluate(selector, table, dataset_cfg["name"], subset,
-                           cfg.confidence, cfg.bootstrap_resamples, cfg.seed)
-    synthetic = dataset_cfg["name"] == "sim"
+        return live.run(chosen, out_dir)
+    if isinstance(chosen, Sim):
+        from bon.datasets import sim
+
+        return sim.candidate_table(chosen.dataset, chosen.generator, chosen.judge, chosen.seed), None
+    return datasets.candidate_table(chosen.dataset, chosen.judge, chosen.generator, chosen.seed), None
+
+
+@exit_on_user_error
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Run one configuration and write its outputs into `out_dir`; returns the summary written."""
+    chosen = plan(cfg)
+    _prepare_out_dir(out_dir)
+    if isinstance(chosen, RehacOffline):  # offline policy evaluation: its own tables, no selector
+        from bon.rehac.report import run_offline
+
+        return run_offline(chosen.cfg, out_dir)
+    return _select(chosen, out_dir)
+
+
+def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
+    """Candidate table -> selector's picks and one summary row per judge -> outputs and the printed table."""
+    table, usage = _candidate_table(chosen, out_dir)
+    picks, rows = evaluate(chosen.selector, table, chosen.dataset_name, chosen.subset,
+                           chosen.confidence, chosen.resamples, chosen.seed)
+    synthetic = isinstance(chosen, Sim)
     if synthetic:
         for row in rows:
-            row["synthetic"] = True
-            row["note"] = "; ".join(filter(None, [SYNTHETIC_NOTE, row["note"]]))
-    summary: dict[str, Any] = dict(rows[0]) if len(rows) == 1 else {}
-    summary["rows"] = rows
-    collaboration = (usage or {}).pop("collaboration", None)
-    if collaboration is not None:
-        summary["collaboration"] = collaboration  # T, C and R = T - lambda*C of the sampled trajectories
-    stopped = (usage or {}).pop("stopped", None)
-    if stopped is not None:
-        summary["stopped"] = stopped  # {by: budget | failures, message}: the results are partial
-    if usage is not None:
-        summary["usage"] = usage  # calls, failures, retries, tokens and USD per stage
-    _write_outputs(out_dir, table, picks, summary)
-    if rows[0]["n_tasks"] == 0:
-        print(f"warning: {rows[0]['note']}", file=sys.stderr)
+            row.synthetic = True
+            row.note = "; ".join(filter(None, [SYNTHETIC_NOTE, row.note]))
+    collaboration = (usage or {}).pop("collaboration", None)  # T, C and R = T - lambda*C of the trajectories
+    stopped = (usage or {}).pop("stopped", None)  # {by: budget | failures, message}: the results are partial
+    summary = Summary(rows, confidence=chosen.confidence, seed=chosen.seed, collaboration=collaboration,
+                      stopped=stopped, usage=usage)  # usage: calls, failures, retries, tokens and USD per stage
+    written = summary.to_json()
+    _write_outputs(out_dir, table, picks, written)
+    if rows[0].n_tasks == 0:
+        print(f"warning: {rows[0].note}", file=sys.stderr)
     else:
-        print(f"{selector.name} on {dataset_cfg['name']}/{subset} "
-              f"({rows[0]['n_tasks']} tasks, accuracy in %)" + (f"  [{SYNTHETIC}]" if synthetic else ""))
+        print(f"{chosen.selector.name} on {chosen.dataset_name}/{chosen.subset} "
+              f"({rows[0].n_tasks} tasks, accuracy in %)" + (f"  [{SYNTHETIC}]" if synthetic else ""))
         print(format_rows(rows))
-        if rows[0]["note"]:
-            print(f"note: {rows[0]['note']}")
+        if rows[0].note:
+            print(f"note: {rows[0].note}")
     for stage, st in (usage or {}).items():
         if stage == "submission":
             print(f"wrote {st} (no reference answers: the picked answer per task)")
@@ -184,7 +171,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if stopped is not None:  # written and shown, but not a complete result: say so and exit non-zero
         print(f"{'stopped' if stopped['by'] == 'budget' else 'error'}: {stopped['message']}", file=sys.stderr)
         sys.exit(EXIT_BUDGET if stopped["by"] == "budget" else EXIT_FAILED)
-    return summary
+    return written
 
 
 _started = threading.Event()  # set once Hydra has made the run directory and calls the task

@@ -1,21 +1,22 @@
 """Helpers shared by the experiments/study_*.py scripts (not part of the bon package).
 
-Config defaults come from conf/ (the same YAML files `python -m bon.run` reads), figures are
-drawn on matplotlib's Agg canvas without pyplot (as bon.plots does), and intervals are
-percentile bootstraps over tasks that share one set of resamples across columns.
+Configs are composed by Hydra from conf/ with overrides, as `python -m bon.run <overrides>` would
+compose them; figures are drawn on matplotlib's Agg canvas without pyplot (as bon.plots does);
+intervals are bon.metrics.bootstrap_bands (one set of task resamples serves every column).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import warnings
+import copy
+import functools
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import polars as pl
 
 from bon.errors import BonError
+from bon.fmt import pct
 
 HERE = Path(__file__).resolve().parent
 OUT_ROOT = HERE / "out"
@@ -69,15 +70,6 @@ def out_dir(path: Path) -> Path:
     return path
 
 
-def data_root(root: str | None) -> Path:
-    """The AgentProcessBench release: --root, else $BON_DATA_DIR, else bon's download cache."""
-    from bon.datasets import locate_root
-
-    if root:
-        os.environ["BON_DATA_DIR"] = str(Path(root).expanduser().resolve())  # calibrate_from reads the env
-    return locate_root(None)
-
-
 def ratio_list(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -100,9 +92,8 @@ def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]
 
 
 def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return "n/a" if not np.isfinite(v) else f"{v:.1f}"
-    return str(v)
+    """A float is a percent (or percentage points) already: one decimal, 'n/a' when missing."""
+    return pct(v, "n/a", points=True) if isinstance(v, float) else str(v)
 
 
 def write_csv(rows: list[dict[str, Any]] | pl.DataFrame, path: Path) -> Path:
@@ -111,86 +102,72 @@ def write_csv(rows: list[dict[str, Any]] | pl.DataFrame, path: Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- configs and tables
+# ---------------------------------------------------------------- configs (composed by Hydra) and tables
 
-def conf(group: str, name: str) -> dict[str, Any]:
-    """conf/<group>/<name>.yaml as a plain dict, interpolations resolved."""
+def override(key: str, value: Any) -> str:
+    """One Hydra command-line override. A string is quoted and escaped as Hydra's grammar asks (backslashes
+    before a quote or at the end doubled, quotes and interpolations escaped), so any judge name survives."""
+    if value is None:
+        return f"{key}=null"
+    if isinstance(value, str):
+        text = re.sub(r"\\+(?='|$)", lambda m: 2 * m.group(0), value)
+        return f"{key}='" + text.replace("'", "\\'").replace("${", "\\${") + "'"
+    return f"{key}={value!r}"
+
+
+def compose(*overrides: str) -> dict[str, Any]:
+    """The config `python -m bon.run <overrides>` would run with, composed by Hydra from conf/, as a plain dict."""
+    return copy.deepcopy(_composed(overrides))
+
+
+@functools.lru_cache(maxsize=64)
+def _composed(overrides: tuple[str, ...]) -> dict[str, Any]:
+    from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    import bon.datasets  # noqa: F401 - registers the resolver that conf/config.yaml's defaults list uses
     from bon.config import conf_dir
 
-    path = Path(conf_dir()) / group / f"{name}.yaml"
-    cfg = OmegaConf.load(path)
-    cfg.pop("defaults", None)
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)
 
 
 def sim_configs(profile: str, n: int, n_tasks: int, **judge: Any) -> tuple[dict, dict, dict]:
-    """(dataset, generator, judge) configs for dataset=sim with these sizes; `judge` overrides conf/judge/sim.yaml."""
-    dataset = conf("dataset", "sim") | {"profile": profile, "n_tasks": n_tasks}
-    if profile not in dataset["profiles"]:
-        raise BonError(f"unknown profile {profile!r}; valid: {', '.join(dataset['profiles'])}")
-    generator = conf("generator", "sim") | {"n": n}
-    return dataset, generator, conf("judge", "sim") | {k: v for k, v in judge.items() if v is not None}
+    """(dataset, generator, judge) configs of dataset=sim with these sizes; `judge` sets judge=sim's options
+    (None keeps an option's default)."""
+    cfg = compose("generator=sim", "judge=sim", "dataset=sim", override("dataset.profile", profile),
+                  override("dataset.n_tasks", n_tasks), override("generator.n", n),
+                  *(override(f"judge.{k}", v) for k, v in judge.items() if v is not None))
+    if profile not in cfg["dataset"]["profiles"]:
+        raise BonError(f"unknown profile {profile!r}; valid: {', '.join(cfg['dataset']['profiles'])}")
+    return cfg["dataset"], cfg["generator"], cfg["judge"]
 
 
-def replay_table(subset: str, judges: Sequence[str] = ("all",), human: bool = False) -> pl.DataFrame:
+def replay_configs(subset: str, root: Path, judge: str = "all") -> tuple[dict, dict]:
+    """(dataset, judge) configs of dataset=agentprocessbench with recorded judge(s) `judge`, or 'human' (the labels)."""
+    judge_choice = ["judge=human"] if judge == HUMAN else ["judge=replay", override("judge.name", judge)]
+    cfg = compose("dataset=agentprocessbench", override("dataset.subset", subset),
+                  override("dataset.root", str(root)), *judge_choice)
+    return cfg["dataset"], cfg["judge"]
+
+
+def replay_table(subset: str, root: Path, judges: Sequence[str] = ("all",), human: bool = False) -> pl.DataFrame:
     """The AgentProcessBench candidate table for recorded judges (names or 'all'), optionally plus the human labels."""
     from bon import datasets
 
-    dataset = {"name": "agentprocessbench", "subset": subset}
-    parts = [datasets.candidate_table(dataset, {"kind": "replay", "name": j}) for j in judges]
+    parts = [datasets.candidate_table(*replay_configs(subset, root, j)) for j in judges]
     if human:
-        parts.append(datasets.candidate_table(dataset, {"kind": "human"}))
+        parts.append(datasets.candidate_table(*replay_configs(subset, root, HUMAN)))
     return pl.concat(parts)
 
 
-def step_accuracy(subset: str, judges: str = "all") -> dict[str, float]:
+def step_accuracy(subset: str, root: Path, judges: str = "all") -> dict[str, float]:
     """Each recorded judge's StepAcc (%) on `subset` ('all' pools every subset), as `python -m bon.prm_eval` reports it."""
     from bon.prm_eval import AVG, score
 
-    scores = score({"name": "agentprocessbench", "subset": subset}, {"kind": "replay", "name": judges})
+    scores = score(*replay_configs(subset, root, judges))
     return {j: 100 * s[AVG if subset == "all" else subset].step_acc for j, s in scores.items()}
-
-
-def has_answers(table: pl.DataFrame) -> pl.DataFrame:
-    """Only the tasks where some candidate has a final answer (what vote-based selectors need)."""
-    keys = ["judge", "subset", "task_id"]
-    keep = table.group_by(keys).agg(pl.col("answer").is_not_null().any().alias("_has")).filter(pl.col("_has"))
-    return table.join(keep.drop("_has"), on=keys)
-
-
-# ---------------------------------------------------------------- statistics
-
-def bootstrap_bands(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of the mean over tasks (rows), for every column at once.
-
-    Same estimator as bon.metrics.bootstrap_ci, but one set of task resamples serves all
-    columns (e.g. every k of a best-of-k curve), which makes a whole curve cost one matrix
-    product instead of one scipy call per point. NaN entries (a task without that column)
-    are left out of that column's mean.
-    """
-    x = np.asarray(values, dtype=float)
-    one = x.ndim == 1
-    x = x[:, None] if one else x
-    t, k = x.shape
-    ok = ~np.isnan(x)
-    x0 = np.where(ok, x, 0.0)
-    rng = np.random.default_rng(seed)
-    means = np.empty((resamples, k))
-    chunk = max(1, 4_000_000 // max(t, 1))
-    for start in range(0, resamples, chunk):
-        b = min(chunk, resamples - start)
-        idx = rng.integers(0, t, size=(b, t)) + (np.arange(b) * t)[:, None]
-        counts = np.bincount(idx.ravel(), minlength=b * t).reshape(b, t).astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means[start:start + b] = (counts @ x0) / (counts @ ok)
-    alpha = 100 * (1 - confidence) / 2
-    with warnings.catch_warnings():  # a column with no values at all gives an all-NaN slice: NaN is the answer
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanpercentile(means, [alpha, 100 - alpha], axis=0)
-    return (low[0], high[0]) if one else (low, high)
 
 
 # ---------------------------------------------------------------- figures

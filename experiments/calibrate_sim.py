@@ -7,23 +7,19 @@ The profiles go into conf/dataset/sim.yaml and the judge into conf/judge/sim.yam
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import yaml
 
-from bon.datasets import agentprocessbench as apb
+from bon.datasets import agentprocessbench as apb, locate_root
 from bon.sim.calibrate import judge_config, profile_config
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=os.environ.get("BON_DATA_DIR"), help="AgentProcessBench release")
+    parser.add_argument("--root", default=None, help="AgentProcessBench release (default $BON_DATA_DIR)")
     parser.add_argument("--judge", default="GPT-5.2", help="recorded judge for conf/judge/sim.yaml")
     args = parser.parse_args()
-    if not args.root:
-        parser.error("set --root or BON_DATA_DIR")
-    root = Path(args.root).resolve()
+    root = locate_root(args.root, option="--root")
     profiles = {s: profile_config(apb.load_records(root, s)) for s in apb.SUBSETS}
     everything = [r for s in apb.SUBSETS for r in apb.load_records(root, s)]
     print(yaml.safe_dump({"profiles": profiles}, sort_keys=False, default_flow_style=None, width=120))
@@ -32,4 +28,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bon.errors import exit_on_user_error
+
+    exit_on_user_error(main)()

@@ -12,6 +12,7 @@ band is a 95% percentile bootstrap over tasks. Writes best_of_k.png and best_of_
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +27,8 @@ SELECTORS = "final,pos_count,pos_ratio,two_stage,clean_prefix,majority,random,pa
 def curves(table: pl.DataFrame, selectors: Sequence[str], source: str, resamples: int, seed: int,
            meta: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """CSV rows (one per selector and k) and notes about selectors that were left out."""
+    from bon.candidates import tasks_with_answers
+    from bon.metrics import bootstrap_bands
     from bon.selectors import SELECTORS as BUILTIN, to_batch
     from bon.selectors.best_of_k import curve
 
@@ -36,14 +39,14 @@ def curves(table: pl.DataFrame, selectors: Sequence[str], source: str, resamples
         selector = BUILTIN[name]
         b = batch
         if not selector.score_based:
-            answered = c.has_answers(table) if answered is None else answered
+            answered = tasks_with_answers(table) if answered is None else answered
             if answered.height < table.height:  # mixing task sets in one plot would mislead: leave it out
                 have = f"only {answered['task_id'].n_unique()}" if answered.height else "none"
                 notes.append(f"{source}: {name} left out: {have} of the {batch.n_tasks} tasks have final answers "
                              f"(AgentProcessBench has them for hotpotqa only; try --subset hotpotqa)")
                 continue
         cv = curve(selector, b, seed=seed)
-        low, high = c.bootstrap_bands(cv.per_task, resamples=resamples, seed=seed)
+        low, high = bootstrap_bands(cv.per_task, resamples=resamples, seed=seed)
         for i, k in enumerate(cv.ks):
             rows.append({"source": source, **meta, "selector": name, "k": int(k),
                          "n_tasks": int(np.sum(~np.isnan(cv.per_task[:, i]))),
@@ -53,11 +56,12 @@ def curves(table: pl.DataFrame, selectors: Sequence[str], source: str, resamples
     return rows, notes
 
 
-def sim_rows(args) -> tuple[list[dict[str, Any]], list[str]]:
+def sim_rows(args, root: Path | None) -> tuple[list[dict[str, Any]], list[str]]:
     from bon import datasets
     from bon.datasets.sim import judge_model
 
-    dataset, generator, judge = c.sim_configs(args.profile, args.n, args.tasks, calibrate_from=args.calibrate_from)
+    calibrated = {"calibrate_from": args.calibrate_from, "root": str(root)} if args.calibrate_from else {}
+    dataset, generator, judge = c.sim_configs(args.profile, args.n, args.tasks, **calibrated)
     table = datasets.candidate_table(dataset, judge, generator, seed=args.seed)
     name = judge_model(judge, args.profile).name
     judge_label = f"{name} (calibrated from {args.calibrate_from})" if args.calibrate_from else \
@@ -66,12 +70,13 @@ def sim_rows(args) -> tuple[list[dict[str, Any]], list[str]]:
     return curves(table, c.name_list(args.selectors), "sim", args.resamples, args.seed, meta)
 
 
-def replay_rows(args) -> tuple[list[dict[str, Any]], list[str]]:
+def replay_rows(args, root: Path | None) -> tuple[list[dict[str, Any]], list[str]]:
     from bon.datasets import agentprocessbench as apb
 
-    root = c.data_root(args.root)
+    assert root is not None
     judge = apb.resolve_judges(root, args.judge)[0] if args.judge != c.HUMAN else c.HUMAN
-    table = c.replay_table(args.subset, [], human=True) if judge == c.HUMAN else c.replay_table(args.subset, [judge])
+    table = c.replay_table(args.subset, root, [], human=True) if judge == c.HUMAN else \
+        c.replay_table(args.subset, root, [judge])
     n = int(table.group_by("task_id").len()["len"].max())
     meta = {"dataset": "agentprocessbench", "subset": args.subset, "judge": judge, "n_candidates": n}
     return curves(table, c.name_list(args.selectors), "replay", args.resamples, args.seed, meta)
@@ -143,13 +148,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--selectors", default=SELECTORS, help="comma-separated built-in selectors")
     p.add_argument("--only", choices=("sim", "replay"), default=None, help="run one half only")
     args = p.parse_args(argv)
-    if args.root:
-        c.data_root(args.root)
+    from bon.datasets import locate_root
+
+    needs_data = args.root or args.calibrate_from or args.only != "sim"
+    root = locate_root(args.root, option="--root") if needs_data else None
     out = c.out_dir(args.out)
     rows, notes = [], []
     for source, fn in (("sim", sim_rows), ("replay", replay_rows)):
         if args.only in (None, source):
-            r, n = fn(args)
+            r, n = fn(args, root)
             rows += r
             notes += n
     c.write_csv(rows, out / f"{STUDY}.csv")

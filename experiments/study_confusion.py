@@ -12,6 +12,7 @@ judges.csv (one row per judge).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,16 +24,16 @@ COLUMNS = ("-1", "0", "+1", "missing")
 ROWS = ("-1", "0", "+1")
 
 
-def measure(subset: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def measure(subset: str, root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(per-judge summary rows, long confusion rows), judges sorted by StepAcc, best first."""
     from bon import datasets
     from bon.datasets import agentprocessbench as apb
     from bon.prm_eval import AVG, score
 
-    dataset = {"name": "agentprocessbench", "subset": subset}
-    root, judges = datasets.judge_names(dataset, {"kind": "replay", "name": "all"})
-    records = datasets.records({**dataset, "root": str(root)})
-    scores = score(dataset, {"kind": "replay", "name": "all"})
+    dataset, judge_cfg = c.replay_configs(subset, root)
+    root, judges = datasets.judge_names(dataset, judge_cfg)
+    records = datasets.records(dataset)
+    scores = score(dataset, judge_cfg)
     summary, long = [], []
     for judge in judges:
         s = scores[judge][AVG]
@@ -182,9 +183,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     c.add_common(p, STUDY)
     p.add_argument("--subset", default="all", help="hotpotqa | gaia_dev | bfcl | tau2 | all (pooled)")
     args = p.parse_args(argv)
-    c.data_root(args.root)
+    from bon.datasets import locate_root
+
+    root = locate_root(args.root, option="--root")
     out = c.out_dir(args.out)
-    summary, long = measure(args.subset)
+    summary, long = measure(args.subset, root)
     c.write_csv(summary, out / "judges.csv")
     c.write_csv(long, out / "confusion.csv")
     plot_confusion(summary, long, out / "confusion.png")

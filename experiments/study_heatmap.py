@@ -12,6 +12,7 @@ recorded judges by StepAcc, best first. Writes heatmap.png and heatmap.csv.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,15 +24,17 @@ STUDY = "heatmap"
 SELECTORS = "final,pos_count,pos_ratio,two_stage,clean_prefix,majority,weighted_majority,pass_at_n"
 
 
-def cells(subset: str, selectors: Sequence[str], resamples: int, seed: int) -> list[dict[str, Any]]:
+def cells(subset: str, selectors: Sequence[str], resamples: int, seed: int, root: Path) -> list[dict[str, Any]]:
+    from bon.candidates import tasks_with_answers
+    from bon.metrics import bootstrap_bands
     from bon.selectors import SELECTORS as BUILTIN, select, to_batch
 
-    table = c.replay_table(subset, human=True)
-    step_acc = c.step_accuracy(subset) | {c.HUMAN: 100.0}
+    table = c.replay_table(subset, root, human=True)
+    step_acc = c.step_accuracy(subset, root) | {c.HUMAN: 100.0}
     judges = [c.HUMAN] + sorted((j for j in table["judge"].unique().to_list() if j != c.HUMAN),
                                 key=lambda j: -step_acc[j])
     batch = to_batch(table)
-    answered = c.has_answers(table)
+    answered = tasks_with_answers(table)
     answered_batch = to_batch(answered) if answered.height else None
     rows = []
     for name in selectors:
@@ -53,7 +56,7 @@ def cells(subset: str, selectors: Sequence[str], resamples: int, seed: int) -> l
                 continue
             mine = picks.filter(pl.col("judge") == judge)
             gain = 100 * (mine["expected"] - mine["random"]).to_numpy()
-            low, high = c.bootstrap_bands(gain, resamples=resamples, seed=seed)
+            low, high = bootstrap_bands(gain, resamples=resamples, seed=seed)
             rows.append({**base, "n_tasks": mine.height, "accuracy": 100 * float(mine["expected"].mean()),
                          "random": 100 * float(mine["random"].mean()), "gain_pp": float(gain.mean()),
                          "ci_low": float(low), "ci_high": float(high)})
@@ -138,9 +141,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--subset", default="all", help="hotpotqa | gaia_dev | bfcl | tau2 | all")
     p.add_argument("--selectors", default=SELECTORS, help="comma-separated built-in selectors")
     args = p.parse_args(argv)
-    c.data_root(args.root)
+    from bon.datasets import locate_root
+
+    root = locate_root(args.root, option="--root")
     out = c.out_dir(args.out)
-    rows = cells(args.subset, c.name_list(args.selectors), args.resamples, args.seed)
+    rows = cells(args.subset, c.name_list(args.selectors), args.resamples, args.seed, root)
     c.write_csv(rows, out / f"{STUDY}.csv")
     plot(rows, out / f"{STUDY}.png")
     selectors = list(dict.fromkeys(r["selector"] for r in rows))

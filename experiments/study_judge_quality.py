@@ -36,11 +36,10 @@ UNIFORM = np.full((3, 3), 1 / 3)
 class Sweep:
     """One fixed synthetic benchmark, judged again and again by different simulated judges."""
 
-    def __init__(self, profile: str, n: int, n_tasks: int, seed: int, wrong_answers: int) -> None:
+    def __init__(self, dataset: dict[str, Any], n: int, n_tasks: int, seed: int, wrong_answers: int) -> None:
         from bon.datasets.sim import profile as load_profile
         from bon.sim import model
 
-        dataset, _, _ = c.sim_configs(profile, n, n_tasks)
         self.profile = load_profile(dataset)
         rng = np.random.default_rng(seed)
         self.trajs = model.generate(self.profile, model.sample_tasks(self.profile, n_tasks, rng), n, rng, wrong_answers)
@@ -79,6 +78,7 @@ def crossover(xs: np.ndarray, qs: np.ndarray, diff: np.ndarray) -> tuple[float, 
 
 
 def sweep_rows(args, sweep: Sweep, orm: dict[str, float]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from bon.metrics import bootstrap_bands
     from bon.sim.model import JudgeModel
 
     rows, crossings = [], []
@@ -89,7 +89,7 @@ def sweep_rows(args, sweep: Sweep, orm: dict[str, float]) -> tuple[list[dict[str
             judge = JudgeModel(f"sim q={q:.2f} bias={bias:g}", (1 - q) * UNIFORM + q * np.eye(3), bias, **orm)
             r = sweep.run(judge, SELECTORS)
             diff = r.pop("_diff")
-            low, high = c.bootstrap_bands(100 * diff, resamples=args.resamples, seed=args.seed)
+            low, high = bootstrap_bands(100 * diff, resamples=args.resamples, seed=args.seed)
             points.append((r["step_acc"], q, float(100 * diff.mean())))
             for s in SELECTORS:
                 rows.append({"kind": "sweep", "bias": bias, "q": round(float(q), 4), "judge": judge.name,
@@ -112,15 +112,16 @@ def sweep_rows(args, sweep: Sweep, orm: dict[str, float]) -> tuple[list[dict[str
 
 def real_rows(args, sweep: Sweep) -> list[dict[str, Any]]:
     """Per recorded judge: a calibrated simulated judge on the synthetic tasks, and the real replay."""
-    from bon.datasets import agentprocessbench as apb
+    from bon.datasets import agentprocessbench as apb, locate_root
+    from bon.metrics import bootstrap_bands
     from bon.selectors import SELECTORS as BUILTIN, select, to_batch
     from bon.sim.calibrate import judge_model
 
-    root = c.data_root(args.root)
+    root = locate_root(args.root, option="--root")
     subset = args.profile if args.profile in apb.SUBSETS else "all"
     subsets = list(apb.subsets(subset))
-    real_acc = c.step_accuracy(subset)
-    table = c.replay_table(subset)
+    real_acc = c.step_accuracy(subset, root)
+    table = c.replay_table(subset, root)
     batch = to_batch(table)
     real = {s: select(BUILTIN[s], batch) for s in SELECTORS}
     rows = []
@@ -129,7 +130,7 @@ def real_rows(args, sweep: Sweep) -> list[dict[str, Any]]:
         sim.pop("_diff")
         for s in SELECTORS:
             per_task = 100 * real[s].filter(pl.col("judge") == judge)["expected"].to_numpy()
-            low, high = c.bootstrap_bands(per_task, resamples=args.resamples, seed=args.seed)
+            low, high = bootstrap_bands(per_task, resamples=args.resamples, seed=args.seed)
             base = {"judge": judge, "bias": None, "q": None, "selector": s}
             rows.append({"kind": "sim_calibrated", **base, "ci_low": None, "ci_high": None, "step_acc": sim["step_acc"],
                          "expected_step_acc": sim["expected_step_acc"], "accuracy": sim[s],
@@ -253,10 +254,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--no-real", action="store_true", help="skip the recorded judges (no AgentProcessBench data needed)")
     args = p.parse_args(argv)
     out = c.out_dir(args.out)
-    judge_cfg = c.conf("judge", "sim")
+    dataset_cfg, generator_cfg, judge_cfg = c.sim_configs(args.profile, args.n, args.tasks, orm_tpr=args.orm_tpr,
+                                                          orm_fpr=args.orm_fpr)
     orm = {k: float(judge_cfg[k]) for k in ("orm_tpr", "orm_fpr", "orm_missing", "fail_rate")}
-    orm.update({k: v for k, v in (("orm_tpr", args.orm_tpr), ("orm_fpr", args.orm_fpr)) if v is not None})
-    sweep = Sweep(args.profile, args.n, args.tasks, args.seed, int(c.conf("generator", "sim")["wrong_answers"]))
+    sweep = Sweep(dataset_cfg, args.n, args.tasks, args.seed, int(generator_cfg["wrong_answers"]))
     rows, crossings = sweep_rows(args, sweep, orm)
     if not args.no_real:
         rows += real_rows(args, sweep)

@@ -12,38 +12,34 @@ summary; a copy is kept in experiments/validation.md).
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 from pathlib import Path
 
 import polars as pl
-import yaml
 
 from bon import datasets
-from bon.datasets import agentprocessbench as apb
+from bon.datasets import agentprocessbench as apb, locate_root
 from bon.metrics import bootstrap_ci
 from bon.selectors import SELECTORS, select, to_batch
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402 - the experiments' shared helpers, beside this script
+
 SELECTOR_NAMES = ("final", "pos_count", "pos_ratio", "two_stage", "clean_prefix")
 
 
-def simulated(root: Path, judge: str, subset: str, n_tasks: int, seed: int) -> pl.DataFrame:
-    dataset = yaml.safe_load((CONF / "dataset" / "sim.yaml").read_text()) | {"profile": subset, "n_tasks": n_tasks}
-    table = datasets.candidate_table(dataset, {"kind": "sim", "calibrate_from": judge, "root": str(root)},
-                                     {"kind": "sim", "n": 5, "wrong_answers": 0}, seed)
-    return table
-
-
-def real(root: Path, judge: str, subset: str) -> pl.DataFrame:
-    return datasets.candidate_table({"name": "agentprocessbench", "subset": subset, "root": str(root)},
-                                    {"kind": "replay", "name": judge})
-
-
 def compare(root: Path, n_tasks: int, seed: int) -> pl.DataFrame:
+    # one composed config per subset (composing takes a noticeable fraction of a second); the judge varies below
+    sim = {s: c.sim_configs(s, 5, n_tasks, root=str(root)) for s in apb.SUBSETS}
+    replay = {s: c.replay_configs(s, root)[0] for s in apb.SUBSETS}
     rows = []
     for judge in apb.resolve_judges(root, "all"):
         for subset in apb.SUBSETS:
-            sim_batch, real_batch = to_batch(simulated(root, judge, subset, n_tasks, seed)), to_batch(real(root, judge, subset))
+            dataset, generator, judge_cfg = sim[subset]
+            simulated = datasets.candidate_table(dataset, judge_cfg | {"calibrate_from": judge},
+                                                 generator | {"wrong_answers": 0}, seed)
+            real = datasets.candidate_table(replay[subset], {"kind": "replay", "name": judge})
+            sim_batch, real_batch = to_batch(simulated), to_batch(real)
             for name in SELECTOR_NAMES:
                 sim_picks, real_picks = select(SELECTORS[name], sim_batch), select(SELECTORS[name], real_batch)
                 low, high = bootstrap_ci(real_picks["expected"], n_resamples=2000, seed=seed)
@@ -87,14 +83,12 @@ def to_markdown(table: pl.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=os.environ.get("BON_DATA_DIR"))
+    parser.add_argument("--root", default=None, help="AgentProcessBench release (default $BON_DATA_DIR)")
     parser.add_argument("--tasks", type=int, default=4000, help="simulated tasks per judge and subset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("experiments/out/validation"))
     args = parser.parse_args(argv)
-    if not args.root:
-        parser.error("set --root or BON_DATA_DIR to the AgentProcessBench release")
-    frame = compare(Path(args.root).resolve(), args.tasks, args.seed)
+    frame = compare(locate_root(args.root, option="--root"), args.tasks, args.seed)
     table = summary(frame)
     agreement = ranking_agreement(frame)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,4 +103,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bon.errors import exit_on_user_error
+
+    exit_on_user_error(main)()

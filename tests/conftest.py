@@ -1,37 +1,47 @@
-"""Shared fixtures: the AgentProcessBench release, found through $BON_DATA_DIR (a missing copy fails, never skips)."""
+"""Shared fixtures: the AgentProcessBench and ReHAC releases.
+
+Each is found as bon finds it with no `dataset.root` / `dataset.path` set: its environment variable
+($BON_DATA_DIR, $BON_REHAC_DIR; CI points them at ../shared), else the pinned release downloaded and
+verified into the user cache (bon.datasets.fetch). A release that is neither there nor downloadable fails
+the tests that need it, with the reason, never skips them.
+"""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bon.errors import BonError
+
+
+def _release(locate: Callable[[], Path], env: str, name: str, landmark: str) -> Path:
+    try:
+        root = locate()
+    except BonError as exc:
+        problem = str(exc)  # failed outside the handler, so the report is this line, not a chained traceback
+    else:
+        problem = None
+    if problem:
+        pytest.fail(f"this test needs the {name} release: {problem}", pytrace=False)
+    if not (root / landmark).exists():
+        pytest.fail(f"{root} does not hold the {name} release (no {landmark})", pytrace=False)
+    os.environ[env] = str(root)  # absolute, so subprocesses started elsewhere find the same copy
+    return root
+
 
 @pytest.fixture(scope="session")
 def apb_root() -> Path:
-    value = os.environ.get("BON_DATA_DIR")
-    if not value:
-        pytest.fail("BON_DATA_DIR is not set: point it at the AgentProcessBench release "
-                    "(e.g. ../shared/data/agentprocessbench)", pytrace=False)
-    root = Path(value).expanduser().resolve()
-    if not (root / "data" / "AnswerOnly").is_dir():
-        pytest.fail(f"BON_DATA_DIR={root} does not hold the AgentProcessBench release (no data/AnswerOnly/)",
-                    pytrace=False)
-    os.environ["BON_DATA_DIR"] = str(root)  # absolute, so subprocesses started elsewhere find it too
-    return root
+    """The AgentProcessBench release: $BON_DATA_DIR, else the verified download."""
+    from bon.datasets import locate_root
+
+    return _release(lambda: locate_root(None), "BON_DATA_DIR", "AgentProcessBench", "data/AnswerOnly")
 
 
 @pytest.fixture(scope="session")
 def rehac_root() -> Path:
-    """The ReHAC release: $BON_REHAC_DIR, else $BON_DATA_DIR/../rehac (a missing copy fails, never skips)."""
-    value = os.environ.get("BON_REHAC_DIR")
-    if not value and os.environ.get("BON_DATA_DIR"):
-        value = str(Path(os.environ["BON_DATA_DIR"]) / ".." / "rehac")
-    if not value:
-        pytest.fail("neither BON_REHAC_DIR nor BON_DATA_DIR is set: point BON_REHAC_DIR at the ReHAC release "
-                    "(e.g. ../shared/data/rehac)", pytrace=False)
-    root = Path(value).expanduser().resolve()
-    if not (root / "dataset" / "gpt4" / "strategyqa.jsonl").is_file():
-        pytest.fail(f"{root} does not hold the ReHAC release (no dataset/gpt4/strategyqa.jsonl)", pytrace=False)
-    os.environ["BON_REHAC_DIR"] = str(root)  # absolute, so subprocesses started elsewhere find it too
-    return root
+    """The ReHAC release: $BON_REHAC_DIR, else $BON_DATA_DIR/../rehac if it exists, else the verified download."""
+    from bon.rehac.report import locate_root
+
+    return _release(lambda: locate_root(None), "BON_REHAC_DIR", "ReHAC", "dataset/gpt4/strategyqa.jsonl")

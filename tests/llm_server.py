@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible chat-completions server on 127.0.0.1, for tests and benchmarks.
 
 The live LLM path must be tested over real HTTP through litellm, without network. This server
-speaks just enough of `/v1/chat/completions` for that: scripted replies (text, tool calls, judge
+speaks just enough of `/v1/chat/completions` (and `/v1/audio/transcriptions`, answered with the
+reply's text as the transcript) for that: scripted replies (text, tool calls, judge
 verdicts), a configurable latency, injected faults (429 + Retry-After, 500, 503, hangs, malformed
 bodies, 401, an OpenAI-style context-window 400) and a record of every request so a test can
 assert on what reached the wire (attempt counts, concurrency, headers, bodies).
@@ -323,11 +324,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         owner, st = self.owner, self.owner._state
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        transcription = self.path.rstrip("/").endswith("/audio/transcriptions")  # multipart: body stays None
+        if not transcription and not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, b'{"error": {"message": "not found"}}')
             return
         try:
-            body = json.loads(raw)
+            body = None if transcription else json.loads(raw)
         except ValueError:
             body = None
         now = time.monotonic()
@@ -359,6 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif status >= 400:
                 self._send(status, json.dumps({"error": reply.error or {"message": "error"}}).encode(),
                            reply.headers)
+            elif transcription:  # the reply's text is the transcript
+                self._send(status, json.dumps({"text": reply.text or ""}).encode(), reply.headers)
             else:
                 self._send(status, json.dumps(_completion(body or {}, reply, n)).encode(), reply.headers)
         except (BrokenPipeError, ConnectionResetError):

@@ -1,22 +1,21 @@
 """Offline tests of the AgentProcessBench download cache against a loopback HTTP server."""
 from __future__ import annotations
 
-import functools
+import dataclasses
 import os
-import socket
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from mirror_server import Server, dead_url, serve
 
 import bon.datasets
 from bon.datasets import fetch
 from bon.errors import BonError
 
-SHARED = "/work/shared/data/agentprocessbench"
+REPO = Path(__file__).resolve().parents[1]
 SPACED_DIR = "eval/results/GPT-5.2-Thinking (medium) "
 # the release at the pinned commit: 5 label/trajectory files and 4 files for each of its 20 judges
 RELEASE_JUDGES = 20
@@ -36,57 +35,20 @@ ADDED = {
 
 
 @pytest.fixture(scope="module")
-def source() -> Path:
-    """The shared read-only copy; missing data is a failure, not a skip."""
-    root = Path(os.environ.get("BON_DATA_DIR") or SHARED)
-    assert (root / "data" / "AnswerOnly").is_dir(), f"AgentProcessBench copy not found at {root}"
-    return root
-
-
-@dataclass
-class Server:
-    url: str
-    requests: list[str] = field(default_factory=list)
-    corrupt: set[str] = field(default_factory=set)  # URL paths served with a flipped first byte
-
-
-class _Handler(SimpleHTTPRequestHandler):
-    state: Server
-
-    def do_GET(self) -> None:
-        self.state.requests.append(self.path)
-        if self.path in self.state.corrupt:
-            body = bytearray(Path(self.translate_path(self.path)).read_bytes())
-            body[0] ^= 0xFF
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(bytes(body))
-            return
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
-        pass
+def source(apb_root: Path) -> Path:
+    """The copy the tests serve: $BON_DATA_DIR (read-only), else the verified download; missing data fails."""
+    return apb_root
 
 
 @pytest.fixture
 def server(source: Path) -> Iterator[Server]:
-    state = Server(url="")
-    handler = type("Handler", (_Handler,), {"state": state})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(source)))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serve(source) as state:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def _files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    """Every file of a copy but the cache's own marker."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != fetch.MARKER}
 
 
 @pytest.fixture
@@ -95,7 +57,7 @@ def served(source: Path) -> fetch.Manifest:
     full = fetch.load_manifest()
     present = _files(source)
     files = tuple(e for e in full.files if e.path in present)
-    return fetch.Manifest(full.commit, files, f"{full.digest}:{len(files)}")
+    return dataclasses.replace(full, files=files, digest=f"{full.digest}:{len(files)}")
 
 
 def test_manifest_covers_the_whole_release(source: Path) -> None:
@@ -117,7 +79,7 @@ def test_full_download_is_byte_identical(server: Server, served: fetch.Manifest,
                                         tmp_path: Path) -> None:
     dest = fetch.ensure_cached(base_url=server.url, cache_dir=tmp_path / "cache", manifest=served)
     assert dest == tmp_path / "cache"
-    assert _files(dest) == _files(source) | {fetch.MARKER}
+    assert _files(dest) == _files(source) and (dest / fetch.MARKER).is_file()
     for rel in _files(source):
         assert (dest / rel).read_bytes() == (source / rel).read_bytes(), rel
     spaced = dest / SPACED_DIR
@@ -156,25 +118,21 @@ def test_corrupted_download_raises_and_leaves_nothing(server: Server, served: fe
 
 
 def test_unreachable_mirror_says_how_to_use_local_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    with socket.socket() as sock:  # grab a free port, then close it so connections are refused
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv(fetch.ENV_MIRROR, f"http://127.0.0.1:{port}/")
+    url = dead_url()
+    monkeypatch.setenv(fetch.APB.env_mirror, url)
     with pytest.raises(BonError) as info:
         fetch.ensure_cached(cache_dir=tmp_path)
     message = str(info.value)
-    assert f"127.0.0.1:{port}" in message
+    assert url in message
     assert "BON_DATA_DIR" in message and "dataset.root" in message
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
 def test_entries_pinned_by_hash_only_are_verified_by_hash(server: Server, served: fetch.Manifest,
                                                           tmp_path: Path) -> None:
-    import dataclasses
-
     rel = "data/AnswerOnly/bfcl_final.jsonl"
     files = tuple(dataclasses.replace(e, size=None) if e.path == rel else e for e in served.files)
-    hash_only = fetch.Manifest(served.commit, files, served.digest + ":hash-only")
+    hash_only = dataclasses.replace(served, files=files, digest=served.digest + ":hash-only")
     dest = fetch.ensure_cached(base_url=server.url, cache_dir=tmp_path, manifest=hash_only)
     (dest / fetch.MARKER).unlink()
     (dest / rel).write_bytes((dest / rel).read_bytes() + b"\n")  # a different file: must be fetched again
@@ -185,10 +143,22 @@ def test_entries_pinned_by_hash_only_are_verified_by_hash(server: Server, served
 
 def test_locate_root_falls_back_to_cache(server: Server, served: fetch.Manifest, monkeypatch: pytest.MonkeyPatch,
                                          tmp_path: Path) -> None:
-    monkeypatch.setattr(fetch, "load_manifest", lambda path=fetch.MANIFEST: served)
+    monkeypatch.setattr(fetch, "load_manifest", lambda path=fetch.APB.manifest: served)
     monkeypatch.delenv(bon.datasets.ENV_ROOT, raising=False)
-    monkeypatch.setenv(fetch.ENV_MIRROR, server.url)
+    monkeypatch.setenv(fetch.APB.env_mirror, server.url)
     monkeypatch.setenv(fetch.ENV_CACHE, str(tmp_path))
     root = bon.datasets.locate_root(None)
     assert root == tmp_path / "agentprocessbench" / fetch.load_manifest().commit
     assert (root / "data" / "AnswerOnly" / "hotpotqa_final.jsonl").is_file()
+
+
+def test_tests_on_a_fresh_machine_fail_clearly_without_data_or_network(tmp_path: Path) -> None:
+    """The README's test command with no copy, no cache and no network: a test needing the data errors (never
+    skips), saying how to point at a local copy."""
+    env = {k: v for k, v in os.environ.items() if k not in ("BON_DATA_DIR", fetch.APB.env_mirror, fetch.ENV_CACHE)}
+    env |= {fetch.APB.env_mirror: dead_url(), fetch.ENV_CACHE: str(tmp_path / "cache")}
+    node = "tests/test_prm_eval.py::test_human_judge_is_perfect"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", node], capture_output=True,
+                          text=True, cwd=REPO, env=env)
+    assert proc.returncode == 1 and "1 error" in proc.stdout and "skipped" not in proc.stdout, proc.stdout
+    assert "this test needs the AgentProcessBench release" in proc.stdout and "BON_DATA_DIR" in proc.stdout

@@ -53,6 +53,15 @@ def test_append_then_load_roundtrip(tmp_path):
     assert store.load() == loaded
 
 
+def test_each_line_carries_its_schema_and_a_file_from_before_versioning_still_resumes(tmp_path):
+    path = tmp_path / "trajectories.jsonl"
+    old = {k: v for k, v in json.loads(dumps(traj("t1", 0))).items() if k != "schema"}  # the format until now
+    path.write_text(json.dumps(old, ensure_ascii=False) + "\n", encoding="utf-8")
+    TrajectoryStore(path).append(traj("t1", 1))
+    assert [json.loads(line).get("schema") for line in lines(path)] == [None, "bon.trajectory/1"]
+    assert list(load(path).values()) == [traj("t1", 0), traj("t1", 1)]
+
+
 def test_a_missing_store_is_empty(tmp_path):
     assert load(tmp_path / "none.jsonl") == {}
 

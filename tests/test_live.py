@@ -39,6 +39,12 @@ def server():
 
 
 def run_live(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str = "out") -> subprocess.CompletedProcess:
+    command, env = live_command(tmp_path, server, *extra, out=out)
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+
+
+def live_command(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str = "out") -> tuple[list[str], dict]:
+    """The `python -m bon.run` command line and environment of a live run on two tasks against `server`."""
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("\n".join(json.dumps({"task_id": f"t{i}", "question": "What is 2+3?", "answer": "5"})
                                for i in range(2)) + "\n")
@@ -52,8 +58,7 @@ def run_live(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str = "out
     if any(e.startswith("generator=") for e in extra):  # another generator: drop the live one's options
         args = [a for a in args if not a.startswith("generator")]
     args += list(extra)
-    return subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=180)
+    return [sys.executable, "-m", "bon.run", *args], env
 
 
 def test_generate_judge_select_report_then_rerun_costs_nothing(tmp_path, server):
@@ -411,3 +416,91 @@ def test_a_budget_that_cannot_be_kept_is_refused_before_any_call(tmp_path, serve
     proc = run_live(tmp_path, server, option)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert server.count == 0
+
+
+# --- judgements.jsonl resumes like trajectories.jsonl (issue 17, section 4) -------------------------------------
+
+
+def read_judgements(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def slow_judge(body: dict) -> object:
+    """`responder`, with each judge reply taking 0.4 s, so a run can be killed mid-judging."""
+    reply = responder(body)
+    return reply if body.get("tools") else dataclasses.replace(reply, latency=0.4)
+
+
+def test_a_run_killed_mid_judging_keeps_its_judgements_and_the_rerun_judges_only_the_rest(tmp_path, server):
+    import signal
+    import time
+
+    from bon.judges.store import load
+
+    server.responder = slow_judge
+    # no response cache: every judge call the rerun makes reaches the server, so reuse is what is counted
+    command, env = live_command(tmp_path, server, "cache.mode=off", "judge.concurrency=1")
+    path = tmp_path / "out" / "judgements.jsonl"
+    child = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (path.exists() and len(path.read_bytes().splitlines()) >= 2):
+            assert child.poll() is None, child.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the run wrote no judgement"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(10)
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    kept = load(path)
+    assert 2 <= len(kept) < 8  # killed mid-judging; what it finished is on disk
+    before = {(r["task_id"], r["sample"]): r for r in read_judgements(path)}
+
+    time.sleep(0.6)  # let the judge request the child left in flight reach the server before counting
+    server.responder = responder
+    server.reset()
+    again = run_live(tmp_path, server, "cache.mode=off", "judge.concurrency=1")  # the same run directory
+    assert again.returncode == 0, again.stderr
+    assert server.count == judge_requests(server) == 8 - len(kept)  # nothing regenerated, nothing re-judged
+    assert f"judge local: 8 trajectories, {len(kept)} reused from {path}, {8 - len(kept)} first calls" in again.stderr
+    final = read_judgements(path)
+    pairs = [(r["task_id"], r["sample"]) for r in final]
+    assert sorted(pairs) == sorted(set(pairs)) == [(f"t{i}", s) for i in range(2) for s in range(4)]
+    assert all(r["status"] == "ok" and r["schema"] == "bon.judgement/1" for r in final)
+    assert all(r == before[(r["task_id"], r["sample"])] for r in final if (r["task_id"], r["sample"]) in before)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["accuracy"] == 1.0 and summary["judge_failed"] == 0
+
+
+def test_a_judge_store_reuses_finished_judgements_judges_failed_ones_again_and_keys_on_the_settings(tmp_path, server):
+    from llm_server import bad_request
+
+    from bon.judges.store import load
+
+    store = tmp_path / "judgements.jsonl"
+    shared = ("cache.mode=off", f"judge.store={store}", f"generator.store={tmp_path / 'trajectories.jsonl'}")
+    # an outage of the judge for the wrong answers (samples 1 and 3): four judgements fail
+    server.responder = lambda body: (bad_request("Invalid 'messages'.")
+                                     if not body.get("tools") and '"answer": "6"' in body["messages"][-1]["content"]
+                                     else responder(body))
+    first = run_live(tmp_path, server, *shared)
+    assert first.returncode == 0, first.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["judge_failed"] == 4
+
+    server.responder = responder  # the outage is over
+    server.reset()
+    again = run_live(tmp_path, server, *shared, out="again")
+    assert again.returncode == 0, again.stderr
+    assert server.count == judge_requests(server) == 4  # only the failed judgements are judged again
+    assert f"judge local: 8 trajectories, 4 reused from {store}, 4 first calls" in again.stderr
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert summary["judge_failed"] == 0 and summary["accuracy"] == 1.0
+    final = read_judgements(tmp_path / "again" / "judgements.jsonl")  # the run directory gets its own, each once
+    assert sorted((r["task_id"], r["sample"]) for r in final) == [(f"t{i}", s) for i in range(2) for s in range(4)]
+
+    server.reset()
+    orm = run_live(tmp_path, server, *shared, "judge.mode=orm", out="orm")
+    assert orm.returncode == 0, orm.stderr
+    assert judge_requests(server) == 8  # other judge settings: nothing is reused
+    assert len(load(store)) == 16  # the shared store keeps both settings' judgements

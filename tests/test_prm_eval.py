@@ -14,6 +14,7 @@ from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError
 from bon.metrics import PrmScore
 from bon.types import Judgement
+from bon_error import bon_error
 
 # Table 3 of arXiv 2603.14465 (see the file's header for what is transcribed and from where)
 PAPER = pl.read_csv(Path(__file__).with_name("paper_table3.csv"), comment_prefix="#")
@@ -211,20 +212,12 @@ def test_all_counts_every_judge_directory_and_unknown_names_list_them(tmp_path):
     assert "GPT-5.2-Chat" in str(err.value) and "GPT-5.2-Thinking (medium)" in str(err.value)
 
 
-def _error(fn) -> str:
-    with pytest.raises(BonError) as err:
-        fn()
-    message = str(err.value)
-    assert "\n" not in message
-    return message
-
-
 def test_non_integer_sample_index_names_file_and_line(tmp_path):
     root = _fake_release(tmp_path, {"J": "hotpotqa__blind_j.jsonl"})
     records = [_human(q, s) for q, s in KEYS]
     records[1]["sample_index"] = "x"
     path = _write_jsonl(root / "data" / "AnswerOnly" / "hotpotqa_final.jsonl", records)
-    message = _error(lambda: apb.load_records(root, "hotpotqa"))
+    message = bon_error(lambda: apb.load_records(root, "hotpotqa"))
     assert f"{path}:2" in message and "sample_index" in message and "'x'" in message
 
 
@@ -240,7 +233,7 @@ def test_a_byte_that_is_not_utf8_names_file_and_line(tmp_path, target):
     lines.insert(1 if len(lines) > 1 else 0, b'{"comment": "caf\xe9"}\n')  # Latin-1, not UTF-8
     path.write_bytes(b"".join(lines))
     line = 2 if target != "trajectories" else 1
-    message = _error(lambda: _score(root, "J"))
+    message = bon_error(lambda: _score(root, "J"))
     assert f"{path}:{line}" in message and "UTF-8" in message and "0xe9" in message
 
 
@@ -248,7 +241,7 @@ def test_trajectory_without_data_source_says_why_it_is_needed(tmp_path):
     root = _fake_release(tmp_path, {"J": "hotpotqa__blind_j.jsonl"})
     path = _write_jsonl(root / "data" / "AgentProcessBench" / "hotpotqa.jsonl",
                         [{"query_index": 0, "sample_index": 0, "messages": []}])
-    message = _error(lambda: apb.trajectories(root))
+    message = bon_error(lambda: apb.trajectories(root))
     assert f"{path}:1" in message and "data_source" in message and "record_id" in message
 
 
@@ -265,7 +258,7 @@ def test_duplicate_query_and_sample_index_names_both_lines(tmp_path, target):
         path = _write_jsonl(root / "data" / "AgentProcessBench" / "hotpotqa.jsonl",
                             [step, {**step, "sample_index": 1}, step])
         call = lambda: apb.trajectories(root)  # noqa: E731
-    message = _error(call)
+    message = bon_error(call)
     assert f"{path}:{5 if target == 'labels' else 3}" in message and "line 1" in message
     assert "query_index, sample_index" in message
 
@@ -286,15 +279,15 @@ def test_judge_file_of_other_trajectories_is_an_error(tmp_path):
     root = _fake_release(tmp_path, {"J": "hotpotqa__blind_j.jsonl"})
     path = _write_jsonl(root / "eval" / "results" / "J" / "hotpotqa__blind_j.jsonl",
                         [{**_judged(0, 0, {}), "record_id": "tau2:0:0"}])
-    message = _error(lambda: _score(root, "J"))
+    message = bon_error(lambda: _score(root, "J"))
     assert str(path) in message and "tau2:0:0" in message
 
 
 def test_judge_names_that_collide_are_refused_not_guessed(tmp_path):
     root = _fake_release(tmp_path, {"Qwen3 8B": "hotpotqa__blind_a.jsonl", "qwen3-8b": "hotpotqa__blind_b.jsonl"})
     assert list(_score(root, "qwen3-8b")) == ["qwen3-8b"]  # an exact name wins
-    message = _error(lambda: _score(root, "QWEN3 8b"))
+    message = bon_error(lambda: _score(root, "QWEN3 8b"))
     assert "Qwen3 8B" in message and "qwen3-8b" in message
     (root / "eval" / "results" / "Qwen3 8B ").mkdir()
-    message = _error(lambda: _score(root, "all"))
+    message = bon_error(lambda: _score(root, "all"))
     assert "'Qwen3 8B'" in message and "'Qwen3 8B '" in message

@@ -215,7 +215,10 @@ def test_locate_root_fallbacks(tmp_path, monkeypatch):
         locate_root(None)
     monkeypatch.delenv("BON_REHAC_DIR")
     monkeypatch.delenv("BON_DATA_DIR")
-    with pytest.raises(BonError, match="set dataset.path=DIR or BON_REHAC_DIR"):
+    # neither set: the verified download, which here cannot connect (tests/test_fetch_rehac.py covers it working)
+    monkeypatch.setenv("BON_REHAC_MIRROR", "http://127.0.0.1:9/")
+    monkeypatch.setenv("BON_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(BonError, match="set dataset.path=/path/to/ReHAC or the environment variable BON_REHAC_DIR"):
         locate_root(None)
 
 

@@ -49,6 +49,12 @@ def _summaries(root: Path) -> dict[tuple[str, str], dict]:
     return {(r["selector"], r["judge"]): r for r in rows}
 
 
+def _header(summary_path: Path) -> dict:
+    """The fields of a summary besides its rows (schema, kind, confidence, seed), to write a summary of one's own."""
+    data = json.loads(summary_path.read_text())
+    return {k: data[k] for k in ("schema", "kind", "confidence", "seed")}
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -176,7 +182,7 @@ def test_several_rows_per_summary_are_all_reported(sweep, tmp_path):
             if json.loads(p.read_text())["rows"][0]["selector"] == "final"]
     rows = [r for job in jobs for r in json.loads((job / "summary.json").read_text())["rows"]]
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "summary.json").write_text(json.dumps({"rows": rows}))
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({**_header(jobs[0] / "summary.json"), "rows": rows}))
     _with_tables(tmp_path / "run", jobs)
     records = report.csv_records(report.collect(tmp_path))
     assert [(r["selector"], r["judge"]) for r in records] == [("final", j) for j in JUDGES]
@@ -189,7 +195,7 @@ def test_pooled_run_adds_per_subset_lines(sweep, tmp_path):
     row |= {"subset": "all", "by_subset": {
         "hotpotqa": {"n_tasks": 50, "accuracy": 0.76, "accuracy_expected": 0.775, "pass_at_n": 0.9, "random": 0.652},
         "gaia_dev": {"n_tasks": 50, "accuracy": 0.52, "accuracy_expected": 0.518, "pass_at_n": 0.7, "random": 0.332}}}
-    (tmp_path / "summary.json").write_text(json.dumps({"rows": [row]}))
+    (tmp_path / "summary.json").write_text(json.dumps({**_header(first), "rows": [row]}))
     records = report.csv_records(report.collect(tmp_path))
     assert [(r["subset"], r["row_kind"]) for r in records] == [("all", "run"), ("hotpotqa", "by_subset"),
                                                                ("gaia_dev", "by_subset")]
@@ -231,11 +237,17 @@ def test_duplicate_results_name_both_files(sweep, tmp_path):
     assert not (root / "report.csv").exists()
 
 
+HEADER = '"schema": 1, "kind": "selection", "confidence": 0.95, "seed": 0'
+
+
 @pytest.mark.parametrize("content, needle", [
     ('{"rows": [{"selector": "final"', "malformed"),
     ('[1, 2]', "expected a JSON object"),
-    ('{"rows": []}', "non-empty"),
-    ('{"rows": [{"selector": "final", "judge": "GPT-5.2"}]}', "missing dataset"),
+    ('{' + HEADER + ', "rows": []}', "non-empty"),
+    ('{' + HEADER + ', "rows": [{"selector": "final", "judge": "GPT-5.2"}]}', "missing dataset"),
+    ('{"rows": [{"selector": "final", "judge": "GPT-5.2"}]}', "no schema field: written by an older bon"),
+    ('{"schema": 99, "kind": "selection", "rows": [{}]}', "schema 99"),
+    ('{"schema": 1, "kind": "selection", "confidence": 95, "seed": 0, "rows": [{}]}', "confidence"),
 ])
 def test_malformed_summary_names_the_file(tmp_path, content, needle):
     path = tmp_path / "run" / "summary.json"
@@ -254,6 +266,41 @@ def test_malformed_summary_exits_2(sweep, tmp_path):
     summary["rows"][0]["accuracy"] = "high"
     path.write_text(json.dumps(summary))
     _user_error(_python("-m", "bon.report", str(root), cwd=tmp_path), str(path), "accuracy")
+
+
+def test_summary_from_an_older_bon_exits_2_naming_file_and_field(sweep, tmp_path):
+    """A summary without a schema version (written before summaries had one) is refused, not half-read."""
+    root = tmp_path / "root"
+    shutil.copytree(sweep, root)
+    path = next(root.rglob("summary.json"))
+    summary = json.loads(path.read_text())
+    del summary["schema"]
+    path.write_text(json.dumps(summary))
+    _user_error(_python("-m", "bon.report", str(root), cwd=tmp_path), str(path), "schema")
+
+
+def test_bad_count_names_the_row_and_field(sweep, tmp_path):
+    path = next(sweep.rglob("summary.json"))
+    summary = json.loads(path.read_text())
+    summary["rows"][0]["n_candidates"] = -3
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(BonError, match=r"rows\[0\]\.n_candidates must be a non-negative integer, got -3"):
+        report.load_rows(tmp_path / "summary.json")
+
+
+def test_interval_level_comes_from_the_summary_not_the_hydra_config(sweep, tmp_path):
+    """The run's confidence travels in summary.json: the report states it even without .hydra/ beside it,
+    and a .hydra/config.yaml that says otherwise is not consulted."""
+    root = tmp_path / "root"
+    shutil.copytree(sweep, root)
+    for path in root.rglob("summary.json"):
+        summary = json.loads(path.read_text())
+        summary["confidence"] = 0.9
+        path.write_text(json.dumps(summary))
+    first_job = next(p.parent for p in root.rglob("summary.json"))
+    shutil.rmtree(first_job / ".hydra")
+    md, _ = report.markdown(report.collect(root))
+    assert "with 90% bootstrap intervals" in md and "95%" not in md
 
 
 def test_not_applicable_cells_show_na_and_do_not_break_the_report(apb_root, tmp_path):

@@ -48,9 +48,7 @@ def n_judges(root: Path) -> int:
 
 
 def test_bootstrap_bands_match_bon_metrics_bootstrap_ci():
-    from _common import bootstrap_bands
-
-    from bon.metrics import bootstrap_ci
+    from bon.metrics import bootstrap_bands, bootstrap_ci
 
     rng = np.random.default_rng(3)
     values = (rng.random((300, 2)) < [0.3, 0.7]).astype(float)
@@ -59,6 +57,47 @@ def test_bootstrap_bands_match_bon_metrics_bootstrap_ci():
         ref = bootstrap_ci(values[:, i], n_resamples=4000, seed=1)
         assert low[i] == pytest.approx(ref[0], abs=0.012) and high[i] == pytest.approx(ref[1], abs=0.012)
     assert bootstrap_bands(np.full(20, 0.5)) == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("name", ["GPT-5.2-Thinking (medium) ", "it's", "a\\b", "ends\\", "x,y=z", "[1, 2]", "null",
+                                  "${oops}", "42"])
+def test_configs_are_composed_by_hydra_and_any_value_survives_the_override(name):
+    from _common import compose, sim_configs
+
+    dataset, generator, judge = sim_configs("hotpotqa", 3, 7, calibrate_from=name)
+    assert judge["calibrate_from"] == name  # a string stays that string, whatever it holds
+    assert (dataset["profile"], dataset["n_tasks"], generator["n"]) == ("hotpotqa", 7, 3)
+    plain = compose("generator=sim", "judge=sim", "dataset=sim")  # the defaults `python -m bon.run` uses
+    assert {k: v for k, v in judge.items() if k != "calibrate_from"} == \
+        {k: v for k, v in plain["judge"].items() if k != "calibrate_from"}
+
+
+def test_bootstrap_bands_leave_out_missing_entries_per_column():
+    from bon.metrics import bootstrap_bands
+
+    values = np.array([[1.0, np.nan, np.nan], [0.0, 0.25, np.nan], [1.0, 0.25, np.nan], [0.0, np.nan, np.nan]])
+    low, high = bootstrap_bands(values, resamples=500)
+    assert 0 <= low[0] < high[0] <= 1
+    assert (low[1], high[1]) == (0.25, 0.25)  # a NaN never counts as 0: only the 0.25s are averaged
+    assert np.isnan(low[2]) and np.isnan(high[2])  # no value at all: no interval
+
+
+def test_root_is_found_without_writing_the_environment(apb_root, tmp_path, monkeypatch):
+    import os
+
+    from bon.datasets import locate_root
+    from bon.errors import BonError
+
+    monkeypatch.delenv("BON_DATA_DIR", raising=False)
+    before = dict(os.environ)
+    study("study_confusion").main(["--out", str(tmp_path), "--root", str(apb_root), "--subset", "bfcl"])
+    assert dict(os.environ) == before  # --root reaches the data through the configs, not through BON_DATA_DIR
+    assert locate_root(str(apb_root)) == Path(apb_root).resolve()
+    monkeypatch.setenv("BON_DATA_DIR", str(tmp_path))  # set, but not a release: an error naming it, no download
+    with pytest.raises(BonError, match=f"BON_DATA_DIR is {tmp_path}, which has no data/AnswerOnly/"):
+        locate_root(None)
+    with pytest.raises(BonError, match=f"--root is {tmp_path}, which has no data/AnswerOnly/"):
+        locate_root(tmp_path, option="--root")
 
 
 def test_best_of_k_writes_curves_for_sim_and_replay(apb_root, tmp_path, capsys):

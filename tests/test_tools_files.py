@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 import os
 import time
@@ -133,15 +134,69 @@ def test_pdf_text_of_each_page(files: Path) -> None:
     assert text.index("Hello from page one") < text.index("[PDF page 2 of 2]") < text.index("Second page text")
 
 
-def test_zip_is_listed_never_extracted(files: Path) -> None:
+def test_zip_members_are_read_by_path_and_extracted_beside_the_archive(files: Path) -> None:
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as nested:
+        nested.writestr("deep.txt", "found in the nested archive")
     with zipfile.ZipFile(files / "a.zip", "w") as archive:
-        archive.writestr("inner/data.txt", "the member's secret content")
-        archive.writestr("b.bin", b"\x00" * 1234)
-    before = sorted(os.listdir(files))
-    text = inspect(files, "a.zip").content
-    assert "inner/data.txt (27 bytes)" in text and "b.bin (1,234 bytes)" in text
-    assert "secret content" not in text
-    assert sorted(os.listdir(files)) == before
+        archive.writestr("inner/data.csv", "name,score\nada,7\n")
+        archive.writestr("../escape.txt", "zip slip")
+        archive.writestr("/abs.txt", "absolute")
+        archive.writestr("nested.zip", inner.getvalue())
+    listing = inspect(files, "a.zip")
+    assert listing.error_kind is None and "inner/data.csv (17 bytes)" in listing.content
+    assert "'../escape.txt' points outside the archive; skipped" in listing.content
+    table = inspect(files, "a.zip/inner/data.csv")
+    assert table.error_kind is None and "| ada | 7 |" in table.content
+    assert "found in the nested archive" in inspect(files, "a.zip/nested.zip/deep.txt").content
+    # extracted inside the task's directory (where the python tool's copy comes from), nothing outside it
+    assert (files / "a.zip_extracted" / "inner" / "data.csv").read_text() == "name,score\nada,7\n"
+    assert not (files.parent / "escape.txt").exists() and not Path("/abs.txt").exists()
+    assert not (files / "escape.txt").exists()
+    assert inspect(files, "a.zip/../escape.txt").error_kind == "path_refused"
+    assert inspect(files, "a.zip/missing.txt").error_kind == "not_found"
+
+
+def test_zip_bombs_and_oversized_archives_are_not_extracted(files: Path) -> None:
+    with zipfile.ZipFile(files / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.bin", b"\x00" * (20 << 20))
+    with zipfile.ZipFile(files / "many.zip", "w") as archive:
+        for i in range(30):
+            archive.writestr(f"f{i}.txt", "x")
+    bomb = inspect(files, "bomb.zip/zeros.bin")
+    assert bomb.error_kind == "archive_refused" and "zip bomb" in bomb.content
+    listing = inspect(files, "bomb.zip")
+    assert listing.error_kind is None and "zeros.bin" in listing.content and "not extracted" in listing.content
+    many = inspect(files, "many.zip/f1.txt", InspectFile(zip_max_members=10))
+    assert many.error_kind == "archive_refused" and "zip_max_members" in many.content
+    big = inspect(files, "many.zip/f1.txt", InspectFile(zip_max_mb=1)).error_kind  # 30 bytes fit in 1 MB
+    assert big is None
+    assert sorted(p.name for p in files.iterdir()) == ["bomb.zip", "many.zip", "many.zip_extracted"]
+
+
+def test_pptx_slides_tables_and_notes_in_order(files: Path) -> None:
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    first = deck.slides.add_slide(deck.slide_layouts[1])
+    first.shapes.title.text = "Quarterly results"
+    first.placeholders[1].text = "Revenue grew"
+    first.notes_slide.notes_text_frame.text = "Mention the 42 new stores"
+    second = deck.slides.add_slide(deck.slide_layouts[5])
+    second.shapes.title.text = "By region"
+    table = second.shapes.add_table(3, 2, Inches(1), Inches(2), Inches(4), Inches(2)).table
+    for r, row in enumerate([("region", "stores"), ("north", "30"), ("south", "12")]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    deck.save(files / "deck.pptx")
+    text = inspect(files, "deck.pptx").content
+    order = ["## Slide 1: Quarterly results", "Revenue grew", "Speaker notes:\nMention the 42 new stores",
+             "## Slide 2: By region", "| region | stores |", "| south | 12 |"]
+    positions = [text.find(part) for part in order]
+    assert -1 not in positions and positions == sorted(positions), text
+    capped = inspect(files, "deck.pptx", InspectFile(max_paragraphs=3)).content
+    assert "only 1 of 2 slides were read" in capped and "By region" not in capped
 
 
 def test_text_json_html_and_unknown_types(files: Path) -> None:

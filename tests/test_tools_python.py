@@ -173,6 +173,28 @@ def test_memory_limit(code: str) -> None:
     assert "MemoryError" in result.content
 
 
+def test_extracted_archives_reach_the_code_but_links_and_hidden_entries_do_not(tmp_path: Path) -> None:
+    """inspect_file extracts an archive into the task's directory; the program must see those files too,
+    and nothing a link points at outside the task's directory."""
+    files = tmp_path / "files"
+    (files / "a.zip_extracted" / "inner").mkdir(parents=True)
+    (files / "a.zip_extracted" / "inner" / "data.csv").write_text("x\n7\n", encoding="utf-8")
+    (files / ".a.zip_partial").mkdir()  # an extraction still being written
+    (files / ".a.zip_partial" / "half.csv").write_text("x\n", encoding="utf-8")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("no", encoding="utf-8")
+    (files / "link_dir").symlink_to(outside, target_is_directory=True)
+    code = ("import os\n"
+            "print(open('a.zip_extracted/inner/data.csv').read().split()[1])\n"
+            "print(sorted(os.listdir('.')))\n")
+    result = run(tool_for(), code, files)
+    assert result.error_kind is None, result.content
+    assert "\n7\n" in result.content
+    assert "['a.zip_extracted']" in result.content  # no hidden half-extraction, no link out
+    assert "files created" not in result.content  # copies of the task's files are not "created"
+
+
 def test_file_size_limit() -> None:
     result = run(tool_for(max_file_mb=1), "open('big.bin', 'wb').write(b'x' * (3 << 20))")
     assert result.error_kind == "exit_code" and "File too large" in result.content

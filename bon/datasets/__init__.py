@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import polars as pl
 from omegaconf import OmegaConf
@@ -27,21 +27,33 @@ OmegaConf.register_new_resolver("bon_default_dataset", default_dataset, replace=
 ENV_ROOT = "BON_DATA_DIR"
 
 
-def locate_root(root: str | None) -> Path:
-    """Where the AgentProcessBench files are: `dataset.root`, else $BON_DATA_DIR, else the download cache.
+def locate_release(name: str, settings: Sequence[tuple[str, str | Path | None]], *, holds: Callable[[Path], bool],
+                   lacking: str, download: Callable[[], Path]) -> Path:
+    """Where a data release is: the first of `settings` ((option or variable, value) pairs) that is set, else
+    `download()` (the verified copy in the user cache).
 
-    An explicit setting that points nowhere is an error, never a silent fall-through.
+    A setting that is set but points at no copy of the release is an error naming it, never a silent
+    fall-through to the next one: `lacking` completes "<setting> is <path>, which ...".
     """
-    source, value = ("dataset.root", root) if root else (ENV_ROOT, os.environ.get(ENV_ROOT))
-    if value:
-        path = Path(value).expanduser().resolve()
-        if (path / "data" / "AnswerOnly").is_dir():
-            return path
-        raise BonError(f"AgentProcessBench data not found: {source}={path} has no data/AnswerOnly/ directory "
-                       f"(expected the upstream layout: data/AnswerOnly/, data/AgentProcessBench/, eval/results/)")
+    for source, value in settings:
+        if value:
+            path = Path(value).expanduser().resolve()
+            if holds(path):
+                return path
+            raise BonError(f"{name} data not found: {source} is {path}, which {lacking}")
+    return download()
+
+
+def locate_root(root: str | Path | None, option: str = "dataset.root") -> Path:
+    """Where the AgentProcessBench files are: `root` (the setting `option`, named in errors), else
+    $BON_DATA_DIR, else the download cache. The environment is read, never written."""
     from bon.datasets import fetch
 
-    return fetch.ensure_cached()
+    return locate_release("AgentProcessBench", [(option, root), (ENV_ROOT, os.environ.get(ENV_ROOT))],
+                          holds=lambda path: (path / "data" / "AnswerOnly").is_dir(),
+                          lacking="has no data/AnswerOnly/ directory (expected the upstream layout: data/AnswerOnly/, "
+                                  "data/AgentProcessBench/, eval/results/)",
+                          download=fetch.ensure_cached)
 
 
 def judge_names(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any]) -> tuple[Path, list[str]]:

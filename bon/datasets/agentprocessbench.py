@@ -11,7 +11,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bon import jsonl
 from bon.errors import BonError, unknown_choice
@@ -118,25 +118,6 @@ def _index(r: dict[str, Any], key: str, where: str) -> int:
     return value
 
 
-def _read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """jsonl.read, with a byte that is not UTF-8 reported as file:line instead of a traceback."""
-    try:
-        yield from jsonl.read(path)
-    except UnicodeDecodeError:
-        raise BonError(_utf8_error(path)) from None
-
-
-def _utf8_error(path: Path) -> str:
-    with open(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return (f"{path}:{lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                        f"AgentProcessBench files are UTF-8 JSONL")
-    return f"{path}: not UTF-8; AgentProcessBench files are UTF-8 JSONL"
-
-
 def _check_unique(seen: dict, key: object, what: str, path: Path, lineno: int) -> None:
     """Refuse a second record for the same key, naming both lines."""
     if key in seen:
@@ -151,7 +132,7 @@ def load_records(root: Path, subset: str) -> tuple[Record, ...]:
     answers = _answers(root) if subset == "hotpotqa" else {}
     records = []
     seen: dict[object, int] = {}
-    for lineno, r in _read(path):
+    for lineno, r in jsonl.read(path):
         where = f"{path}:{lineno} (record {r.get('record_id')!r})"
         missing = [k for k in ("record_id", "query_index", "sample_index", "step_labels", "final_label") if k not in r]
         if missing:
@@ -184,7 +165,7 @@ def trajectories(root: Path) -> dict[str, Trajectory]:
         return {}
     out = {}
     seen: dict[object, int] = {}
-    for lineno, r in _read(path):
+    for lineno, r in jsonl.read(path):
         where = f"{path}:{lineno}"
         missing = [k for k in ("data_source", "query_index", "sample_index", "messages") if k not in r]
         if missing:
@@ -217,7 +198,7 @@ def load_judge(root: Path, judge: str, subset: str) -> dict[str, Judgement]:
         raise BonError(f"expected one {subset}__*.jsonl in {directory}, found {found}")
     out: dict[str, Judgement] = {}
     seen: dict[object, int] = {}
-    for lineno, r in _read(files[0]):
+    for lineno, r in jsonl.read(files[0]):
         where = f"{files[0]}:{lineno} (record {r.get('record_id')!r})"
         if not isinstance(r.get("record_id"), str):
             raise BonError(f"{where}: missing or non-string record_id")

@@ -22,10 +22,7 @@ def load(path: str | None) -> list[Task]:
         raise BonError(f"dataset.path {file} is a directory; point it at a JSONL file of tasks")
     if not file.is_file():
         raise BonError(f"dataset.path: no such file {file}")
-    try:
-        return _read(file)
-    except UnicodeDecodeError:  # jsonl.read decodes in blocks: find the line here
-        raise BonError(_utf8_error(file)) from None
+    return _read(file)
 
 
 def _read(file: Path) -> list[Task]:
@@ -57,14 +54,3 @@ def _answer(value: Any, where: str) -> str | None:
     kind = "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else type(value).__name__
     raise BonError(f"{where}: answer must be a string or a number, got {kind} ({value!r}); "
                    f"give the reference answer itself, e.g. \"answer\": \"5\"")
-
-
-def _utf8_error(file: Path) -> str:
-    with open(file, "rb") as handle:
-        for lineno, raw in enumerate(handle, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return (f"{file}:{lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                        f"save the tasks file as UTF-8")
-    return f"{file}: not UTF-8; save the tasks file as UTF-8"

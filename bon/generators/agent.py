@@ -227,7 +227,7 @@ class AgentGenerator:
 
     async def _loop(self, task: Task, sample: int, ep: _Episode) -> None:
         params = self.params(sample)
-        context = ToolContext(task=task, sample=sample, files_dir=self.files_dir(task))
+        context = ToolContext(task=task, sample=sample, files_dir=self.files_dir(task), model=self.client.model)
         for step in range(self.max_steps):
             actor = await self._who_acts(task, sample, step, ep)
             if actor == HUMAN:
@@ -246,8 +246,12 @@ class AgentGenerator:
                 ep.answer_source = "final_answer_line" if ep.answer is not None else None
                 ep.stop("answer" if ep.answer is not None else "no_tool_call")
                 return
+            images: list[dict[str, Any]] = []
             for call in calls:
-                await self._run_call(call, context, ep)
+                images += await self._run_call(call, context, ep)
+            if images:  # tool messages carry text only: images a tool returned follow them as a user message
+                ep.messages.append({"role": "user", "content": [
+                    {"type": "text", "text": "The image(s) returned by the tool call(s) above:"}, *images]})
             if ep.answer is not None:
                 ep.stop("answer")
                 return
@@ -264,7 +268,8 @@ class AgentGenerator:
             ep.online_labels[str(last)] = decision.label
         return decision.actor
 
-    async def _run_call(self, call: dict[str, Any], context: ToolContext, ep: _Episode) -> None:
+    async def _run_call(self, call: dict[str, Any], context: ToolContext, ep: _Episode) -> list[dict[str, Any]]:
+        """Run one tool call, record its message; the image content parts it returned."""
         name = call["function"].get("name") or ""
         if ep.answer is not None:  # an earlier call in this message already ended the episode
             result = ToolResult.error(SKIPPED, "not run: final_answer already ended the episode")
@@ -275,6 +280,7 @@ class AgentGenerator:
                 ep.answer, ep.answer_source = str(result.answer), "final_answer_tool"
         ep.messages.append({"role": "tool", "tool_call_id": call["id"], "name": name, "content": result.content})
         ep.tool_calls.append({"id": call["id"], "name": name, "error_kind": result.error_kind})
+        return [{"type": "image_url", "image_url": {"url": url}} for url in result.images]
 
     def _trajectory(self, task: Task, sample: int, ep: _Episode, wall_s: float) -> Trajectory:
         metadata = {

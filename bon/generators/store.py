@@ -7,6 +7,7 @@ in the middle of a write can leave one torn line at the very end. Readers skip t
 with a warning (its trajectory is simply regenerated on resume); a malformed line anywhere else is
 real damage and stops the read with the file and line number. Before its first append, a store
 cuts such a torn tail off, so new lines never land behind it. One writing process per file.
+Each line is one record of bon.records (schema bon.trajectory/1), the one serializer for trajectories.
 
 The same reader serves `generator=replay` from a file: any JSONL of OpenAI-format trajectories
 with fields task_id, sample (optional: numbered per task in file order), messages, answer?,
@@ -20,35 +21,21 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator
 
 from bon.errors import BonError
+from bon.records import dumps as dump_record
+from bon.records import trajectory_from_record, trajectory_to_record
 from bon.types import Trajectory
 
 log = logging.getLogger(__name__)
 
-ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 _CHUNK = 1 << 16
 
 
-def to_record(t: Trajectory) -> dict[str, Any]:
-    """A trajectory as a plain JSON object (small fields first, so `head` and `grep` are useful)."""
-    return {"task_id": t.task_id, "sample": t.sample, "answer": t.answer, "success": t.success,
-            "metadata": dict(t.metadata), "messages": [dict(m) for m in t.messages]}
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 def dumps(t: Trajectory) -> bytes:
-    """One trajectory as one JSONL line (JSON escapes every newline inside it)."""
-    line = json.dumps(to_record(t), ensure_ascii=False, separators=(",", ":"), default=_plain)
-    return (line + "\n").encode("utf-8")
+    """One trajectory as one JSONL line (bon.records' serializer)."""
+    return dump_record(trajectory_to_record(t))
 
 
 def _parse_object(raw: bytes) -> dict[str, Any] | None:
@@ -59,8 +46,9 @@ def _parse_object(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a torn last line is skipped with a warning."""
+def records(path: str | os.PathLike[str], what: str = "trajectory") -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a torn last line is skipped with a warning
+    (`what` names the kind of record it held)."""
     file = Path(path)
     try:
         handle = open(file, "rb")
@@ -82,38 +70,8 @@ def records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]
                 raise BonError(f"{file}:{lineno}: expected a JSON object, got {type(value).__name__}")
             yield lineno, value
     if bad is not None:
-        log.warning("%s:%d: ignoring a torn last line (an interrupted write); its trajectory is missing",
-                    file, bad[0])
-
-
-def from_record(r: Mapping[str, Any], where: str, sample: int | None = None) -> Trajectory:
-    """Check one record's fields and build the Trajectory; errors say `where` (file:line)."""
-    task_id = r.get("task_id")
-    if not isinstance(task_id, (str, int)) or isinstance(task_id, bool):
-        raise BonError(f"{where}: needs a string or integer task_id")
-    s = r.get("sample", sample)
-    if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-        raise BonError(f"{where}: sample must be an integer >= 0, got {s!r}")
-    messages = r.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BonError(f"{where}: messages must be a non-empty list of chat messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise BonError(f"{where}: messages[{i}] is not a chat message with a role "
-                           f"({', '.join(sorted(ROLES))})")
-    answer = r.get("answer")
-    if answer is not None and not isinstance(answer, str):
-        if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-            raise BonError(f"{where}: answer must be a string or null")
-        answer = str(answer)
-    success = r.get("success")
-    if success is not None and not isinstance(success, bool):
-        raise BonError(f"{where}: success must be true, false or null")
-    metadata = r.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise BonError(f"{where}: metadata must be an object")
-    return Trajectory(task_id=str(task_id), sample=s, messages=tuple(messages), answer=answer,
-                      success=success, metadata=metadata)
+        log.warning("%s:%d: ignoring a torn last line (an interrupted write); its %s is missing",
+                    file, bad[0], what)
 
 
 def load(path: str | os.PathLike[str]) -> dict[tuple[str, int], Trajectory]:
@@ -125,7 +83,7 @@ def load(path: str | os.PathLike[str]) -> dict[tuple[str, int], Trajectory]:
         return {}
     out: dict[tuple[str, int], Trajectory] = {}
     for lineno, r in records(file):
-        t = from_record(r, f"{file}:{lineno}")
+        t = trajectory_from_record(r, f"{file}:{lineno}")
         out[(t.task_id, t.sample)] = t
     return out
 
@@ -142,7 +100,7 @@ def replay(path: str | os.PathLike[str]) -> list[Trajectory]:
     for lineno, r in records(file):
         where = f"{file}:{lineno}"
         task_id = r.get("task_id")
-        t = from_record(r, where, sample=next_sample.get(str(task_id), 0))
+        t = trajectory_from_record(r, where, sample=next_sample.get(str(task_id), 0))
         key = (t.task_id, t.sample)
         if key in seen:
             raise BonError(f"{where}: task {t.task_id!r} sample {t.sample} repeats line {seen[key]}")
@@ -194,23 +152,27 @@ def repair_tail(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-class TrajectoryStore:
-    """An append-only JSONL file of finished trajectories, safe against a crash at any moment."""
+def _fsync_dir(directory: Path) -> None:
+    """Make a new or renamed directory entry durable."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class AppendOnlyFile:
+    """An append-only file of JSONL lines, safe against a crash at any moment (see the module's docstring).
+
+    Shared by the trajectory store and the judgement store (bon.judges.store)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._repaired = False
 
-    def __repr__(self) -> str:
-        return f"TrajectoryStore({str(self.path)!r})"
-
-    def load(self) -> dict[tuple[str, int], Trajectory]:
-        return load(self.path)
-
-    def append(self, trajectory: Trajectory) -> None:
-        """Write one line in one call and fsync it; returns once it is on disk."""
-        data = dumps(trajectory)
+    def append(self, line: bytes) -> None:
+        """Write one complete line in one call and fsync it; returns once it is on disk."""
         with self._lock:
             if not self._repaired:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,18 +181,46 @@ class TrajectoryStore:
             created = not self.path.exists()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                written = os.write(fd, data)
-                while written < len(data):  # a short write (disk full, signal): finish the line
-                    written += os.write(fd, data[written:])
+                written = os.write(fd, line)
+                while written < len(line):  # a short write (disk full, signal): finish the line
+                    written += os.write(fd, line[written:])
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            if created:  # make the new directory entry durable too
-                dir_fd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+            if created:
+                _fsync_dir(self.path.parent)
+
+
+def write_atomically(path: str | os.PathLike[str], lines: Iterable[bytes]) -> None:
+    """Replace `path` with these lines all at once: a crash leaves the old file or the new one, never a mix."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    with open(partial, "wb") as f:
+        for line in lines:
+            f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, target)
+    _fsync_dir(target.parent)
+
+
+class TrajectoryStore:
+    """An append-only JSONL file of finished trajectories, safe against a crash at any moment."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._file = AppendOnlyFile(self.path)
+
+    def __repr__(self) -> str:
+        return f"TrajectoryStore({str(self.path)!r})"
+
+    def load(self) -> dict[tuple[str, int], Trajectory]:
+        return load(self.path)
+
+    def append(self, trajectory: Trajectory) -> None:
+        """Write the trajectory's line and fsync it; returns once it is on disk."""
+        self._file.append(dumps(trajectory))
 
     async def aappend(self, trajectory: Trajectory) -> None:
         """`append` on a worker thread, so fsync never stalls the event loop."""

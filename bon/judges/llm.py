@@ -25,15 +25,17 @@ judge's reply text (after a re-ask, the reply the labels came from).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
 
 from bon.errors import BonError
 from bon.judges import prompt as prompts
 from bon.judges.parse import parse
+from bon.llm.cache import key_params
 from bon.llm.client import CallResult, LLMClient
 from bon.types import Judgement, Trajectory
 
@@ -124,9 +126,25 @@ class LLMJudge:
         """The judgement of one trajectory (ok, or failed with the reason)."""
         return (await self.assess(trajectory)).judgement
 
-    async def judge_all(self, trajectories: Sequence[Trajectory], progress: bool = True) -> list[Judgement]:
-        """Judgements for all trajectories, in their order."""
-        return [r.judgement for r in await self.assess_all(trajectories, progress)]
+    async def judge_all(self, trajectories: Sequence[Trajectory], progress: bool = True,
+                        on_done: Callable[[Trajectory, Judgement], Awaitable[None]] | None = None) -> list[Judgement]:
+        """Judgements for all trajectories, in their order; `on_done` is awaited as each one finishes
+        (to save it at once, so a killed run keeps what it judged)."""
+        async def done(t: Trajectory, result: JudgeResult) -> None:
+            if on_done is not None:
+                await on_done(t, result.judgement)
+        return [r.judgement for r in await self.assess_all(trajectories, progress, done)]
+
+    def fingerprint(self, trajectory: Trajectory) -> str:
+        """SHA-256 of what decides this judge's verdict on the trajectory: the model, the prompt it is sent
+        (the rendered transcript, template and cut), the steps to label, and mode, samples, quorum, re-ask
+        and sampling parameters. A stored judgement with the same fingerprint can stand in for a new one."""
+        messages, steps = self.request(trajectory)
+        doc = {"v": 1, "model": self.client.model, "mode": self.mode, "samples": self.samples,
+               "quorum": self.quorum, "reask": self.reask, "params": key_params({**self.client.params, **self.params}),
+               "messages": messages, "steps": steps}
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def request(self, trajectory: Trajectory) -> tuple[list[dict[str, Any]], list[int]]:
         """The messages sent to the judge for a trajectory, and the steps it must label."""
@@ -150,8 +168,10 @@ class LLMJudge:
         runs = await asyncio.gather(*(self._sample(messages, steps, i) for i in range(self.samples)))
         return self._combine(list(runs), steps)
 
-    async def assess_all(self, trajectories: Sequence[Trajectory], progress: bool = True) -> list[JudgeResult]:
-        """`assess` for every trajectory, concurrently, in their order.
+    async def assess_all(self, trajectories: Sequence[Trajectory], progress: bool = True,
+                         on_done: Callable[[Trajectory, JudgeResult], Awaitable[None]] | None = None
+                         ) -> list[JudgeResult]:
+        """`assess` for every trajectory, concurrently, in their order (`on_done` awaited as each finishes).
 
         The client's limiter bounds the requests in flight; here we only bound how many
         trajectories are started at once (4x the client's concurrency), so prompts for a huge
@@ -169,6 +189,8 @@ class LLMJudge:
             nonlocal failed
             async with window:
                 result = await self.assess(t)
+            if on_done is not None:
+                await on_done(t, result)
             failed += result.judgement.failed
             postfix = getattr(self.client.stats, "postfix", None)
             bar.set_postfix({**(postfix() if postfix else {}), "failed": str(failed)}, refresh=False)

@@ -15,12 +15,13 @@ prediction (None): the episode is not a candidate for the judge selector, and ne
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bon.errors import BonError
+from bon.generators.store import write_atomically
+from bon.records import dumps, judgement_to_record
 from bon.rehac.episodes import Episode, Question
 from bon.types import Judgement, Trajectory
 
@@ -60,7 +61,7 @@ def check_config(judge_cfg: Mapping[str, Any]) -> None:
         raise BonError(f"dataset.predictors lists 'judge', which needs a live LLM judge (e.g. judge=deepseek or "
                        f"judge=local judge.api_base=...); got judge={judge_cfg.get('name')!r} of kind "
                        f"{judge_cfg.get('kind')!r}")
-    from bon.live import make_client  # builds no session: checks the key and the client options
+    from bon.build import make_client  # builds no session: checks the key and the client options
 
     make_client(judge_cfg, None, "judge")
 
@@ -68,20 +69,17 @@ def judge_episodes(questions: Sequence[Question], judge_cfg: Mapping[str, Any], 
                    out_path: Path) -> tuple[dict[str, float | None], dict[str, Any]]:
     """Predicted T per episode key (None when its judgement failed) and the judge stage's usage.
 
-    Every judgement is written to `out_path` (one JSON line per episode: key, status, reason, labels)."""
-    from bon import live  # imports litellm only on this path
+    Every judgement is written to `out_path`: one bon.judgement/1 record (bon.records) per episode, with the
+    episode's key, its question and predicted_t before the judgement's own fields."""
+    from bon import build  # imports litellm only on this path
 
     check_config(judge_cfg)
     eps = [ep for q in questions for ep in q.episodes]
-    judgements, usage = live.judge_trajectories(judge_cfg, cache_cfg, [to_trajectory(ep) for ep in eps])
+    judgements, usage = build.judge_trajectories(judge_cfg, cache_cfg, [to_trajectory(ep) for ep in eps])
     predicted = {ep.key: _prediction(j) for ep, j in zip(eps, judgements)}
-    with out_path.open("w", encoding="utf-8") as out:
-        for ep, j in zip(eps, judgements):
-            out.write(json.dumps({"episode": ep.key, "question": ep.question_id, "judge": j.judge,
-                                  "status": j.status, "reason": j.reason, "final_label": j.final_label,
-                                  "predicted_t": predicted[ep.key],
-                                  "step_labels": {str(k): v for k, v in j.step_labels.items()}},
-                                 ensure_ascii=False) + "\n")
+    write_atomically(out_path, (dumps(judgement_to_record(j, episode=ep.key, question=ep.question_id,
+                                                          predicted_t=predicted[ep.key]))
+                                for ep, j in zip(eps, judgements)))
     usage["judgements_failed"] = sum(p is None for p in predicted.values())
     return predicted, usage
 

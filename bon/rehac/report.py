@@ -70,19 +70,23 @@ def _is_number(x: Any) -> bool:
 
 
 def locate_root(path: str | None) -> Path:
-    """The ReHAC release: `dataset.path`, else $BON_REHAC_DIR, else $BON_DATA_DIR/../rehac.
+    """The ReHAC release: `dataset.path`, else $BON_REHAC_DIR, else $BON_DATA_DIR/../rehac if it exists, else
+    the pinned release downloaded and verified into the user cache (bon.datasets.fetch).
 
     A setting that points at no directory is an error naming it, never a silent fall-through.
     """
+    data_dir = os.environ.get(ENV_DATA)
+    beside = Path(data_dir).expanduser() / ".." / "rehac" if data_dir else None
     if path:
         source, value = "dataset.path", Path(path)
     elif os.environ.get(ENV_REHAC):
         source, value = ENV_REHAC, Path(os.environ[ENV_REHAC])
-    elif os.environ.get(ENV_DATA):
-        source, value = f"{ENV_DATA}/../rehac", Path(os.environ[ENV_DATA]) / ".." / "rehac"
+    elif beside is not None and beside.is_dir():
+        source, value = f"{ENV_DATA}/../rehac", beside
     else:
-        raise BonError(f"ReHAC data not found: set dataset.path=DIR or {ENV_REHAC}=DIR to the ReHAC release "
-                       f"(github.com/XueyangFeng/ReHAC), or {ENV_DATA} to a directory beside it")
+        from bon.datasets import fetch
+
+        return fetch.ensure_cached(fetch.REHAC)
     root = value.expanduser().resolve()
     if not root.is_dir():
         raise BonError(f"ReHAC data not found: {source} is {root}, which is not a directory")

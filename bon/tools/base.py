@@ -34,11 +34,16 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 
 @dataclass(frozen=True)
 class ToolResult:
-    """What a tool returns to the model. `answer` set means the episode ends with that answer."""
+    """What a tool returns to the model. `answer` set means the episode ends with that answer.
+
+    `images` (data: URLs) are shown to the model as image content after the step's tool messages
+    (tool messages carry text only); a tool returns them only when `ToolContext.model` accepts images.
+    """
 
     content: str
     error_kind: str | None = None
     answer: str | None = None
+    images: tuple[str, ...] = ()
 
     @classmethod
     def error(cls, kind: str, message: str) -> "ToolResult":
@@ -56,6 +61,7 @@ class ToolContext:
     task: Task
     sample: int = 0
     files_dir: Path | None = None
+    model: str | None = None  # the agent's model (litellm name), e.g. to know whether it accepts images
 
 
 class Tool(ABC):

@@ -7,7 +7,13 @@ stay inside it: absolute paths, `..` and symlinks that lead out are refused. Wha
 - csv/tsv and xlsx: Markdown tables (xlsx: every sheet, with Excel's row numbers and column letters),
   at most `max_rows` rows per table, with a count of the rest;
 - pdf: the text of each page; docx: paragraphs (headings marked) and tables in document order;
-- zip: the members' names and sizes, never their contents (nothing is extracted).
+  pptx: each slide's title, text, tables and speaker notes, in order (bon.tools.office);
+- zip: the members' names and sizes; a member is read by its path through the archive
+  (`data.zip/sheet.csv`, nested archives too), after the archive is safely extracted beside itself
+  (`data.zip_extracted/`; bon.tools.archive refuses zip slip, links, bombs and oversized archives);
+- images, audio and video (bon.tools.media): an image is handed to the agent's model as image content
+  when it accepts images, else described by `vision_model`; audio (and a video's audio track, with
+  ffmpeg) is transcribed by `transcription_model`; without the model needed, an error names the option.
 
 Long output is split into pages of about `page_chars` characters ("page i of n"); the rendered file
 is kept in a small cache, so asking for page 2 does not parse it again.
@@ -32,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bon.tools import bounded
+from bon.tools import archive, bounded, media
 from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult, option
 from bon.tools.web import MIN_MEMORY_MB, FetchError, html_to_markdown, page_starts, pdf_to_text
 
@@ -48,8 +54,9 @@ MAX_TEXT_BYTES = 20 << 20  # text files are read up to this size
 MAX_ZIP_MEMBERS = 1000  # members listed
 CACHE_SIZE = 8  # rendered files kept for paging
 MAX_CELL_CHARS = 2000  # longer cells are shown cut, ending in "…"
-SUPPORTED = ("text (txt, md, json, jsonl, xml, html, or any UTF-8 text file), csv, tsv, xlsx, docx, pdf, "
-             "zip (member listing only)")
+SUPPORTED = ("text (txt, md, json, jsonl, xml, html, or any UTF-8 text file), csv, tsv, xlsx, docx, pptx, pdf, "
+             "zip (members by path: archive.zip/member), images (png, jpg, gif, webp), audio (mp3, m4a, wav, "
+             "ogg, flac) and video (mov, mp4, ...: its audio track)")
 _TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".json", ".jsonl", ".ndjson", ".xml", ".html", ".htm", ".xhtml",
                   ".csv", ".tsv", ".tab", ".log", ".yaml", ".yml", ".py", ".tex", ".rst", ".ini", ".cfg",
                   ".toml", ".sql", ".srt", ".vtt"}
@@ -325,7 +332,8 @@ def _render_zip(path: Path) -> tuple[str, list[str]]:
     if len(members) > MAX_ZIP_MEMBERS:
         lines.append(f"... and {len(members) - MAX_ZIP_MEMBERS:,} more members")
     files = sum(not m.is_dir() for m in members)
-    notes = [f"{files:,} file(s); members are listed, not extracted: read one with the python tool (zipfile)"]
+    notes = [f"{files:,} file(s); read a member with inspect_file by its path inside the archive, e.g. "
+             f"'{path.name}/{next((m.filename for m in members if not m.is_dir()), 'member')}'"]
     return "\n".join(lines) or "(the archive is empty)", notes
 
 
@@ -361,6 +369,10 @@ def render(path: Path, caps: Caps) -> tuple[str, str, list[str]]:
             return "Word document", *_render_docx(path, caps)
         if suffix == ".pdf":
             return "PDF", *_render_pdf(path)
+        if suffix == ".pptx":
+            from bon.tools.office import render_pptx
+
+            return "PowerPoint presentation", *render_pptx(path, caps)
         if suffix == ".zip":
             return "zip archive", *_render_zip(path)
         if suffix in (".html", ".htm", ".xhtml"):
@@ -411,8 +423,10 @@ def _listing(directory: Path, base: Path) -> str:
 class InspectFile(Tool):
     name = "inspect_file"
     description = ("Read a file attached to the task, by name (e.g. data.xlsx): text, JSON, HTML, CSV/TSV and "
-                   "Excel sheets as tables, PDF and Word text, zip member lists. Long files come in pages: the "
-                   "reply says 'page i of n'; ask for another with `page`. Use path '.' to list the files.")
+                   "Excel sheets as tables, PDF, Word and PowerPoint text, zip archives (list one, or read a "
+                   "member as archive.zip/member.csv), images (shown or described), audio and video "
+                   "(transcribed). Long files come in pages: the reply says 'page i of n'; ask for another with "
+                   "`page`. Use path '.' to list the files.")
     parameters = {
         "type": "object", "additionalProperties": False, "required": ["path"],
         "properties": {
@@ -423,7 +437,11 @@ class InspectFile(Tool):
 
     def __init__(self, *, page_chars: int = 10_000, max_rows: int = 500, max_columns: int = 100,
                  max_cells: int = 200_000, max_paragraphs: int = 5000, timeout: float = 30.0,
-                 memory_mb: int = 1024) -> None:
+                 memory_mb: int = 1024, zip_max_members: int = 1000, zip_max_mb: int = 500,
+                 vision_model: str | None = None, vision_api_base: str | None = None,
+                 vision_api_key_env: str | None = None, transcription_model: str | None = None,
+                 transcription_api_base: str | None = None, transcription_api_key_env: str | None = None,
+                 model_timeout: float = 120.0, media_cache: bool = True) -> None:
         self.page_chars = option("inspect_file", "page_chars", page_chars, integer=True, minimum=500)
         self.caps = Caps(max_rows=option("inspect_file", "max_rows", max_rows, integer=True, minimum=1),
                          max_columns=option("inspect_file", "max_columns", max_columns, integer=True, minimum=1),
@@ -432,6 +450,14 @@ class InspectFile(Tool):
                                                minimum=1))
         self.timeout = float(option("inspect_file", "timeout", timeout, strict=True))
         self.memory_mb = option("inspect_file", "memory_mb", memory_mb, integer=True, minimum=MIN_MEMORY_MB)
+        self.zip_max_members = option("inspect_file", "zip_max_members", zip_max_members, integer=True, minimum=1)
+        self.zip_max_mb = option("inspect_file", "zip_max_mb", zip_max_mb, integer=True, minimum=1)
+        self.media = media.Media(
+            vision_model=vision_model, vision_api_base=vision_api_base, vision_api_key_env=vision_api_key_env,
+            transcription_model=transcription_model, transcription_api_base=transcription_api_base,
+            transcription_api_key_env=transcription_api_key_env, cache=bool(media_cache),
+            timeout=float(option("inspect_file", "model_timeout", model_timeout, strict=True)))
+        self._archive_notes: dict[str, list[str]] = {}
         self._cache: OrderedDict[tuple, tuple[str, str, list[str], tuple[int, ...]]] = OrderedDict()
 
     def _locate(self, files_dir: Path | None, name: str) -> Path | ToolResult:
@@ -458,14 +484,33 @@ class InspectFile(Tool):
         page: int = arguments.get("page", 1)
         if page < 1:
             return ToolResult.error(BAD_ARGUMENTS, f"page must be 1 or more, got {page}")
-        located = self._locate(context.files_dir, name)
-        if isinstance(located, ToolResult):
-            return located
-        if located.is_dir():
-            assert context.files_dir is not None
-            return ToolResult(f"The task's files: {_listing(located, context.files_dir)}")
         try:
+            located = await self._find(context.files_dir, name)
+            if isinstance(located, ToolResult):
+                return located
+            if located.is_dir():
+                assert context.files_dir is not None
+                return ToolResult(f"The task's files: {_listing(located, context.files_dir)}")
+            suffix = located.suffix.lower()
+            if suffix in media.IMAGE_SUFFIXES:
+                text, image, kind = await self.media.image(located, context.task.question, context.model,
+                                                            timeout=self.timeout, memory_mb=self.memory_mb)
+                if kind:
+                    return ToolResult.error(kind, text)
+                return ToolResult(text, images=(image,) if image else ())
+            if suffix in media.AUDIO_SUFFIXES or suffix in media.VIDEO_SUFFIXES:
+                text, kind = await self.media.transcribe(located)
+                return ToolResult.error(kind, text) if kind else ToolResult(text)
+            extra: list[str] = []
+            if suffix == ".zip":
+                try:
+                    extra = await self._extract(located)  # so members can be read by path
+                except Unreadable as exc:
+                    if exc.kind != archive.ARCHIVE_REFUSED:
+                        raise
+                    extra = [str(exc)]  # the listing is still shown
             label, text, notes, starts = await self._rendered(located)
+            notes = notes + extra
         except Unreadable as exc:
             return ToolResult.error(exc.kind, str(exc))
         except bounded.Overrun as exc:
@@ -488,6 +533,34 @@ class InspectFile(Tool):
             lines += ["", f"[Page {page} of {n}" + (": end of file.]" if page == n else
                                                     f". For more, call inspect_file with page={page + 1}.]")]
         return ToolResult("\n".join(lines))
+
+    async def aclose(self) -> None:
+        """Close the response cache of the vision and speech-to-text models (the agent calls this at the end)."""
+        await self.media.aclose()
+
+    async def _find(self, files_dir: Path | None, name: str) -> Path | ToolResult:
+        """`_locate`, and a path through a zip archive (`data.zip/sheet.csv`), which is extracted to reach it."""
+        located = self._locate(files_dir, name)
+        if not (isinstance(located, ToolResult) and located.error_kind == NOT_FOUND):
+            return located
+        assert files_dir is not None
+        parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
+        for i in range(1, len(parts)):
+            prefix = files_dir.joinpath(*parts[:i])
+            if prefix.suffix.lower() == ".zip" and prefix.is_file():  # `_locate` checked it stays inside
+                await self._extract(prefix)
+                return await self._find(archive.extracted_dir(prefix), "/".join(parts[i:]))
+        return located
+
+    async def _extract(self, path: Path) -> list[str]:
+        """Extract the archive once (in a worker); the notes on members it skipped."""
+        key = str(path)
+        if key not in self._archive_notes:
+            _count, notes = await bounded.run(archive.extract, path, self.zip_max_members, self.zip_max_mb << 20,
+                                              timeout=self.timeout, memory_mb=self.memory_mb)
+            self._archive_notes[key] = notes[:20] + ([f"{len(notes) - 20} more members skipped"] if len(notes) > 20
+                                                     else [])
+        return self._archive_notes[key]
 
     async def _rendered(self, path: Path) -> tuple[str, str, list[str], tuple[int, ...]]:
         st = path.stat()

@@ -319,17 +319,12 @@ def _prepare(code: str, files_dir: Path | None, run_as: int | None) -> tuple[Pat
         code_file = root / "code.py"
         code_file.write_text(code, encoding="utf-8")
         os.chmod(code_file, 0o600)
-        copied = []
-        if files_dir is not None:
-            for entry in sorted(Path(files_dir).iterdir()):
-                if entry.is_file() and not entry.is_symlink():
-                    shutil.copyfile(entry, work / entry.name)
-                    copied.append(entry.name)
+        copied = _copy_task_files(Path(files_dir), work) if files_dir is not None else []
         if run_as is not None:
             os.chmod(root, 0o711)  # the run's uid may pass through to work/ and home/, but not list or write here
             for path in [work, home, *(work / name for name in copied)]:
                 os.chown(path, run_as, run_as)
-        return root, copied
+        return root, [name for name in copied if (work / name).is_file()]
     except BaseException:
         _remove(root)
         raise
@@ -426,6 +421,27 @@ def _read_status(fd: int) -> dict:
         if isinstance(item, dict):
             status.update(item)
     return status
+
+
+def _copy_task_files(files_dir: Path, work: Path) -> list[str]:
+    """Copy the task's files, and the directories inside it (e.g. an archive inspect_file extracted), into
+    `work`; symbolic links and hidden entries (half-written extractions) are skipped, so nothing outside
+    the task's directory comes along. Returns every copied path relative to `work`, parents first."""
+    copied: list[str] = []
+    for directory, dirs, files in os.walk(files_dir):
+        here = Path(directory)
+        relative = here.relative_to(files_dir)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
+        for name in dirs:
+            (work / relative / name).mkdir()
+            copied.append(str(relative / name))
+        for name in sorted(files):
+            source = here / name
+            if source.is_symlink() or not source.is_file():
+                continue
+            shutil.copyfile(source, work / relative / name)
+            copied.append(str(relative / name))
+    return copied
 
 
 def _created(work: Path, copied: list[str]) -> tuple[tuple[tuple[str, int], ...], int]:

@@ -1,0 +1,16 @@
+"""The BonError an in-process call raises, checked to be one line (what a command would print)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+from bon.errors import BonError
+
+
+def bon_error(fn: Callable[[], Any]) -> str:
+    with pytest.raises(BonError) as info:
+        fn()
+    message = str(info.value)
+    assert "\n" not in message, f"not one line: {message!r}"
+    return message
