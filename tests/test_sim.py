@@ -125,6 +125,7 @@ def test_bad_judge_confusion_and_kind_are_clear_errors():
 def test_default_run_needs_no_data_and_says_synthetic(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("BON_DATA_DIR", "HYDRA_FULL_ERROR")}
     env["BON_APB_MIRROR"] = "http://127.0.0.1:9/"  # any attempt to fetch data would fail loudly
+    env["BON_CACHE_DIR"] = str(tmp_path / "empty-cache")  # ... even on a machine that has a download cached
     proc = subprocess.run([sys.executable, "-m", "bon.run", "hydra.run.dir=out"], capture_output=True, text=True,
                           cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr

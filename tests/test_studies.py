@@ -125,6 +125,7 @@ def test_best_of_k_writes_curves_for_sim_and_replay(apb_root, tmp_path, capsys):
 def test_best_of_k_sim_half_needs_no_data(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("BON_DATA_DIR", raising=False)
     monkeypatch.setenv("BON_APB_MIRROR", "http://127.0.0.1:9/nowhere")  # any attempt to fetch data would fail
+    monkeypatch.setenv("BON_CACHE_DIR", str(tmp_path / "empty-cache"))  # ... even where a download is cached
     study("study_best_of_k").main(["--out", str(tmp_path), "--only", "sim", "--tasks", "100", "--n", "4",
                                    "--resamples", "100", "--selectors", "final,two_stage,random,pass_at_n"])
     assert_png(tmp_path / "best_of_k.png")
