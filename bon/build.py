@@ -44,8 +44,10 @@ def judge(cfg: Mapping[str, Any], client: Any) -> Any:
 
 
 def generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] | None = None,
-              intervention: Any = None, helper: Any = None, default_tools: list[str] | None = None) -> Any:
-    """The agent; `generator.tools` if set, else the dataset's tool set (`default_tools`)."""
+              intervention: Any = None, helper: Any = None, default_tools: list[str] | None = None,
+              score: Any = None) -> Any:
+    """The agent; `generator.tools` if set, else the dataset's tool set (`default_tools`); `score` is the
+    dataset's rule for a trajectory's success (bon.datasets.taskset)."""
     from bon import tools
     from bon.generators.agent import AgentGenerator
 
@@ -57,7 +59,7 @@ def generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] 
                           max_steps=int(cfg.get("max_steps", 15)), temperature=cfg.get("temperature"),
                           seed=cfg.get("seed"), system_prompt=cfg.get("system_prompt"),
                           trajectory_timeout_s=float(cfg.get("trajectory_timeout", 600)),
-                          retry_failed=retry_failed)
+                          retry_failed=retry_failed, score=score)
 
 
 def helper_config(icfg: Mapping[str, Any]) -> dict[str, Any] | None:

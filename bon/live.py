@@ -16,9 +16,9 @@ from typing import Any, Mapping
 import polars as pl
 
 from bon import build, candidates
-from bon.console import run_logging as _run_logging
-from bon.console import say as _say
-from bon.console import say_failures as _say_failures
+from bon.console import run_logging, say, say_failures
+from bon.datasets.taskset import TaskSet
+from bon.datasets.taskset import load as taskset_of
 from bon.errors import BonError
 from bon.plan import Live
 from bon.types import Judgement, Trajectory
@@ -35,7 +35,7 @@ def _write_judgements(path: Path, trajectories: list[Trajectory], judgements: li
     judgement_store.write(path, zip(trajectories, judgements, fingerprints))
 
 
-async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
+async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
                cache_cfg: Mapping[str, Any], out_dir: Path, subset: str, replaying: bool,
                tools_cfg: Mapping[str, Any] | None = None,
                intervention_cfg: Mapping[str, Any] | None = None,
@@ -50,7 +50,7 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
     budget = Budget.from_config(budget_cfg)
     roles = (("generator", None if replaying else generator_cfg), ("judge", judge_cfg),
              ("intervention.helper", helper_cfg), ("judge", online_judge_cfg))
-    with _run_logging(out_dir):
+    with run_logging(out_dir):
         async with build.clients(cache_cfg, *roles, budget=budget) as (gen_client, judge_client, helper_client,
                                                                     online_client):
             clients = [c for c in (gen_client, judge_client, helper_client, online_client) if c is not None]
@@ -59,23 +59,25 @@ async def _run(tasks: list[Any], generator_cfg: Mapping[str, Any], judge_cfg: Ma
             if replaying:
                 path = Path(str(generator_cfg["path"])).expanduser()
                 trajectories = store.replay(path)
-                _say(f"plan: judge {len(trajectories)} trajectories replayed from {path}")
+                say(f"plan: judge {len(trajectories)} trajectories replayed from {path}")
                 _say_clients(clients, budget)
             else:
                 online_judge = build.judge(online_judge_cfg, online_client) if online_client is not None else None
                 policy = intervention.policy_from_config(icfg, online_judge)
                 helper = None if icfg.get("policy", "none") == "none" else build.helper(icfg, helper_client)
-                generator = build.generator(generator_cfg, gen_client, tools_cfg, policy, helper, default_tools)
+                generator = build.generator(generator_cfg, gen_client, tools_cfg, policy, helper, default_tools,
+                                            score=taskset.score)
                 store_path = Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser()
                 try:
-                    await _say_generation_plan(generator, tasks, store_path, clients, budget)
-                    trajectories = await generator.generate_all(tasks, store=store_path)
+                    await _say_generation_plan(generator, list(taskset.tasks), store_path, clients, budget)
+                    trajectories = await generator.generate_all(taskset.tasks, store=store_path)
                 finally:
                     await generator.aclose()
-                _say_failures("generation", gen_client.stats)
+                say_failures("generation", gen_client.stats)
+            trajectories = taskset.scored(trajectories)  # scoring is the dataset's, for generated and replayed alike
             judge_store = Path(str(judge_cfg.get("store") or out_dir / "judgements.jsonl")).expanduser()
             judgements, fingerprints = await _judge_steps(judge, trajectories, judge_store)
-            _say_failures("judging", judge_client.stats)
+            say_failures("judging", judge_client.stats)
     _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements, fingerprints)
     table = candidates.table(candidates.candidate(t, j, subset) for t, j in zip(trajectories, judgements))
     no_step = [not t.step_indices for t in trajectories]
@@ -130,7 +132,7 @@ async def _judge_steps(judge: Any, trajectories: list[Trajectory],
     calls = judge.samples * len(todo)
     kept = f"{reused} reused from {store_path}, " if reused else ""
     note = f"; {skipped} without a step (generation failed) are not judged" if skipped else ""
-    _say(f"judge {judge.name}: {len(trajectories) - skipped} trajectories, {kept}{calls} first calls of which "
+    say(f"judge {judge.name}: {len(trajectories) - skipped} trajectories, {kept}{calls} first calls of which "
          f"the cache answers {hits}{note}")
     key_of = {(t.task_id, t.sample): f for t, f in zip(trajectories, fingerprints)}
 
@@ -176,9 +178,9 @@ def _say_clients(clients: list[Any], budget: Any) -> None:
     for client in clients:
         if id(client) not in seen:
             seen.add(id(client))
-            _say(f"  {client.role}: {_limits(client)}")
+            say(f"  {client.role}: {_limits(client)}")
     if budget is not None:
-        _say(f"  budget: {'no USD cap' if budget.usd is None else f'${budget.usd:g}'}, "
+        say(f"  budget: {'no USD cap' if budget.usd is None else f'${budget.usd:g}'}, "
              f"{'no call cap' if budget.calls is None else f'{budget.calls} API calls'}")
     unpriced: dict[str, list[Any]] = {}
     for client in clients:
@@ -186,7 +188,7 @@ def _say_clients(clients: list[Any], budget: Any) -> None:
             unpriced.setdefault(client.model, []).append(client)
     for same_model in unpriced.values():
         roles = list(dict.fromkeys(c.role for c in same_model))
-        _say(f"  {same_model[0].unpriced_hint(roles)}")
+        say(f"  {same_model[0].unpriced_hint(roles)}")
     for client in clients:
         client.unpriced_noted = True  # said here, once: not again on the first response
 
@@ -201,7 +203,7 @@ async def _say_generation_plan(generator: Any, tasks: list[Any], store_path: Pat
     hits = 0
     for task, sample in todo:
         hits += await generator.first_call_cached(task, sample)
-    _say(f"plan: {len(tasks)} tasks x {generator.n} samples = {len(tasks) * generator.n} trajectories: {reused} reused "
+    say(f"plan: {len(tasks)} tasks x {generator.n} samples = {len(tasks) * generator.n} trajectories: {reused} reused "
          f"from {store_path}, {len(todo)} to generate; the cache answers {hits} of their {len(todo)} first calls "
          f"(later calls depend on the replies)")
     _say_clients(clients, budget)
@@ -253,21 +255,6 @@ def _check_kinds(dataset: str, generator_cfg: Mapping[str, Any], judge_cfg: Mapp
                        f"(dataset=agentprocessbench only)")
 
 
-def _load_tasks(dataset_cfg: Mapping[str, Any], replaying: bool) -> list[Any]:
-    """The dataset's tasks; [] when replaying dataset=tasks without a file (scores come from the trajectories)."""
-    from bon.datasets import builtin, gaia
-    from bon.datasets import tasks as task_file
-
-    name = dataset_cfg.get("name")
-    if name == "builtin":
-        return builtin.load(dataset_cfg.get("n_tasks"), dataset_cfg.get("task_ids"))
-    if name == "gaia":
-        return gaia.load(dataset_cfg.get("path"), dataset_cfg.get("level"), dataset_cfg.get("split"))
-    if replaying and dataset_cfg.get("path") in (None, "???"):
-        return []
-    return task_file.load(dataset_cfg.get("path"))
-
-
 def _check_replay_matches(path: Path, loaded: list[Any], dataset: str) -> None:
     """Every replayed trajectory must be of a task the dataset has, or it could not be scored."""
     from bon.generators import store
@@ -291,10 +278,8 @@ def run(chosen: Live, out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     `chosen.tools` is the run's `tools` config: options per tool and `allow_private`.
     `chosen.intervention` says who takes each step (bon.generators.intervention).
     `chosen.budget` ({usd, calls}) caps the run's LLM calls (bon.llm.guards.Budget).
-    Scoring belongs to the dataset: whenever it has reference answers, every trajectory, generated or
-    replayed, is scored against them with GAIA's rules."""
-    from bon.datasets import gaia
-
+    Scoring belongs to the dataset (bon.datasets.taskset): whenever it has reference answers, every
+    trajectory, generated or replayed, is scored against them by its rules."""
     dataset_cfg, generator_cfg, judge_cfg = chosen.dataset, chosen.generator, chosen.judge
     intervention_cfg, replaying = chosen.intervention, chosen.replaying
     dataset = str(dataset_cfg.get("name"))
@@ -303,17 +288,15 @@ def run(chosen: Live, out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
         raise BonError("intervention needs a live generator: replayed trajectories cannot be handed over")
     if replaying and not generator_cfg.get("path"):
         raise BonError(f"generator=replay with dataset={dataset} needs generator.path=<trajectories.jsonl>")
-    loaded = _load_tasks(dataset_cfg, replaying)
-    if replaying and loaded:
-        _check_replay_matches(Path(str(generator_cfg["path"])).expanduser(), loaded, dataset)
+    taskset = taskset_of(dataset_cfg, replaying)
+    if replaying and taskset.tasks:
+        _check_replay_matches(Path(str(generator_cfg["path"])).expanduser(), list(taskset.tasks), dataset)
     if generator_cfg.get("system_prompt") is None and dataset_cfg.get("system_prompt") is not None:
         generator_cfg = {**generator_cfg, "system_prompt": dataset_cfg["system_prompt"]}  # the dataset's answer rules
     out_dir.mkdir(parents=True, exist_ok=True)
-    table, usage = asyncio.run(_run(loaded, generator_cfg, judge_cfg, chosen.cache, out_dir,
+    table, usage = asyncio.run(_run(taskset, generator_cfg, judge_cfg, chosen.cache, out_dir,
                                     str(dataset_cfg.get("subset")), replaying, chosen.tools, intervention_cfg,
                                     dataset_cfg.get("tools"), chosen.budget))
-    if loaded:
-        table = gaia.score(table, loaded)
-    if loaded and all(t.answer is None for t in loaded):
+    if taskset.unanswered:
         usage["submission"] = str(_write_submission(out_dir, table))
     return table, usage

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from bon.datasets.taskset import TaskSet
 from bon import tools as tool_registry
 from bon.errors import BonError
 from bon.generators.agent import AgentGenerator
@@ -163,7 +164,8 @@ def solver(body: dict) -> Reply:
 def run_generator(server, tasks, store, n=2, **kw):
     client = LLMClient("openai/test-model", api_base=server.base_url, api_key_env=FAKE_KEY_ENV, timeout=5.0,
                        max_attempts=1)
-    agent = AgentGenerator(client, tool_registry.get(["calculator", "final_answer"]), n=n, max_steps=4, seed=0, **kw)
+    agent = AgentGenerator(client, tool_registry.get(["calculator", "final_answer"]), n=n, max_steps=4, seed=0,
+                           score=TaskSet("tasks", ()).score, **kw)
 
     async def go():
         async with client:

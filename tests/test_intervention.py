@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from bon.datasets.taskset import TaskSet
 from bon import tools
 from bon.errors import BonError
 from bon.generators.agent import AgentGenerator
@@ -134,7 +135,8 @@ def run_agent(server, policy_factory, helper_factory, n=1):
         async with agent_client, judge_client, helper_client:
             policy = policy_factory(LLMJudge(judge_client, "online", max_chars=None))
             agent = AgentGenerator(agent_client, tools.get(["calculator", "final_answer"]), n=n, max_steps=5,
-                                   intervention=policy, helper=helper_factory(helper_client))
+                                   intervention=policy, helper=helper_factory(helper_client),
+                                   score=TaskSet("tasks", ()).score)
             out = await agent.generate_all([TASK], progress=False)
             await agent.aclose()
             return out

@@ -393,7 +393,7 @@ def test_log_lines_are_never_glued_to_a_progress_bar(tmp_path, capsys):
     console = logging.StreamHandler(sys.stderr)  # as Hydra's console handler
     root.addHandler(console)
     try:
-        with live._run_logging(tmp_path):
+        with live.run_logging(tmp_path):
             bar = tqdm(total=3, file=sys.stderr, desc="generate")
             bar.update(1)
             logging.getLogger("bon.some.module").warning("a warning while the bar runs")

@@ -40,10 +40,16 @@ def test_lenient_variant_is_looser_but_still_says_no_to_wrong_answers():
     assert not lenient_scorer(None, "x")
 
 
-def test_live_trajectories_are_scored_by_the_gaia_rules():
-    from bon.generators.agent import reference_success
+def test_task_datasets_score_by_the_gaia_rules():
+    from bon.datasets.taskset import TaskSet
+    from bon.types import Task, Trajectory
 
-    assert reference_success("$1,234.50", "1234.5") is True
-    assert reference_success("1000", "1,000") is False
-    assert reference_success(None, "5") is False
-    assert reference_success("5", None) is None  # no reference: success unknown, not False
+    tasks = TaskSet("tasks", (Task("a", answer="1234.5"), Task("b", answer="1,000"), Task("c", answer="5"), Task("d")))
+    score = {t.id: t for t in tasks.tasks}
+    assert tasks.score(score["a"], "$1,234.50") is True
+    assert tasks.score(score["b"], "1000") is False
+    assert tasks.score(score["c"], None) is False
+    assert tasks.score(score["d"], "5") is None  # no reference: success unknown, not False
+    # a replayed trajectory's recorded success gives way to the dataset's; one of an unknown task keeps its own
+    replayed = [Trajectory("a", 0, answer="1234.5", success=False), Trajectory("zz", 0, answer="x", success=True)]
+    assert [t.success for t in tasks.scored(replayed)] == [True, True]

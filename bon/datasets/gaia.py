@@ -13,13 +13,12 @@ those are refused by name (never parsed, and never shown to the agent as if they
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import polars as pl
 
 from bon import jsonl
 from bon.errors import BonError
-from bon.scoring.gaia import question_scorer
 from bon.types import Task
 
 WHERE_TO_GET = ("GAIA is gated: accept its terms at https://huggingface.co/datasets/gaia-benchmark/GAIA, download it "
@@ -129,13 +128,3 @@ def load(path: str | None, level: int | str | None = None, split: str | None = N
         raise _lfs_error(pointers[0], _repo_root(directory), len(pointers) - 1)
     return tasks
 
-
-def score(table: pl.DataFrame, tasks: Sequence[Task]) -> pl.DataFrame:
-    """Set `success` from each task's reference answer by GAIA's rules (null for a task without one).
-
-    Scoring belongs to the dataset: a replayed trajectory's own `success` field (or its absence) is
-    not trusted when the dataset knows the answer."""
-    reference = {t.id: t.answer for t in tasks}
-    success = [None if reference.get(task_id) is None else question_scorer(answer, reference[task_id])
-               for task_id, answer in table.select("task_id", "answer").iter_rows()]
-    return table.with_columns(pl.Series("success", success, dtype=pl.Boolean))

@@ -23,14 +23,13 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from tqdm import tqdm
 
 from bon.errors import BonError
 from bon.generators.store import TrajectoryStore
 from bon.llm import CallResult, LLMClient
-from bon.scoring.gaia import question_scorer
 from bon.generators.intervention import AGENT, HUMAN, Never, Policy, StepState
 from bon.tools import workspace
 from bon.tools.base import SKIPPED, Tool, ToolContext, ToolResult, run_tool
@@ -63,17 +62,6 @@ def final_answer_line(text: str | None) -> str | None:
         rest = [line.strip(" \t*_") for line in (text or "")[last.end():].splitlines()]
         answer = next((line for line in rest if line), "")
     return answer or None
-
-
-def reference_success(answer: str | None, reference: str | None) -> bool | None:
-    """Ground truth by the GAIA leaderboard's answer rules (bon.scoring.gaia).
-
-    None when the task has no reference answer (scoring is left to a later stage); False when
-    there is a reference but no answer.
-    """
-    if reference is None:
-        return None
-    return question_scorer(answer, reference)
 
 
 @dataclass
@@ -123,14 +111,16 @@ class AgentGenerator:
     client's request concurrency); the per-trajectory clock starts once a trajectory is admitted,
     so queueing behind other trajectories never counts against its timeout. With a store,
     `retry_failed` generates again the samples that ended in an error or a timeout (say, an outage)
-    instead of reusing them; only finished samples are reused.
+    instead of reusing them; only finished samples are reused. `score` is the dataset's rule
+    (bon.datasets.taskset.TaskSet.score) that sets each trajectory's `success`; without one it stays None.
     """
 
     def __init__(self, client: LLMClient, tools: Sequence[Tool], n: int = 1, max_steps: int = 20,
                  temperature: float | None = None, seed: int | None = None, system_prompt: str | None = None,
                  trajectory_timeout_s: float = 600.0, tool_timeout_s: float | None = 60.0,
                  concurrency: int | None = None, intervention: Policy | None = None,
-                 helper: Any = None, retry_failed: bool = True) -> None:
+                 helper: Any = None, retry_failed: bool = True,
+                 score: Callable[[Task, str | None], bool | None] | None = None) -> None:
         if n < 1:
             raise BonError(f"generator.n must be >= 1, got {n}")
         if max_steps < 1:
@@ -157,6 +147,7 @@ class AgentGenerator:
         self.intervention = intervention
         self.helper = helper
         self.retry_failed = retry_failed
+        self.score = score
         self._files: dict[str, Path | None] = {}
         self._workspace: Path | None = None
 
@@ -301,7 +292,7 @@ class AgentGenerator:
                             helper=getattr(getattr(self.helper, "client", None), "model", None)
                             or getattr(self.helper, "kind", None))
         return Trajectory(task_id=task.id, sample=sample, messages=tuple(ep.messages), answer=ep.answer,
-                          success=reference_success(ep.answer, task.answer), metadata=metadata)
+                          success=None if self.score is None else self.score(task, ep.answer), metadata=metadata)
 
     async def generate_all(self, tasks: Iterable[Task], store: TrajectoryStore | str | os.PathLike[str] | None = None,
                            progress: bool = True) -> list[Trajectory]:

@@ -1,0 +1,73 @@
+"""A dataset of tasks for an agent (dataset=builtin, tasks, gaia): its tasks and how it scores an answer.
+
+Scoring belongs to the dataset, not to the agent: the generator is handed `TaskSet.score` to mark each
+trajectory it writes, and the pipeline scores replayed trajectories again with it, so a trajectory's
+`success` always follows the dataset's rules and references. Every dataset here scores by GAIA's
+answer rules (bon.scoring.gaia); a dataset with other rules passes its own `scorer`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from bon.scoring.gaia import question_scorer
+from bon.types import Task, Trajectory
+
+Scorer = Callable[[str | None, str], bool]  # (answer or None, reference) -> correct
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """The tasks of one run and the rule that scores an answer against a task's reference."""
+
+    name: str
+    tasks: tuple[Task, ...]
+    scorer: Scorer = question_scorer
+
+    def score(self, task: Task, answer: str | None) -> bool | None:
+        """Whether `answer` is correct for `task`; None when the task has no reference (not scored)."""
+        return None if task.answer is None else self.scorer(answer, task.answer)
+
+    def scored(self, trajectories: Iterable[Trajectory]) -> list[Trajectory]:
+        """The trajectories with `success` set from this dataset's references (those of tasks it does not
+        have keep their own). A replayed trajectory's recorded `success` is not trusted over the dataset."""
+        by_id = {t.id: t for t in self.tasks}
+        return [t if t.task_id not in by_id else dataclasses.replace(t, success=self.score(by_id[t.task_id], t.answer))
+                for t in trajectories]
+
+    @property
+    def unanswered(self) -> bool:
+        """Tasks but no reference answers (GAIA's test split): nothing to score, a submission to write."""
+        return bool(self.tasks) and all(t.answer is None for t in self.tasks)
+
+
+def _builtin(cfg: Mapping[str, Any]) -> list[Task]:
+    from bon.datasets import builtin
+
+    return builtin.load(cfg.get("n_tasks"), cfg.get("task_ids"))
+
+
+def _gaia(cfg: Mapping[str, Any]) -> list[Task]:
+    from bon.datasets import gaia
+
+    return gaia.load(cfg.get("path"), cfg.get("level"), cfg.get("split"))
+
+
+def _task_file(cfg: Mapping[str, Any]) -> list[Task]:
+    from bon.datasets import tasks
+
+    return tasks.load(cfg.get("path"))
+
+
+LOADERS: dict[str, Callable[[Mapping[str, Any]], list[Task]]] = {
+    "builtin": _builtin, "gaia": _gaia, "tasks": _task_file}
+
+
+def load(cfg: Mapping[str, Any], replaying: bool = False) -> TaskSet:
+    """The configured dataset's tasks. Replaying dataset=tasks without a file gives no tasks: the
+    trajectories' own `success` is then all there is."""
+    name = str(cfg.get("name"))
+    if name == "tasks" and replaying and cfg.get("path") in (None, "???"):
+        return TaskSet(name, ())
+    return TaskSet(name, tuple(LOADERS[name](cfg)))
