@@ -18,9 +18,10 @@ CLIENT_FIELDS = ("api_base", "api_key_env", "concurrency", "rpm", "timeout", "ma
 
 
 def make_client(cfg: Mapping[str, Any], cache: Any, role: str, breakers: dict[str, Any] | None = None,
-                budget: Any = None) -> Any:
+                budget: Any = None, limiter: Any = None) -> Any:
     """An LLMClient for a generator or judge config (the API key is read from api_key_env here).
-    Clients given the same `breakers` dict share one circuit breaker per endpoint."""
+    Clients given the same `breakers` dict share one circuit breaker per endpoint; a given `limiter`
+    is shared too (its concurrency and rpm then hold for all its clients together)."""
     from bon.llm import LLMClient
     from bon.llm.guards import DEFAULT_BREAKER_AFTER, Breaker, endpoint_of
 
@@ -31,7 +32,8 @@ def make_client(cfg: Mapping[str, Any], cache: Any, role: str, breakers: dict[st
     if breakers is not None:
         endpoint = endpoint_of(str(cfg["model"]), cfg.get("api_base"))
         breaker = breakers.setdefault(endpoint, Breaker(endpoint, kwargs.get("breaker_after", DEFAULT_BREAKER_AFTER)))
-    return LLMClient(str(cfg["model"]), cache=cache, role=role, breaker=breaker, budget=budget, **kwargs)
+    return LLMClient(str(cfg["model"]), cache=cache, role=role, breaker=breaker, budget=budget, limiter=limiter,
+                     **kwargs)
 
 
 def judge(cfg: Mapping[str, Any], client: Any) -> Any:
@@ -93,7 +95,9 @@ async def clients(cache_cfg: Mapping[str, Any], *roles: tuple[str, Mapping[str, 
                   budget: Any = None) -> AsyncIterator[list[Any]]:
     """One client per (role, config) sharing one response cache, one breaker per endpoint and the run's
     budget; all built (keys checked) before any work starts, all closed afterwards. A None config
-    yields None (e.g. no generator when replaying)."""
+    yields None (e.g. no generator when replaying). Clients of the same config object (the judge, the
+    online judge and the comparing judge of one run) share one limiter: its concurrency and rpm are the
+    config's, for all of them together."""
     from bon.llm import ResponseCache
 
     mode = str(cache_cfg.get("mode", "readwrite"))
@@ -101,7 +105,12 @@ async def clients(cache_cfg: Mapping[str, Any], *roles: tuple[str, Mapping[str, 
     built: list[Any] = []
     breakers: dict[str, Any] = {}
     try:
-        built = [None if cfg is None else make_client(cfg, cache, role, breakers, budget) for role, cfg in roles]
+        limiters: dict[int, Any] = {}
+        for role, cfg in roles:
+            client = None if cfg is None else make_client(cfg, cache, role, breakers, budget, limiters.get(id(cfg)))
+            if client is not None:
+                limiters.setdefault(id(cfg), client.limiter)
+            built.append(client)
         yield built
     finally:
         for client in built:

@@ -114,6 +114,7 @@ class LLMJudge(ClientOptions):
     prompt: Optional[str] = opt()
     max_chars: Optional[int] = opt(ge=1)
     store: Optional[str] = opt()
+    permutations: int = opt(ge=1)  # selector=listwise/pairwise: orders the candidates are shown in
 
 
 @dataclass
@@ -312,7 +313,7 @@ def _check_value(option: str, value: Any, hint: Any, meta: Mapping[str, Any]) ->
         hint = next(a for a in args if a is not type(None))
     elif value is None:
         raise BonError(f"{option} must be set ({_describe(hint, meta)}), got null")
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a nested options group
         if not isinstance(value, Mapping):
             raise BonError(f"{option} must be a mapping of options, got {value!r}")
         _check_fields(hint, value, option + ".")

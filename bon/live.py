@@ -16,11 +16,13 @@ from typing import Any, Mapping
 import polars as pl
 
 from bon import build, candidates
+from bon import verdicts as stage
 from bon.console import run_logging, say, say_failures
 from bon.datasets.taskset import TaskSet
 from bon.datasets.taskset import load as taskset_of
 from bon.errors import BonError
 from bon.plan import Live
+from bon.selectors import Selector
 from bon.types import Judgement, Trajectory
 
 NOT_JUDGED = "not judged: generation failed before any step"
@@ -40,7 +42,8 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
                tools_cfg: Mapping[str, Any] | None = None,
                intervention_cfg: Mapping[str, Any] | None = None,
                default_tools: list[str] | None = None,
-               budget_cfg: Mapping[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+               budget_cfg: Mapping[str, Any] | None = None,
+               selector: Selector | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     from bon.generators import intervention, store
     from bon.llm.guards import Budget
 
@@ -49,11 +52,13 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
     online_judge_cfg = judge_cfg if icfg.get("policy") == "prm" else None
     budget = Budget.from_config(budget_cfg)
     roles = (("generator", None if replaying else generator_cfg), ("judge", judge_cfg),
-             ("intervention.helper", helper_cfg), ("judge", online_judge_cfg))
+             ("intervention.helper", helper_cfg), ("judge", online_judge_cfg),
+             ("judge", judge_cfg if selector is not None and selector.verdicts else None))
     with run_logging(out_dir):
         async with build.clients(cache_cfg, *roles, budget=budget) as (gen_client, judge_client, helper_client,
-                                                                    online_client):
-            clients = [c for c in (gen_client, judge_client, helper_client, online_client) if c is not None]
+                                                                    online_client, compare_client):
+            clients = [c for c in (gen_client, judge_client, helper_client, online_client, compare_client)
+                       if c is not None]
             _check_prices(clients, budget)
             judge = build.judge(judge_cfg, judge_client)
             if replaying:
@@ -78,11 +83,18 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
             judge_store = Path(str(judge_cfg.get("store") or out_dir / "judgements.jsonl")).expanduser()
             judgements, fingerprints = await _judge_steps(judge, trajectories, judge_store)
             say_failures("judging", judge_client.stats)
+            if compare_client is not None:
+                verdicts, tally = await stage.decide(stage.comparing_judge(selector, judge_cfg, compare_client),
+                                                     trajectories, out_dir)
+                say_failures("selection", compare_client.stats)
     _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements, fingerprints)
     table = candidates.table(candidates.candidate(t, j, subset) for t, j in zip(trajectories, judgements))
     no_step = [not t.step_indices for t in trajectories]
     table = table.with_columns(pl.Series("generation_failed", no_step, dtype=pl.Boolean))
     usage: dict[str, Any] = {"judging": judge_client.stats.to_dict()}
+    if compare_client is not None:
+        table = stage.with_picks(table, verdicts)
+        usage["selection"] = {**compare_client.stats.to_dict(), **tally, "fallback": selector.fallback}
     if gen_client is not None:
         stops = collections.Counter(str(t.metadata.get("stop_reason")) for t in trajectories)
         usage = {"generation": {**gen_client.stats.to_dict(), "stop_reasons": dict(stops),
@@ -296,7 +308,7 @@ def run(chosen: Live, out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     table, usage = asyncio.run(_run(taskset, generator_cfg, judge_cfg, chosen.cache, out_dir,
                                     str(dataset_cfg.get("subset")), replaying, chosen.tools, intervention_cfg,
-                                    dataset_cfg.get("tools"), chosen.budget))
+                                    dataset_cfg.get("tools"), chosen.budget, chosen.selector))
     if taskset.unanswered:
         usage["submission"] = str(_write_submission(out_dir, table))
     return table, usage

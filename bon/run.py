@@ -165,6 +165,10 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
         from bon.llm.client import format_usage
 
         print(format_usage(stage, st))
+        if stage == "selection":
+            print(f"  {st['kind']} verdicts: {st['tasks']} tasks, {st['ties']} ties; {st['fell_back']} tasks decided by "
+                  f"{st['fallback']} ({st['failed']} verdicts failed, {st['without_candidates']} tasks without a "
+                  f"candidate)")
     if collaboration is not None:
         print(format_collaboration(collaboration))
     print(f"wrote {out_dir / 'summary.json'}")

@@ -104,9 +104,12 @@ def from_config(cfg: Mapping[str, Any]) -> Selector:
     if not name:
         raise BonError("selector config needs a `name`")
     where = f"selector {name!r}"
-    unknown = set(cfg) - {"name", "filters", "rank", "extends", "description"}
+    unknown = set(cfg) - {"name", "filters", "rank", "extends", "description", "verdicts", "fallback"}
     if unknown:
-        raise BonError(f"{where}: unknown field(s) {sorted(unknown)}; valid: name, extends, filters, rank, description")
+        raise BonError(f"{where}: unknown field(s) {sorted(unknown)}; valid: name, extends, filters, rank, description, "
+                       f"verdicts, fallback")
+    if cfg.get("verdicts") is not None or cfg.get("fallback") is not None:
+        return _comparing(cfg, where)
     if "filters" not in cfg and "rank" not in cfg and "extends" not in cfg:
         return get(name)
     base = _base(cfg.get("extends"), name, where)
@@ -120,6 +123,26 @@ def from_config(cfg: Mapping[str, Any]) -> Selector:
                        f"would show your selector under the built-in's name; give it a name of its own "
                        f"(e.g. name: my_{name}), with `extends: {name}` to reuse the built-in's parts")
     return selector
+
+
+VERDICTS = ("listwise", "pairwise")
+
+
+def _comparing(cfg: Mapping[str, Any], where: str) -> Selector:
+    """A selector that takes a comparing judge's pick per task (bon.verdicts) and lets `fallback` (a
+    built-in) decide the tasks without one: the pick is a filter in front of the fallback's parts."""
+    verdicts, fallback = cfg.get("verdicts"), cfg.get("fallback") or "two_stage"
+    if verdicts not in VERDICTS:
+        raise unknown_choice(f"{where}: verdicts", verdicts, VERDICTS)
+    if "filters" in cfg or "rank" in cfg or "extends" in cfg:
+        raise BonError(f"{where}: a selector with `verdicts` takes `fallback: <selector>` instead of filters, rank "
+                       f"or extends")
+    if not isinstance(fallback, str) or fallback not in SELECTORS:
+        raise unknown_choice(f"{where}: fallback", fallback, SELECTORS)
+    base = SELECTORS[fallback]
+    return Selector(cfg["name"], (Filter("listwise_pick", "==", 1), *base.filters), base.rank,
+                    description=cfg.get("description") or f"{verdicts} judge's pick; without one, {fallback}",
+                    verdicts=verdicts, fallback=fallback)
 
 
 def _base(extends: Any, name: str, where: str) -> Selector:

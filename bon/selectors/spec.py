@@ -18,7 +18,7 @@ OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }
 COLUMNS = ("n_steps", "n_pos", "n_neg", "n_missing", "pos_ratio", "first_error", "clean_prefix",
-           "final_pred", "judge_ok", "success", "sample")
+           "final_pred", "judge_ok", "success", "sample", "listwise_pick")
 
 
 def _check_column(column: str) -> None:
@@ -92,11 +92,12 @@ class Votes:
         answers = {i: normalize.normalize(rows[i].get("answer"), self.normalizer) for i in alive}
         totals: dict[str, float] = {}
         for i in alive:
-            if answers[i] is not None:
+            answer = answers[i]
+            if answer is not None:
                 w = 1.0 if self.weight is None else float(rows[i].get(self.weight) or 0.0)
-                totals[answers[i]] = totals.get(answers[i], 0.0) + w
+                totals[answer] = totals.get(answer, 0.0) + w
         # rounded like the vectorised path, so equal totals summed in another order still tie
-        return {i: round(totals[answers[i]], 9) if answers[i] is not None else 0.0 for i in alive}
+        return {i: round(totals[answer], 9) if (answer := answers[i]) is not None else 0.0 for i in alive}
 
     @property
     def uses_votes(self) -> bool:
@@ -112,6 +113,9 @@ class Selector:
 
     Ties left after the last key go to the lowest sample index, so a pick is
     reproducible; evaluation also reports the mean success over the tied set.
+    `verdicts` ("listwise" or "pairwise") asks the pipeline for a comparing judge's pick per task
+    (bon.verdicts: the column `listwise_pick`); `fallback` names the selector whose filters and keys
+    decide the tasks that have no pick.
     """
 
     name: str
@@ -119,6 +123,8 @@ class Selector:
     rank: tuple[RankKey, ...] = ()
     description: str = ""
     oracle: bool = field(default=False)
+    verdicts: str | None = None
+    fallback: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(self.filters))
