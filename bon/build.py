@@ -66,7 +66,9 @@ def generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] 
 
 def helper_config(icfg: Mapping[str, Any]) -> dict[str, Any] | None:
     """The stand-in model's client config, or None (no intervention, or a person at the terminal)."""
-    if icfg.get("policy", "none") == "none":
+    from bon.generators.intervention import HANDING_OVER
+
+    if icfg.get("policy", "none") not in HANDING_OVER:  # none, or reflect (the agent revises itself)
         return None
     helper = icfg.get("helper") or {}
     kind = helper.get("kind", "model")

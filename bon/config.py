@@ -193,7 +193,8 @@ class Helper:
 
 @dataclass
 class Intervention:
-    policy: str = opt(choices=("none", "rate", "prm", "budgeted"))
+    policy: str = opt(choices=("none", "rate", "prm", "budgeted", "reflect"))
+    near_limit: int = opt(ge=0)
     rate: Optional[float] = opt(ge=0, le=1)
     seed: int = opt()
     budget: Optional[int] = opt(ge=0)

@@ -49,7 +49,7 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
 
     icfg = dict(intervention_cfg or {"policy": "none"})
     helper_cfg = build.helper_config(icfg)
-    online_judge_cfg = judge_cfg if icfg.get("policy") == "prm" else None
+    online_judge_cfg = judge_cfg if icfg.get("policy") in intervention.JUDGED else None
     budget = Budget.from_config(budget_cfg)
     roles = (("generator", None if replaying else generator_cfg), ("judge", judge_cfg),
              ("intervention.helper", helper_cfg), ("judge", online_judge_cfg),
@@ -69,7 +69,7 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
             else:
                 online_judge = build.judge(online_judge_cfg, online_client) if online_client is not None else None
                 policy = intervention.policy_from_config(icfg, online_judge)
-                helper = None if icfg.get("policy", "none") == "none" else build.helper(icfg, helper_client)
+                helper = build.helper(icfg, helper_client) if policy.hands_over else None
                 generator = build.generator(generator_cfg, gen_client, tools_cfg, policy, helper, default_tools,
                                             score=taskset.score)
                 store_path = Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser()

@@ -56,6 +56,11 @@ def format_rows(rows: list[Row]) -> str:
 
 def format_collaboration(c: dict[str, Any]) -> str:
     """One line: who helped how often, and what it was worth at the run's lambda."""
+    if c["policy"] == "reflect":  # the agent revises itself: no helper step, so C = 0
+        head = f"reflection: {c.get('reflections', 0)} reflection prompts over {c['steps']} steps"
+        if c.get("judge_failures"):
+            head += f", {c['judge_failures']} online judge calls failed"
+        return head if c["T"] is None else f"{head}; T={c['T']:.3f}"
     rate = "n/a" if c["intervention_rate"] is None else f"{100 * c['intervention_rate']:.1f}%"
     budget = "" if c.get("budget") is None else f", budget {c['budget']}"
     head = f"collaboration ({c['policy']}{budget}): {c['interventions']} of {c['steps']} steps by the helper ({rate})"

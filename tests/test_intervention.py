@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from bon.datasets.taskset import TaskSet
 from bon import tools
 from bon.errors import BonError
 from bon.generators.agent import AgentGenerator
-from bon.generators.intervention import (AGENT, HUMAN, Budgeted, FixedRate, ModelHelper, Never, PRMTriggered,
+from bon.generators.intervention import (AGENT, HUMAN, Budgeted, FixedRate, ModelHelper, Never, PRMTriggered, Reflect,
                                          StepState, TerminalHuman, parse_human_line, policy_from_config,
                                          reward_summary)
 from bon.judges.llm import LLMJudge
@@ -226,3 +227,74 @@ def test_intervention_on_recorded_candidates_is_a_clear_error(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "intervention=rate needs a live agent" in proc.stderr
+
+
+def reflective_models():
+    """agent: computes 6*8 (wrong) and answers 48, unless it has read a reflection prompt, after which it
+    computes 6*7 and answers 42; judge: -1 on a step that computed 6*8, +1 otherwise."""
+    respond, calls = three_models()
+
+    def reflective(body):
+        messages = body["messages"]
+        if body["model"].endswith("agent") and any(m["role"] == "user" and "reflect" in str(m["content"])
+                                                   for m in messages[2:]):
+            calls["agent"] += 1
+            tools_run = [m for m in messages if m["role"] == "tool"]
+            if len(tools_run) < 2:
+                return tool_call("calculator", {"expression": "6*7"})
+            return tool_call("final_answer", {"answer": "42"})
+        if body["model"].endswith("judge"):  # label each step by what it computed
+            calls["judge"] += 1
+            chunks = re.split(r"^\[(\d+)\] ", messages[-1]["content"], flags=re.M)
+            labels = {int(i): -1 if "6*8" in chunk else 1 for i, chunk in zip(chunks[1::2], chunks[2::2])
+                      if chunk.startswith("assistant")}
+            return verdict(labels, 1)
+        return respond(body)
+    return reflective, calls
+
+
+@pytest.mark.usefixtures("llm_env")
+def test_reflect_asks_the_agent_itself_to_revise_after_a_minus_one():
+    respond, calls = reflective_models()
+    with FakeLLMServer(respond) as server:
+        traj, = run_agent(server, lambda judge: Reflect(judge, near_limit=0), lambda _: None)
+    assert traj.answer == "42" and traj.success is True  # revised after reading the reflection prompt
+    assert traj.metadata["reflections"] == 1 and traj.metadata["interventions"] == 0
+    assert traj.metadata["actors"] == [AGENT, AGENT, AGENT] and calls["helper"] == 0
+    prompt = [m for m in traj.messages if m["role"] == "user"][1]
+    first_step = traj.step_indices[0]
+    assert f"message {first_step}" in prompt["content"]  # it names the step the judge labelled -1
+    assert traj.metadata["online_labels"][str(first_step)] == -1
+
+
+@pytest.mark.usefixtures("llm_env")
+def test_reflect_reminds_near_the_step_limit_and_a_budget_caps_reflections():
+    respond, calls = reflective_models()
+    with FakeLLMServer(respond) as server:
+        capped, = run_agent(server, lambda judge: Budgeted(Reflect(judge, near_limit=0), 0), lambda _: None)
+    assert capped.metadata["reflections"] == 0 and capped.answer == "48"  # budget 0: no reflection
+    state = StepState(TASK, 0, 3, [{"role": "user", "content": "q"}], [], max_steps=5)
+    decision = asyncio.run(Reflect(judge=None, near_limit=2).decide(state))  # no agent step yet: no judge call
+    assert decision.actor == AGENT and "2 step(s) left" in decision.reflect
+
+
+def test_reflect_run_reports_reflections(tmp_path):
+    respond, calls = reflective_models()
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"task_id": "t1", "question": TASK.question, "answer": "42"}) + "\n")
+    env = {**os.environ, "BON_TEST_KEY": "sk-test", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    with FakeLLMServer(respond) as server:
+        args = ["dataset=tasks", f"dataset.path={tasks}", "generator=local", "judge=local",
+                "generator.model=openai/agent", "judge.model=openai/judge", "generator.n=2",
+                f"generator.api_base={server.base_url}", f"judge.api_base={server.base_url}",
+                "generator.api_key_env=BON_TEST_KEY", "judge.api_key_env=BON_TEST_KEY", "intervention=reflect",
+                f"cache.dir={tmp_path / 'cache'}", "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / 'out'}"]
+        proc = subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    collab = summary["collaboration"]
+    assert (collab["policy"], collab["reflections"], collab["interventions"], collab["T"]) == ("reflect", 2, 0, 1.0)
+    assert "intervention" not in summary["usage"]  # no helper was built or called
+    assert summary["usage"]["online judging"]["calls"] == calls["judge"] - 2  # the rest judged finished trajectories
+    assert "reflection: 2 reflection prompts over 6 steps" in proc.stdout

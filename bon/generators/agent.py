@@ -30,7 +30,7 @@ from tqdm import tqdm
 from bon.errors import BonError
 from bon.generators.store import TrajectoryStore
 from bon.llm import CallResult, LLMClient
-from bon.generators.intervention import AGENT, HUMAN, Never, Policy, StepState
+from bon.generators.intervention import AGENT, HUMAN, Policy, StepState
 from bon.tools import workspace
 from bon.tools.base import SKIPPED, Tool, ToolContext, ToolResult, run_tool
 from bon.types import Task, Trajectory
@@ -85,6 +85,7 @@ class _Episode:
     actors: list[str] = field(default_factory=list)  # who took each step: "agent" or "human"
     online_labels: dict[str, int | None] = field(default_factory=dict)  # step index -> online judge label
     online_judge_failures: int = 0
+    reflections: int = 0  # reflection prompts inserted before a step (intervention=reflect)
 
     def count(self, r: CallResult) -> None:
         self.llm_calls += 1
@@ -141,7 +142,7 @@ class AgentGenerator:
         self.trajectory_timeout_s = float(trajectory_timeout_s)
         self.tool_timeout_s = tool_timeout_s
         self.concurrency = concurrency or getattr(client.limiter, "concurrency", 16)
-        if intervention is not None and not isinstance(intervention, Never) and helper is None:
+        if intervention is not None and intervention.hands_over and helper is None:
             raise BonError("an intervention policy needs a helper to take the human's steps "
                            "(intervention.helper: a stronger model, or kind=terminal)")
         self.intervention = intervention
@@ -230,33 +231,44 @@ class AgentGenerator:
             if not r.ok or r.message is None:
                 ep.stop("error", r.reason or "error", r.error)
                 return
-            message, calls = _with_call_ids(r.message, step)
-            ep.messages.append(message)
-            if not calls:
-                ep.answer = final_answer_line(message.get("content"))
-                ep.answer_source = "final_answer_line" if ep.answer is not None else None
-                ep.stop("answer" if ep.answer is not None else "no_tool_call")
-                return
-            images: list[dict[str, Any]] = []
-            for call in calls:
-                images += await self._run_call(call, context, ep)
-            if images:  # tool messages carry text only: images a tool returned follow them as a user message
-                ep.messages.append({"role": "user", "content": [
-                    {"type": "text", "text": "The image(s) returned by the tool call(s) above:"}, *images]})
-            if ep.answer is not None:
-                ep.stop("answer")
+            if await self._take_step(r.message, step, context, ep):
                 return
         ep.stop("step_limit")
+
+    async def _take_step(self, reply: dict[str, Any], step: int, context: ToolContext, ep: _Episode) -> bool:
+        """Append the assistant message and run its tool calls; True when it ended the episode.
+        (Shared with bon.generators.search, which runs only the step it chose.)"""
+        message, calls = _with_call_ids(reply, step)
+        ep.messages.append(message)
+        if not calls:
+            ep.answer = final_answer_line(message.get("content"))
+            ep.answer_source = "final_answer_line" if ep.answer is not None else None
+            ep.stop("answer" if ep.answer is not None else "no_tool_call")
+            return True
+        images: list[dict[str, Any]] = []
+        for call in calls:
+            images += await self._run_call(call, context, ep)
+        if images:  # tool messages carry text only: images a tool returned follow them as a user message
+            ep.messages.append({"role": "user", "content": [
+                {"type": "text", "text": "The image(s) returned by the tool call(s) above:"}, *images]})
+        if ep.answer is not None:
+            ep.stop("answer")
+            return True
+        return False
 
     async def _who_acts(self, task: Task, sample: int, step: int, ep: _Episode) -> str:
         if self.intervention is None:
             return AGENT
-        decision = await self.intervention.decide(StepState(task, sample, step, ep.messages, list(ep.actors)))
+        decision = await self.intervention.decide(StepState(task, sample, step, ep.messages, list(ep.actors),
+                                                            self.max_steps, ep.reflections))
         if decision.judge_failed:
             ep.online_judge_failures += 1
         if decision.label is not None or decision.judge_failed:
             last = [i for i, m in enumerate(ep.messages) if m.get("role") == "assistant"][-1]
             ep.online_labels[str(last)] = decision.label
+        if decision.reflect is not None:  # the agent reads it before it takes this step
+            ep.messages.append({"role": "user", "content": decision.reflect})
+            ep.reflections += 1
         return decision.actor
 
     async def _run_call(self, call: dict[str, Any], context: ToolContext, ep: _Episode) -> list[dict[str, Any]]:
@@ -288,7 +300,7 @@ class AgentGenerator:
         if self.intervention is not None:
             metadata.update(actors=ep.actors, interventions=ep.actors.count(HUMAN),
                             intervention_policy=self.intervention.name, online_labels=ep.online_labels,
-                            online_judge_failures=ep.online_judge_failures,
+                            online_judge_failures=ep.online_judge_failures, reflections=ep.reflections,
                             helper=getattr(getattr(self.helper, "client", None), "model", None)
                             or getattr(self.helper, "kind", None))
         return Trajectory(task_id=task.id, sample=sample, messages=tuple(ep.messages), answer=ep.answer,

@@ -33,6 +33,8 @@ class StepState:
     step: int
     messages: Sequence[Mapping[str, Any]]
     actors: list[str] = field(default_factory=list)  # one per earlier step
+    max_steps: int | None = None  # the agent's step limit
+    reflections: int = 0  # reflection prompts the agent has read so far (intervention=reflect)
 
     @property
     def interventions(self) -> int:
@@ -45,10 +47,12 @@ class Decision:
     why: str = ""
     label: int | None = None  # the online judge's label of the previous step, if one was asked
     judge_failed: bool = False
+    reflect: str | None = None  # a message the agent reads before it takes the step (intervention=reflect)
 
 
 class Policy(Protocol):
     name: str
+    hands_over: bool  # whether it ever hands a step to the helper (else it needs none)
 
     async def decide(self, state: StepState) -> Decision: ...
 
@@ -57,6 +61,7 @@ class Never:
     """The agent alone (the baseline every collaboration policy is compared with)."""
 
     name = "never"
+    hands_over = False
 
     async def decide(self, state: StepState) -> Decision:
         return Decision(AGENT)
@@ -66,6 +71,7 @@ class FixedRate:
     """Hand each step over with probability `rate`, independently (reproducible per seed)."""
 
     name = "rate"
+    hands_over = True
 
     def __init__(self, rate: float, seed: int = 0) -> None:
         if not 0 <= rate <= 1:
@@ -89,6 +95,7 @@ class PRMTriggered:
     """
 
     name = "prm"
+    hands_over = True
 
     def __init__(self, judge: Any) -> None:
         self.judge = judge
@@ -115,12 +122,55 @@ class Budgeted:
             raise BonError(f"intervention.budget must be >= 0, got {budget}")
         self.inner, self.budget = inner, int(budget)
         self.name = f"{inner.name}+budget{budget}"
+        self.hands_over = inner.hands_over
 
     async def decide(self, state: StepState) -> Decision:
         decision = await self.inner.decide(state)
         if decision.actor == HUMAN and state.interventions >= self.budget:
             return Decision(AGENT, f"budget of {self.budget} spent ({decision.why})", decision.label,
                             decision.judge_failed)
+        if decision.reflect is not None and state.reflections >= self.budget:
+            return Decision(AGENT, f"budget of {self.budget} reflections spent", decision.label, decision.judge_failed)
+        return decision
+
+
+REFLECT_ON_ERROR = (
+    "A reviewer checking your work judged your last step (message {index}) to be wrong or unhelpful. "
+    "Before you go on, stop and reflect in a few sentences: what in that step, or in the steps it relied "
+    "on, is likely mistaken, and what will you do differently? Then continue the task, correcting "
+    "course where needed.")
+REFLECT_NEAR_LIMIT = (
+    "You have {left} step(s) left before this attempt is stopped without an answer. Reflect briefly on "
+    "what you have established so far; if it is enough, give your final answer now, otherwise use the "
+    "remaining steps on what matters most.")
+
+
+class Reflect:
+    """Sequential revision without a helper: the agent itself is asked to reflect and go on.
+
+    An online process judge labels the agent's last step; after a -1 the agent reads a short
+    reflection prompt before its next step. When `near_limit` steps remain before the step limit, it
+    is reminded to conclude (once). A failed judge call is counted and no reflection is asked. With
+    `budget`, at most that many reflections per trajectory.
+    """
+
+    name = "reflect"
+    hands_over = False
+
+    def __init__(self, judge: Any, near_limit: int = 2) -> None:
+        if near_limit < 0:
+            raise BonError(f"intervention.near_limit must be >= 0, got {near_limit}")
+        self.judge, self.near_limit = judge, int(near_limit)
+
+    async def decide(self, state: StepState) -> Decision:
+        decision = await PRMTriggered(self.judge).decide(state)
+        if decision.actor == HUMAN:  # the judge said -1: the agent reflects instead of handing over
+            last = [i for i, m in enumerate(state.messages) if m.get("role") == "assistant"][-1]
+            return Decision(AGENT, decision.why, label=-1, reflect=REFLECT_ON_ERROR.format(index=last))
+        left = None if state.max_steps is None else state.max_steps - state.step
+        if self.near_limit and left == self.near_limit:
+            return Decision(AGENT, f"{left} steps left", decision.label, decision.judge_failed,
+                            reflect=REFLECT_NEAR_LIMIT.format(left=left))
         return decision
 
 
@@ -204,11 +254,13 @@ def _call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- from config
 
-POLICIES = ("none", "rate", "prm")
+POLICIES = ("none", "rate", "prm", "reflect")
+JUDGED = ("prm", "reflect")
+HANDING_OVER = ("rate", "prm", "budgeted")  # policies whose handed-over steps a helper takes  # policies that ask the run's judge about each agent step, online
 
 
 def policy_from_config(cfg: Mapping[str, Any], judge: Any = None) -> Policy:
-    """`intervention.policy` (none | rate | prm) with an optional `intervention.budget`."""
+    """`intervention.policy` (none | rate | prm | reflect) with an optional `intervention.budget`."""
     kind = cfg.get("policy", "none")
     if kind not in POLICIES:
         raise unknown_choice("intervention.policy", kind, POLICIES)
@@ -219,8 +271,8 @@ def policy_from_config(cfg: Mapping[str, Any], judge: Any = None) -> Policy:
         policy = FixedRate(float(cfg.get("rate", 0.0)), int(cfg.get("seed", 0)))
     else:
         if judge is None:
-            raise BonError("intervention.policy=prm needs an online judge (intervention.judge)")
-        policy = PRMTriggered(judge)
+            raise BonError(f"intervention.policy={kind} needs an online judge (the run's judge=...)")
+        policy = PRMTriggered(judge) if kind == "prm" else Reflect(judge, int(cfg.get("near_limit", 2)))
     budget = cfg.get("budget")
     return policy if budget is None else Budgeted(policy, int(budget))
 
@@ -232,6 +284,7 @@ def reward_summary(trajectories: Sequence[Trajectory], lam: float) -> dict[str, 
     human = sum(int(t.metadata.get("interventions") or 0) for t in trajectories)
     out: dict[str, Any] = {"lambda": lam, "n": len(trajectories), "n_scored": len(scored),
                            "interventions": human, "steps": steps,
+                           "reflections": sum(int(t.metadata.get("reflections") or 0) for t in trajectories),
                            "intervention_rate": human / steps if steps else None,
                            "judge_failures": sum(int(t.metadata.get("online_judge_failures") or 0)
                                                  for t in trajectories)}
