@@ -64,6 +64,27 @@ def generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] 
                           retry_failed=retry_failed, score=score)
 
 
+def generator_configs(cfg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """One generator config per model: the preset itself, or one per entry of `generator.models` (a mixture)."""
+    from bon.generators import mixed
+
+    return mixed.model_configs(cfg) if cfg.get("models") else [cfg]
+
+
+def agent(cfg: Mapping[str, Any], model_cfgs: list[Mapping[str, Any]], clients: list[Any],
+          tools_cfg: Mapping[str, Any] | None, intervention: Any, helper: Any, default_tools: list[str] | None,
+          score: Any) -> Any:
+    """The run's generator: one agent, or a mixture of one agent per model (`generator.models`, `generator.mix`)."""
+    agents = [generator(c, client, tools_cfg, intervention, helper, default_tools, score=score)
+              for c, client in zip(model_cfgs, clients)]
+    if not cfg.get("models"):
+        return agents[0]
+    from bon.generators.mixed import MixedGenerator
+
+    return MixedGenerator(agents, n=int(cfg.get("n", 1)), weights=cfg.get("mix"),
+                          retry_failed=bool(cfg.get("retry_failed", True)))
+
+
 def helper_config(icfg: Mapping[str, Any]) -> dict[str, Any] | None:
     """The stand-in model's client config, or None (no intervention, or a person at the terminal)."""
     from bon.generators.intervention import HANDING_OVER

@@ -89,6 +89,8 @@ class LLMGenerator(ClientOptions):
     store: Optional[str] = opt()
     retry_failed: bool = opt()
     trajectory_timeout: float = opt(gt=0)
+    models: Optional[list] = opt()  # mixed-model rollouts (bon.generators.mixed.model_configs checks entries)
+    mix: Optional[list] = opt()
 
 
 @dataclass

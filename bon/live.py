@@ -51,14 +51,14 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
     helper_cfg = build.helper_config(icfg)
     online_judge_cfg = judge_cfg if icfg.get("policy") in intervention.JUDGED else None
     budget = Budget.from_config(budget_cfg)
-    roles = (("generator", None if replaying else generator_cfg), ("judge", judge_cfg),
-             ("intervention.helper", helper_cfg), ("judge", online_judge_cfg),
-             ("judge", judge_cfg if selector is not None and selector.verdicts else None))
+    gen_cfgs = [] if replaying else build.generator_configs(generator_cfg)  # one per model (a mixture: several)
+    roles = [*(("generator", c) for c in gen_cfgs), ("judge", judge_cfg), ("intervention.helper", helper_cfg),
+             ("judge", online_judge_cfg), ("judge", judge_cfg if selector is not None and selector.verdicts else None)]
     with run_logging(out_dir):
-        async with build.clients(cache_cfg, *roles, budget=budget) as (gen_client, judge_client, helper_client,
-                                                                    online_client, compare_client):
-            clients = [c for c in (gen_client, judge_client, helper_client, online_client, compare_client)
-                       if c is not None]
+        async with build.clients(cache_cfg, *roles, budget=budget) as built:
+            gen_clients = built[:len(gen_cfgs)]
+            judge_client, helper_client, online_client, compare_client = built[len(gen_cfgs):]
+            clients = [c for c in built if c is not None]
             _check_prices(clients, budget)
             judge = build.judge(judge_cfg, judge_client)
             if replaying:
@@ -70,15 +70,15 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
                 online_judge = build.judge(online_judge_cfg, online_client) if online_client is not None else None
                 policy = intervention.policy_from_config(icfg, online_judge)
                 helper = build.helper(icfg, helper_client) if policy.hands_over else None
-                generator = build.generator(generator_cfg, gen_client, tools_cfg, policy, helper, default_tools,
-                                            score=taskset.score)
+                generator = build.agent(generator_cfg, gen_cfgs, gen_clients, tools_cfg, policy, helper, default_tools,
+                                        score=taskset.score)
                 store_path = Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser()
                 try:
                     await _say_generation_plan(generator, list(taskset.tasks), store_path, clients, budget)
                     trajectories = await generator.generate_all(taskset.tasks, store=store_path)
                 finally:
                     await generator.aclose()
-                say_failures("generation", gen_client.stats)
+                say_failures("generation", generator.client.stats)
             trajectories = taskset.scored(trajectories)  # scoring is the dataset's, for generated and replayed alike
             judge_store = Path(str(judge_cfg.get("store") or out_dir / "judgements.jsonl")).expanduser()
             judgements, fingerprints = await _judge_steps(judge, trajectories, judge_store)
@@ -90,15 +90,18 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
     _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements, fingerprints)
     table = candidates.table(candidates.candidate(t, j, subset) for t, j in zip(trajectories, judgements))
     no_step = [not t.step_indices for t in trajectories]
-    table = table.with_columns(pl.Series("generation_failed", no_step, dtype=pl.Boolean))
+    table = table.with_columns(pl.Series("generation_failed", no_step, dtype=pl.Boolean),
+                               pl.Series("model", [t.metadata.get("model") for t in trajectories], dtype=pl.String))
     usage: dict[str, Any] = {"judging": judge_client.stats.to_dict()}
     if compare_client is not None:
         table = stage.with_picks(table, verdicts)
         usage["selection"] = {**compare_client.stats.to_dict(), **tally, "fallback": selector.fallback}
-    if gen_client is not None:
+    if gen_clients:
         stops = collections.Counter(str(t.metadata.get("stop_reason")) for t in trajectories)
-        usage = {"generation": {**gen_client.stats.to_dict(), "stop_reasons": dict(stops),
+        usage = {"generation": {**generator.client.stats.to_dict(), "stop_reasons": dict(stops),
                                 "generation_failed": sum(no_step)}, **usage}
+        if len(gen_clients) > 1:  # a mixture: what each model's calls cost
+            usage["generation"]["by_model"] = {c.model: c.stats.to_dict() for c in gen_clients}
         if helper_client is not None:
             usage["intervention"] = helper_client.stats.to_dict()
         if online_client is not None:
@@ -218,6 +221,9 @@ async def _say_generation_plan(generator: Any, tasks: list[Any], store_path: Pat
     say(f"plan: {len(tasks)} tasks x {generator.n} samples = {len(tasks) * generator.n} trajectories: {reused} reused "
          f"from {store_path}, {len(todo)} to generate; the cache answers {hits} of their {len(todo)} first calls "
          f"(later calls depend on the replies)")
+    if len(getattr(generator, "models", [])) > 1:
+        per_model = generator.samples_per_model()
+        say(f"  mixture: {', '.join(f'{m} draws {k} of {generator.n}' for m, k in per_model.items())} samples per task")
     _say_clients(clients, budget)
 
 

@@ -122,6 +122,17 @@ def _candidate_table(chosen: Sim | Replay | Live, out_dir: Path) -> tuple[pl.Dat
     return datasets.candidate_table(chosen.dataset, chosen.judge, chosen.generator, chosen.seed), None
 
 
+def _by_model(chosen: Sim | Replay | Live, table: pl.DataFrame) -> list[dict[str, Any]] | None:
+    """A mixed-model run's accuracy and pass@N by model, beside the mixture at the same number of samples."""
+    if "model" not in table.columns or table["model"].n_unique() < 2 or table["success"].null_count() == table.height:
+        return None
+    if chosen.selector.verdicts:  # its pick was made among all N: it has no meaning on one model's candidates
+        return None
+    from bon.breakdown import by_model
+
+    return by_model(table, chosen.selector, chosen.confidence, chosen.resamples, chosen.seed)
+
+
 @exit_on_user_error
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one configuration and write its outputs into `out_dir`; returns the summary written."""
@@ -146,8 +157,10 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
             row.note = "; ".join(filter(None, [SYNTHETIC_NOTE, row.note]))
     collaboration = (usage or {}).pop("collaboration", None)  # T, C and R = T - lambda*C of the trajectories
     stopped = (usage or {}).pop("stopped", None)  # {by: budget | failures, message}: the results are partial
+    by_model = _by_model(chosen, table)
     summary = Summary(rows, confidence=chosen.confidence, seed=chosen.seed, collaboration=collaboration,
-                      stopped=stopped, usage=usage)  # usage: calls, failures, retries, tokens and USD per stage
+                      stopped=stopped, usage=usage,  # usage: calls, failures, retries, tokens and USD per stage
+                      by_model=by_model)
     written = summary.to_json()
     _write_outputs(out_dir, table, picks, written)
     if rows[0].n_tasks == 0:
@@ -174,6 +187,10 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
             print(f"  {st['kind']} verdicts: {st['tasks']} tasks, {st['ties']} ties; {st['fell_back']} tasks decided by "
                   f"{st['fallback']} ({st['failed']} verdicts failed, {st['without_candidates']} tasks without a "
                   f"candidate)")
+    if by_model:
+        from bon.breakdown import format_by_model
+
+        print(format_by_model(by_model))
     if collaboration is not None:
         print(format_collaboration(collaboration))
     print(f"wrote {out_dir / 'summary.json'}")

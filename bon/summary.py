@@ -99,6 +99,8 @@ class Summary:
     collaboration: dict[str, Any] | None = None
     stopped: dict[str, Any] | None = None  # {by: budget | failures, message}: the results are partial
     usage: dict[str, Any] | None = None
+    by_model: list[dict[str, Any]] | None = None  # mixed-model runs: bon.breakdown.by_model's rows
+    compute: dict[str, Any] | None = None  # live runs: what the method cost per task (bon.compute)
     kind: str = KIND
     schema: int = SCHEMA
 
@@ -110,7 +112,7 @@ class Summary:
         if len(rows) == 1:
             out |= rows[0]
         out["rows"] = rows
-        for key in ("collaboration", "stopped", "usage"):
+        for key in ("collaboration", "stopped", "usage", "by_model", "compute"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -133,7 +135,7 @@ class Summary:
         rows = data.get("rows")
         if not isinstance(rows, list) or not rows:
             raise BonError(f"{where}: 'rows' must be a non-empty list")
-        confidence = data.get("confidence")
+        confidence: Any = data.get("confidence")  # unchecked JSON until is_number says otherwise
         if not is_number(confidence) or not 0 < confidence < 1:
             raise BonError(f"{where}: confidence must be a number in (0, 1), got {confidence!r}")
         seed = data.get("seed")
@@ -141,7 +143,8 @@ class Summary:
             raise BonError(f"{where}: seed must be an integer, got {seed!r}")
         return cls(rows=[Row.from_json(r, f"{where}: rows[{i}]") for i, r in enumerate(rows)],
                    confidence=float(confidence), seed=seed, collaboration=data.get("collaboration"),
-                   stopped=data.get("stopped"), usage=data.get("usage"))
+                   stopped=data.get("stopped"), usage=data.get("usage"), by_model=data.get("by_model"),
+                   compute=data.get("compute"))
 
 
 def _is_nan(x: Any) -> bool:

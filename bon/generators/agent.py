@@ -152,6 +152,11 @@ class AgentGenerator:
         self._files: dict[str, Path | None] = {}
         self._workspace: Path | None = None
 
+    @property
+    def models(self) -> list[str]:
+        """The model names this generator's trajectories carry (one; a mixture has several)."""
+        return [self.client.model]
+
     def files_dir(self, task: Task) -> Path | None:
         """The task's own directory of attachments (copied once per run), which file tools are confined to."""
         if task.id not in self._files:
@@ -329,10 +334,10 @@ class AgentGenerator:
             log.info("%s: generating again %d sample(s) that ended in an error or a timeout", store, retried)
         for task in {t.id: t for t, _ in todo}.values():
             self.files_dir(task)  # a missing attachment fails here, before any call is made
-        other = sorted({str(t.metadata.get("model")) for t in results.values()} - {self.client.model})
+        other = sorted({str(t.metadata.get("model")) for t in results.values()} - set(self.models))
         if other:
             log.warning("%s holds trajectories from model(s) %s, not %s; they are reused as they are",
-                        store, ", ".join(other), self.client.model)
+                        store, ", ".join(other), " or ".join(self.models))
         admit = asyncio.Semaphore(self.concurrency)
         failed = sum(t.metadata.get("stop_reason") in FAILED_STOPS for t in results.values())
         bar = tqdm(total=len(tasks) * self.n, initial=len(results), disable=not progress, unit="traj",
