@@ -11,7 +11,7 @@ import polars as pl
 
 from bon.types import Judgement, Trajectory
 
-SCHEMA: dict[str, pl.DataType] = {
+SCHEMA: dict[str, type[pl.DataType]] = {
     "task_id": pl.String,
     "subset": pl.String,
     "sample": pl.Int32,

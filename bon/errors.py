@@ -10,7 +10,7 @@ import select
 import signal
 import sys
 import threading
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, NoReturn, TypeVar, cast
 
 F = TypeVar("F", bound=Callable)
 
@@ -31,7 +31,7 @@ def unknown_choice(kind: str, value: object, valid: Iterable[str]) -> BonError:
     return BonError(f"unknown {kind} {value!r}; valid choices: {choices}")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one `error:` line and exit 2 (newlines in the message are folded into the line)."""
     print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
     sys.exit(USER_ERROR)
@@ -47,7 +47,7 @@ def exit_on_user_error(fn: F) -> F:
         except BonError as exc:
             fail(str(exc))
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # functools.wraps keeps fn's signature
 
 
 class _Interrupts:
@@ -129,4 +129,4 @@ def command(fn: F) -> F:
             INTERRUPTS.announce()
             sys.exit(INTERRUPTED)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # functools.wraps keeps fn's signature

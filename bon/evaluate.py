@@ -29,6 +29,14 @@ def _drop_tasks_without_reference(table: pl.DataFrame) -> tuple[pl.DataFrame, st
     return kept, note
 
 
+def _mean(column: pl.Series) -> float:
+    """A boolean or numeric column's mean (polars types `mean()` as any value, or None for no values)."""
+    mean = column.mean()
+    if not isinstance(mean, (int, float)):
+        raise TypeError(f"column {column.name!r} has no numeric mean: {mean!r}")
+    return float(mean)
+
+
 def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resamples: int,
                seed: int) -> tuple[pl.DataFrame, dict[str, Any]]:
     batch = to_batch(table)
@@ -47,12 +55,12 @@ def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resam
     row = {
         "n_tasks": picks.height,
         "n_candidates": table.height,
-        "accuracy": float(picks["correct"].mean()),
-        "accuracy_expected": float(picks["expected"].mean()),
+        "accuracy": _mean(picks["correct"]),
+        "accuracy_expected": _mean(picks["expected"]),
         "ci_low": low,
         "ci_high": high,
-        "pass_at_n": float(picks["pass_any"].mean()),
-        "random": float(picks["random"].mean()),
+        "pass_at_n": _mean(picks["pass_any"]),
+        "random": _mean(picks["random"]),
         **{k: int(v) for k, v in judged.items()},
         "generation_failed": int(judged["generation_failed"]) if "generation_failed" in table.columns else None,
         "best_of_k": {
@@ -86,8 +94,8 @@ def _not_applicable(selector: Selector, table: pl.DataFrame, dataset: str, subse
         rows.append(Row(dataset=dataset, subset=subset, judge=judge, selector=selector.name,
                         description=selector.description, oracle=selector.oracle, n_tasks=0,
                         n_candidates=0, accuracy=None, accuracy_expected=None, ci_low=None,
-                        ci_high=None, pass_at_n=None if unknown else float(picks["pass_any"].mean()),
-                        random=None if unknown else float(picks["random"].mean()), judge_failed=0,
+                        ci_high=None, pass_at_n=None if unknown else _mean(picks["pass_any"]),
+                        random=None if unknown else _mean(picks["random"]), judge_failed=0,
                         generation_failed=int(part["generation_failed"].sum())
                         if "generation_failed" in part.columns else None,
                         judge_missing_final=0, judge_missing_steps=0, best_of_k=None, by_subset={}, note=note))
@@ -126,9 +134,9 @@ def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
         if part["subset"].n_unique() > 1:
             for (name,), sub in picks.group_by("subset", maintain_order=True):
                 by_subset[name] = {
-                    "n_tasks": sub.height, "accuracy": float(sub["correct"].mean()),
-                    "accuracy_expected": float(sub["expected"].mean()),
-                    "pass_at_n": float(sub["pass_any"].mean()), "random": float(sub["random"].mean()),
+                    "n_tasks": sub.height, "accuracy": _mean(sub["correct"]),
+                    "accuracy_expected": _mean(sub["expected"]),
+                    "pass_at_n": _mean(sub["pass_any"]), "random": _mean(sub["random"]),
                 }
         rows.append(Row(dataset=dataset, subset=subset, judge=judge[0], selector=selector.name,
                         description=selector.description, oracle=selector.oracle, **row,

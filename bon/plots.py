@@ -209,7 +209,8 @@ def best_of_k_figures(rows: list[dict[str, Any]], out_dir: Path, *, selectors: l
         FigureCanvasAgg(fig)
         grid = fig.add_gridspec(nrow + 1, ncol, height_ratios=[2.5] * nrow + [0.7], left=0.7 / width,
                                 right=1 - 0.15 / width, top=1 - 0.95 / height, bottom=0.05, hspace=0.45, wspace=0.22)
-        first, n = None, "?"
+        first = None
+        n: int | str = "?"
         for i, judge in enumerate(shown):
             ax = fig.add_subplot(grid[i // ncol, i % ncol], sharey=first)
             first = first or ax

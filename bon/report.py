@@ -26,7 +26,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from bon.errors import BonError, exit_on_user_error
 from bon.fmt import is_number, pct
@@ -115,11 +115,11 @@ def check_run_files(summary_path: Path, rows: list[dict[str, Any]]) -> None:
         raise BonError(f"{run_dir}: selections.parquet has {lengths['selections.parquet']} rows but summary.json "
                        f"counts {tasks} tasks; {advice}")
     candidates = [r.get("n_candidates") for r in rows]
+    counts = [n for n in candidates if isinstance(n, int) and not isinstance(n, bool)]
     applied = all(r["n_tasks"] for r in rows)  # a selector that did not apply counts no candidates (yet has them)
-    if applied and all(isinstance(n, int) and not isinstance(n, bool) for n in candidates) \
-            and lengths["candidates.parquet"] != sum(candidates):
+    if applied and len(counts) == len(candidates) and lengths["candidates.parquet"] != sum(counts):
         raise BonError(f"{run_dir}: candidates.parquet has {lengths['candidates.parquet']} rows but summary.json "
-                       f"counts {sum(candidates)} candidates; {advice}")
+                       f"counts {sum(counts)} candidates; {advice}")
 
 
 def _overrides(run_dir: Path) -> str:
@@ -140,7 +140,8 @@ def _expected_jobs(manifest: Path) -> int | None:
         from omegaconf import OmegaConf
 
         hydra = OmegaConf.load(manifest).hydra
-        if str(OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir")) != "${hydra.job.num}":
+        sweep = OmegaConf.to_container(hydra.sweep, resolve=False)
+        if not isinstance(sweep, dict) or str(sweep.get("subdir")) != "${hydra.job.num}":
             return None  # job directories are not numbered: only the directories themselves can be checked
         count = 1
         for override in OverridesParser.create().parse_overrides(list(hydra.overrides.task)):
@@ -432,7 +433,9 @@ def attach_tie_aware_differences(rows: list[dict[str, Any]]) -> None:
         if ref is None or r is ref or not r["n_tasks"]:
             continue
         mine, theirs = _picks(r, "expected"), _picks(ref, "expected")
-        tasks = sorted(set(mine or {}) & set(theirs or {}))
+        if mine is None or theirs is None:
+            continue
+        tasks = sorted(set(mine) & set(theirs))
         if not tasks:
             continue
         diffs = [mine[t] - theirs[t] for t in tasks]
@@ -504,7 +507,7 @@ def wide_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, 
     return ["selector", *names.values()], records
 
 
-def write_csv(records: list[dict[str, str]], path: Path, fieldnames: list[str] = CSV_COLUMNS) -> None:
+def write_csv(records: list[dict[str, str]], path: Path, fieldnames: Sequence[str] = CSV_COLUMNS) -> None:
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fieldnames)
         writer.writeheader()
@@ -535,10 +538,11 @@ def build(root: Path, out: Path | None = None) -> dict[str, Path]:
         from bon import plots
 
         scored = [r for r in rows if r["accuracy"] is not None]  # not-applicable rows stay in the tables only
-        layout = dict(selectors=selector_order(scored), judges=judge_order(scored), subsets=subset_order(scored),
-                      level=level_label(rows))
-        plots.report_figure(scored, paths["png"], **layout)
-        for i, path in enumerate(plots.best_of_k_figures(scored, out, **layout)):
+        selectors, judges, subsets, level = (selector_order(scored), judge_order(scored), subset_order(scored),
+                                             level_label(rows))
+        plots.report_figure(scored, paths["png"], selectors=selectors, judges=judges, subsets=subsets, level=level)
+        for i, path in enumerate(plots.best_of_k_figures(scored, out, selectors=selectors, judges=judges,
+                                                         subsets=subsets, level=level)):
             paths[f"best_of_k_png_{i}"] = path
     except OSError as exc:
         raise BonError(f"cannot write the report into {out}: {exc.strerror or exc}") from None

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bon.datasets.taskset import TaskSet
 from bon import tools
 from bon.errors import BonError
 from bon.generators.agent import AgentGenerator
@@ -92,7 +93,8 @@ def test_agent_gives_tools_the_task_directory_and_removes_it_after(probe, llm_se
     task = Task("t1", "read the file", answer="hello", files=(str(tmp_path / "notes.txt"),))
     llm_server.script(tool_call("probe_tool", {}), tool_call("final_answer", {"answer": "hello"}))
     client = LLMClient("openai/test-model", api_base=llm_server.base_url, api_key_env=FAKE_KEY_ENV)
-    agent = AgentGenerator(client, tools.get(["probe_tool", "final_answer"]), max_steps=4)
+    agent = AgentGenerator(client, tools.get(["probe_tool", "final_answer"]), max_steps=4,
+                           score=TaskSet("tasks", ()).score)
 
     async def go():
         async with client:

@@ -146,14 +146,15 @@ class LLMJudge:
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def request(self, trajectory: Trajectory) -> tuple[list[dict[str, Any]], list[int]]:
-        """The messages sent to the judge for a trajectory, and the steps it must label."""
+    def request(self, trajectory: Trajectory, prefix: bool = False) -> tuple[list[dict[str, Any]], list[int]]:
+        """The messages sent to the judge for a trajectory, and the steps it must label (`prefix`: see
+        `assess_prefix`)."""
         steps = trajectory.step_indices if self.mode == "prm" else []
         metadata = trajectory.metadata or {}
         errors = {str(c.get("id")): str(c["error_kind"]) for c in metadata.get("tool_calls") or []
                   if isinstance(c, Mapping) and c.get("error_kind")}
         text = prompts.build(self.template, trajectory.messages, steps, tools=metadata.get("tools"),
-                             max_chars=self.max_chars, tool_errors=errors)
+                             max_chars=self.max_chars, tool_errors=errors, prefix=prefix)
         return [{"role": "user", "content": text}], steps
 
     async def cached(self, trajectory: Trajectory) -> int:
@@ -165,6 +166,14 @@ class LLMJudge:
     async def assess(self, trajectory: Trajectory) -> JudgeResult:
         """Like `judge`, with the votes, re-asks and token counts in `meta`."""
         messages, steps = self.request(trajectory)
+        runs = await asyncio.gather(*(self._sample(messages, steps, i) for i in range(self.samples)))
+        return self._combine(list(runs), steps)
+
+    async def assess_prefix(self, trajectory: Trajectory) -> JudgeResult:
+        """`assess` of an unfinished trajectory whose last step is proposed and not yet carried out (step-level
+        search): the same rubric and parser, every step labelled, and the prompt says the last step's tool
+        calls have not run (bon.judges.prompt.PREFIX_NOTE). Its label is the one that step's fate hangs on."""
+        messages, steps = self.request(trajectory, prefix=True)
         runs = await asyncio.gather(*(self._sample(messages, steps, i) for i in range(self.samples)))
         return self._combine(list(runs), steps)
 
@@ -254,6 +263,11 @@ class LLMJudge:
             "completion_tokens": sum(c.completion_tokens for c in calls if not c.cached),
             "cost_usd": None if any(c is None for c in costs) else sum(costs),
             "api_errors": [c.error for c in calls if not c.ok],
+            # what the calls took when first made, cache hits included: a method's compute, the same on a rerun
+            "compute": {"prompt_tokens": sum(c.prompt_tokens for c in calls if c.ok),
+                        "completion_tokens": sum(c.completion_tokens for c in calls if c.ok),
+                        "cost_usd": None if any(c.ok and c.cost_usd is None for c in calls)
+                        else sum(c.cost_usd or 0.0 for c in calls if c.ok)},
         }
         if self.samples == 1:
             return JudgeResult(runs[0].judgement, meta)

@@ -55,6 +55,14 @@ Answer with a short justification, then one fenced JSON block as the very last t
 ```"""
 
 
+# Appended to the transcript when the judge grades a proposed step during search (bon.generators.search):
+# the transcript stops at that step, before its tool calls have run.
+PREFIX_NOTE = """(The transcript is unfinished. Its last message is a step the agent proposes to take next: its
+tool calls, if any, have not been run yet, so no results for them exist. Grade that step on whether it
+is a sound next move given everything before it. For FINAL_RESULT, give +1 only if that step gives a
+final answer that solves the task, else -1.)"""
+
+
 def _content(message: Mapping[str, Any]) -> str:
     content = message.get("content")
     if isinstance(content, list):  # OpenAI content parts
@@ -102,11 +110,15 @@ def load_template(mode: str, path: str | None) -> str:
 
 def build(template: str, messages: Sequence[Mapping[str, Any]], steps: Sequence[int],
           tools: Sequence[Mapping[str, Any]] | None = None, max_chars: int | None = None,
-          tool_errors: Mapping[str, str] | None = None) -> str:
-    """Fill a template (Python format syntax: write literal braces as {{ and }})."""
+          tool_errors: Mapping[str, str] | None = None, prefix: bool = False) -> str:
+    """Fill a template (Python format syntax: write literal braces as {{ and }}). `prefix`: the last
+    step is proposed, not yet carried out (PREFIX_NOTE follows the transcript)."""
     tool_text = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools or []) or "(none)"
+    transcript = render_trajectory(messages, max_chars, tool_errors)
+    if prefix:
+        transcript += "\n\n" + PREFIX_NOTE
     try:
-        return template.format(trajectory=render_trajectory(messages, max_chars, tool_errors),
+        return template.format(trajectory=transcript,
                                steps=", ".join(map(str, steps)), tools=tool_text)
     except (KeyError, IndexError, ValueError) as exc:
         raise BonError(f"judge.prompt: cannot fill the template ({exc!r}); placeholders are {{trajectory}}, "

@@ -258,7 +258,7 @@ class LLMClient:
                 stored = None
             if stored is not None:
                 result = CallResult(status="ok", attempts=0, cached=True, wall_s=time.perf_counter() - started,
-                                    **{k: stored.get(k) for k in _CACHED_FIELDS if k in stored})
+                                    **{k: stored[k] for k in _CACHED_FIELDS if k in stored})
                 self.stats.add(result)
                 return result
         result = await self._call(messages, tools, call_params, started)
@@ -314,6 +314,7 @@ class LLMClient:
                 latency = time.perf_counter() - t0
             self.breaker.record(failure, f"{self.role or 'model'} {self.model}")
             if failure is None:
+                assert fields is not None, "an attempt returns its fields or its failure"
                 result = self._result(fields, attempt, latency, started)
                 if self.budget is not None:
                     self.budget.charge(result.cost_usd)
@@ -362,10 +363,13 @@ class LLMClient:
 
     def unpriced_hint(self, roles: Sequence[str] = ()) -> str:
         """One line: this model has no price, tokens are counted, and how to set one (for `roles`)."""
-        if not roles and self.role is None:  # a client made in code, not from a run's config
+        if roles:
+            first, *others = roles
+        elif self.role is not None:
+            first, others = self.role, []
+        else:  # a client made in code, not from a run's config
             return (f"no price known for model {self.model}: its cost is not counted, only its tokens; pass "
                     f"prices={{'input_per_mtok': <USD>, 'output_per_mtok': <USD>}} to LLMClient to count it")
-        first, *others = list(roles) or [self.role]
         also = f" (and {', '.join(f'{r}.prices' for r in others)} likewise)" if others else ""
         return (f"no price known for model {self.model}: its cost is not counted, only its tokens; to count it "
                 f"set {first}.prices='{{input_per_mtok: <USD>, output_per_mtok: <USD>}}'{also}")

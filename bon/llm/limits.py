@@ -45,7 +45,7 @@ class ArrivalThrottler(Throttler):
     it to a finite time once known. The log stays sorted, as Throttler.flush expects.
     """
 
-    async def acquire(self) -> float:  # type: ignore[override]
+    async def acquire(self) -> float:
         """Wait for budget; log the request undated and return its entry."""
         await super().acquire()
         self._task_logs.pop()  # the entry super() just appended: its admission time

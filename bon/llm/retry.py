@@ -13,7 +13,7 @@ import email.utils
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 # kind -> retryable
 KINDS = {
@@ -47,6 +47,14 @@ class Failure:
     retry_after: float | None = None  # seconds, from Retry-After / retry-after-ms
 
 
+class _Draws(Protocol):
+    """What a backoff draws from: a `random.Random`, or the `random` module's shared one."""
+
+    def random(self) -> float: ...
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter: wait U(0, min(max_delay, base * 2**(attempt-1)))."""
@@ -59,13 +67,13 @@ class RetryPolicy:
         """Seconds to wait before attempt `attempt + 1`, or None to give up."""
         if not failure.retryable or attempt >= self.max_attempts:
             return None
-        rng = rng or random
+        draws: _Draws = rng or random
         if failure.retry_after is not None and failure.retry_after > 0:
             if failure.retry_after > self.max_delay:
                 return None  # the server asks for longer than we are willing to wait
             # Honour the request, plus up to 10% so a crowd told the same time does not return at once.
-            return failure.retry_after * (1.0 + 0.1 * rng.random())
-        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+            return failure.retry_after * (1.0 + 0.1 * draws.random())
+        return draws.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
 def parse_retry_after(headers: Mapping[str, Any] | None, now: float | None = None) -> float | None:
@@ -115,9 +123,10 @@ def _status(exc: BaseException) -> int | None:
 def _chain(exc: BaseException) -> list[BaseException]:
     """The exception and everything it was raised from (`__cause__`/`__context__`), outermost first."""
     out: list[BaseException] = []
-    while exc is not None and all(exc is not e for e in out):
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    link: BaseException | None = exc
+    while link is not None and all(link is not e for e in out):
+        out.append(link)
+        link = link.__cause__ or link.__context__
     return out
 
 
@@ -152,7 +161,7 @@ def classify(exc: BaseException) -> Failure:
     try:
         import litellm  # already imported by whoever made the call
     except ImportError:  # pragma: no cover - litellm is a dependency
-        litellm = None  # type: ignore[assignment]
+        litellm = None  # type: ignore[assignment]  # None stands for the missing module: checked below
 
     def kind_of() -> str:
         if litellm is not None:

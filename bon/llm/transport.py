@@ -175,8 +175,10 @@ class _Worker:
     """One `python -m bon.llm.worker` child and the attempts it has in flight."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdin is not None and proc.stdout is not None, "a worker is started with pipes"
         self.proc = proc
         self.pid = proc.pid
+        self._stdin, self._stdout = proc.stdin, proc.stdout
         self.pending: dict[int, asyncio.Future] = {}
         self.warm = False  # it has answered an attempt: litellm's lazy set-up is done there
         self._ids = itertools.count()
@@ -189,6 +191,7 @@ class _Worker:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bon.llm.worker",
                                                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                     limit=LINE_LIMIT)
+        assert proc.stdout is not None, "stdout=PIPE"
         await proc.stdout.readline()  # {"ready": true}, or b"" if it died (then the reader sees it)
         return cls(proc)
 
@@ -208,7 +211,7 @@ class _Worker:
             if on_send is not None:
                 on_send(self.warm)
             self._send({"id": request_id, "kwargs": kwargs, "timeout": timeout})
-            await self.proc.stdin.drain()
+            await self._stdin.drain()
             async with asyncio.timeout(timeout + 2 * TIMEOUT_GRACE_S):
                 return await future
         except (BrokenPipeError, ConnectionResetError) as exc:
@@ -223,7 +226,7 @@ class _Worker:
             self.pending.pop(request_id, None)
 
     def _send(self, message: dict[str, Any]) -> None:
-        self.proc.stdin.write(json.dumps(message).encode() + b"\n")  # ASCII: lone surrogates survive
+        self._stdin.write(json.dumps(message).encode() + b"\n")  # ASCII: lone surrogates survive
 
     def _cancel(self, request_id: int) -> None:
         if self.alive:
@@ -234,7 +237,7 @@ class _Worker:
 
     async def _read(self) -> None:
         try:
-            while line := await self.proc.stdout.readline():
+            while line := await self._stdout.readline():
                 reply = json.loads(line)
                 self.warm = True
                 future = self.pending.get(reply["id"])
@@ -252,7 +255,7 @@ class _Worker:
 
     async def close(self) -> None:
         if self.proc.returncode is None:
-            self.proc.stdin.close()  # the worker finishes: closes its sessions and exits
+            self._stdin.close()  # the worker finishes: closes its sessions and exits
             try:
                 async with asyncio.timeout(10):
                     await self.proc.wait()

@@ -51,7 +51,11 @@ async def serve(read_fd: int, write_fd: int) -> None:
                 continue
             task = loop.create_task(one(request))
             tasks[request["id"]] = task
-            task.add_done_callback(lambda t, i=request["id"]: tasks.pop(i, None))
+
+            def forget(_: asyncio.Task, request_id: int = request["id"]) -> None:
+                tasks.pop(request_id, None)
+
+            task.add_done_callback(forget)
     finally:
         for task in list(tasks.values()):
             task.cancel()

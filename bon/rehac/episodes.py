@@ -378,7 +378,7 @@ def load_tree(path: Path | str) -> list[Episode]:
             raise BonError(f"{where(key)}: expected a string, got {type(value).__name__}")
         nodes[(int(match.group(1)), match.group(2))] = value
     inner = {(idx, p[:k]) for idx, p in nodes for k in range(1, len(p))}
-    episodes = []
+    episodes: list[tuple[int, Episode]] = []  # (idx, episode): a leaf's idx is always known here
     for (idx, p), value in nodes.items():
         if (idx, p) in inner:
             continue
@@ -393,10 +393,10 @@ def load_tree(path: Path | str) -> list[Episode]:
         question, _, steps, anomalies, logged = parse_trajectory(trajectory, where(key))
         if logged is not None and logged != em:
             anomalies.append(f"em {em:g} differs from the logged reward {logged:g}")
-        episodes.append(Episode(str(path), lines.get(key, 1), question, steps, em, f1, idx, None, logged,
-                                tuple(anomalies), node=key))
+        episodes.append((idx, Episode(str(path), lines.get(key, 1), question, steps, em, f1, idx, None, logged,
+                                      tuple(anomalies), node=key)))
     order = {idx: i for i, idx in enumerate(dict.fromkeys(idx for idx, _ in nodes))}
-    return sorted(episodes, key=lambda ep: order[ep.idx])
+    return [ep for _, ep in sorted(episodes, key=lambda pair: order[pair[0]])]
 
 
 def with_question_texts(episodes: Sequence[Episode], texts: dict[str, str]) -> list[Episode]:

@@ -23,7 +23,7 @@ covered questions only (coverage reports the share). Intervals: bootstrap over q
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -156,7 +156,7 @@ def evaluate_logged(name: str, questions: Sequence[Question], reward: str, lambd
                      ess=float(n_episodes), mass=None)
 
 
-def r_at(row: dict[str, Any], lam: float) -> dict[str, Any]:
+def r_at(row: Mapping[str, Any], lam: float) -> dict[str, Any]:
     """The row's `by_lambda` entry for lambda `lam`."""
     for entry in row["by_lambda"]:
         if abs(entry["lambda"] - lam) < 1e-12:

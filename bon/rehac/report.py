@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +30,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from bon.datasets import ENV_ROOT as ENV_DATA
+from bon.datasets import locate_release
 from bon.errors import BonError, unknown_choice
+from bon.fmt import is_number, pct
 from bon.rehac import advantage, best_of_n, episodes, metrics, policies
 from bon.rehac.episodes import Episode, Question
+from bon.summary import REHAC_KIND
 
 ENV_REHAC = "BON_REHAC_DIR"
-ENV_DATA = "BON_DATA_DIR"
 PLOT = "reward_vs_lambda.png"
 JUDGE_FILE = "judge_predictions.jsonl"
 PREDICTOR_NAMES = (*best_of_n.PREDICTORS, "judge")
@@ -65,32 +67,20 @@ class Options:
     noise_seed: int
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def locate_root(path: str | None) -> Path:
     """The ReHAC release: `dataset.path`, else $BON_REHAC_DIR, else $BON_DATA_DIR/../rehac if it exists, else
     the pinned release downloaded and verified into the user cache (bon.datasets.fetch).
 
     A setting that points at no directory is an error naming it, never a silent fall-through.
     """
+    from bon.datasets import fetch
+
     data_dir = os.environ.get(ENV_DATA)
     beside = Path(data_dir).expanduser() / ".." / "rehac" if data_dir else None
-    if path:
-        source, value = "dataset.path", Path(path)
-    elif os.environ.get(ENV_REHAC):
-        source, value = ENV_REHAC, Path(os.environ[ENV_REHAC])
-    elif beside is not None and beside.is_dir():
-        source, value = f"{ENV_DATA}/../rehac", beside
-    else:
-        from bon.datasets import fetch
-
-        return fetch.ensure_cached(fetch.REHAC)
-    root = value.expanduser().resolve()
-    if not root.is_dir():
-        raise BonError(f"ReHAC data not found: {source} is {root}, which is not a directory")
-    return root
+    settings = [("dataset.path", path), (ENV_REHAC, os.environ.get(ENV_REHAC)),
+                (f"{ENV_DATA}/../rehac", beside if beside is not None and beside.is_dir() else None)]
+    return locate_release("ReHAC", settings, holds=Path.is_dir, lacking="is not a directory",
+                          download=lambda: fetch.ensure_cached(fetch.REHAC))
 
 
 def _file(root: Path, value: Any, name: str) -> Path:
@@ -113,20 +103,20 @@ def options(dataset: Mapping[str, Any], seed: int) -> Options:
     if reward not in episodes.REWARDS:
         raise unknown_choice("reward (dataset.reward)", reward, episodes.REWARDS)
     lambdas = dataset.get("lambdas")
-    if not isinstance(lambdas, list) or not lambdas or not all(_is_number(x) and x >= 0 for x in lambdas):
+    if not isinstance(lambdas, list) or not lambdas or not all(is_number(x) and x >= 0 for x in lambdas):
         raise BonError(f"dataset.lambdas must be a non-empty list of non-negative numbers, got {lambdas!r}")
     headline = dataset.get("headline_lambda", 0.08)
-    if not _is_number(headline) or headline < 0:
+    if not is_number(headline) or headline < 0:
         raise BonError(f"dataset.headline_lambda must be a non-negative number, got {headline!r}")
     trained_lambda = dataset.get("trained_lambda", 0.08)
-    if not _is_number(trained_lambda) or trained_lambda < 0:
+    if not is_number(trained_lambda) or trained_lambda < 0:
         raise BonError(f"dataset.trained_lambda must be a non-negative number, got {trained_lambda!r}")
     grid = sorted({float(x) for x in lambdas} | {float(headline), float(trained_lambda)})
     k_max = dataset.get("k_max", 5)
     if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 0:
         raise BonError(f"dataset.k_max must be a non-negative integer, got {k_max!r}")
     rates = dataset.get("rates") or []
-    if not isinstance(rates, list) or not all(_is_number(p) and 0 <= p <= 1 for p in rates):
+    if not isinstance(rates, list) or not all(is_number(p) and 0 <= p <= 1 for p in rates):
         raise BonError(f"dataset.rates must be a list of probabilities in [0, 1], got {rates!r}")
     behaviour = dataset.get("behaviour", "auto")
     if behaviour not in metrics.BEHAVIOURS:
@@ -138,7 +128,7 @@ def options(dataset: Mapping[str, Any], seed: int) -> Options:
         if name not in PREDICTOR_NAMES:
             raise unknown_choice("predictor (dataset.predictors)", name, PREDICTOR_NAMES)
     accuracy = dataset.get("noise_accuracy", 0.8)
-    if not _is_number(accuracy) or not 0 <= accuracy <= 1:
+    if not is_number(accuracy) or not 0 <= accuracy <= 1:
         raise BonError(f"dataset.noise_accuracy must be a number in [0, 1], got {accuracy!r}")
     noise_seed = dataset.get("noise_seed")
     noise_seed = seed if noise_seed is None else noise_seed
@@ -302,7 +292,7 @@ def format_policies(rows: Sequence[Mapping[str, Any]], lam: float) -> str:
         if e is None:
             continue  # the trained policy is shown at its own lambda only
         ci = f"[{_f(e['ci_low'])}, {_f(e['ci_high'])}]"
-        rate = "-" if r["intervention_rate"] is None else f"{100 * r['intervention_rate']:.1f}"
+        rate = pct(r["intervention_rate"], "-")
         lines.append(f"{r['policy']:<{width}}  {100 * r['coverage']:>6.1f}  {r['n_matching']:>5}  {r['ess']:>6.1f}"
                      f"  {_f(r['t']):>5}  {_f(r['c'], 2):>5}  {rate:>6}  {_f(e['r']):>6}  {ci:>15}")
     return "\n".join(lines)
@@ -342,17 +332,24 @@ def _best_of_n(qset: QuestionSet, opts: Options, predicted: Mapping[str, Sequenc
     return [{**row, "questions": qset.name} for row in rows]
 
 
+def _plain(group: DictConfig) -> dict[str, Any]:
+    """A config group (a mapping of options) as plain values, interpolations resolved."""
+    values = OmegaConf.to_container(group, resolve=True)
+    assert isinstance(values, dict), f"a config group is a mapping, got {values!r}"
+    return {str(k): v for k, v in values.items()}
+
+
 def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Everything above, for one Hydra config; returns the summary it writes."""
     seed, confidence, resamples = int(cfg.seed), float(cfg.confidence), int(cfg.bootstrap_resamples)
-    opts = options(OmegaConf.to_container(cfg.dataset, resolve=True), seed)
-    judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True)
+    opts = options(_plain(cfg.dataset), seed)
+    judge_cfg = _plain(cfg.judge)
     if "judge" in opts.predictors:  # before any work: a live judge with its key
         from bon.rehac.judge_predictor import check_config
 
         check_config(judge_cfg)
     lam = opts.headline_lambda
-    boot = dict(confidence=confidence, n_resamples=resamples, seed=seed)
+    boot: dict[str, Any] = dict(confidence=confidence, n_resamples=resamples, seed=seed)
 
     sets = [question_set(TRAIN, opts.episodes, episodes.load_episodes(opts.episodes), opts.behaviour)]
     trained_by_question: dict[str, list[Episode]] = {}
@@ -370,8 +367,9 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                                            **boot), "questions": qset.name} for p in fixed]
         envelopes[qset.name] = [{**e, "questions": qset.name} for e in best_fixed(rows, opts.lambdas)]
         policy_rows += rows
-    trained_row, paired = None, []
-    if trained_by_question:
+    trained_row: dict[str, Any] | None = None
+    paired: list[dict[str, Any]] = []
+    if opts.trained is not None and trained_by_question:  # matched only when dataset.trained is given
         test_set = sets[-1]
         trained_row, paired = compare_trained(test_set, trained_by_question, fixed, opts.reward, opts.trained_lambda,
                                               test_set.share if test_set.behaviour == "rate" else None, boot)
@@ -393,13 +391,12 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                                f"as JSONL, or for the test tree dataset.trained (its episodes carry the text)")
     out_dir.mkdir(parents=True, exist_ok=True)
     judge_usage = None
-    by_key = None
+    by_key: dict[str, float | None] = {}  # episode key -> the judge's predicted T, when predictors list judge
     if "judge" in opts.predictors:  # one pass over every set's episodes: one file, one usage record
         from bon.rehac import judge_predictor
 
         by_key, judge_usage = judge_predictor.judge_episodes([q for s in sets for q in s.questions], judge_cfg,
-                                                             OmegaConf.to_container(cfg.cache, resolve=True),
-                                                             out_dir / JUDGE_FILE)
+                                                             _plain(cfg.cache), out_dir / JUDGE_FILE)
     bon_rows = []
     for qset in sets:
         predicted = {}
@@ -443,7 +440,7 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                                  "judge": f"Best-of-N, LLM judge {judge_cfg.get('name')} (FINAL_RESULT)"}, notes)
 
     summary: dict[str, Any] = {
-        "kind": "rehac_offline", "dataset": "rehac", "reward": opts.reward, "lambdas": list(opts.lambdas),
+        "kind": REHAC_KIND, "dataset": "rehac", "reward": opts.reward, "lambdas": list(opts.lambdas),
         "headline_lambda": lam, "trained_lambda": opts.trained_lambda, "confidence": confidence,
         "question_sets": [s.facts(opts.root) for s in sets],
         "policies": policy_rows, "trained": trained_row, "trained_vs_fixed": paired, "reference": reference_rows,

@@ -16,8 +16,15 @@ from bon.sim.model import Chain, JudgeModel, Profile, generate
 QUANTILES = 21  # step counts stored at 0, 5, ..., 100 %
 
 
+def _human_label(record: apb.Record, i: int) -> int:
+    """The human label of step `i`; the loader refuses a null human label, so there is always one."""
+    label = record.human.step_labels[i]
+    assert label is not None, f"{record.record_id}: step {i} has no human label"
+    return label
+
+
 def _label_lists(records: Sequence[apb.Record]) -> list[list[int]]:
-    return [[r.human.step_labels[i] for i in r.steps] for r in records]
+    return [[_human_label(r, i) for i in r.steps] for r in records]
 
 
 def _chain(labels: list[list[int]]) -> dict[str, Any]:
@@ -79,7 +86,7 @@ def judge_config(root: Path, judge: str, records: Sequence[apb.Record]) -> dict[
         for i in record.steps:
             predicted = j.step_labels.get(i)
             if predicted is not None:
-                confusion[record.human.step_labels[i] + 1, predicted + 1] += 1
+                confusion[_human_label(record, i) + 1, predicted + 1] += 1
         if j.final_label is None:
             missing += 1
         else:

@@ -183,7 +183,8 @@ def _render_csv(path: Path, caps: Caps, tab: bool) -> tuple[str, list[str]]:
         return "(the file is empty)", notes
     budget = _CellBudget(caps)
     budget.take(min(len(header), caps.max_columns))
-    kept, total, width, stopped = [], 0, len(header), False
+    kept: list[list[str]] = []
+    total, width, stopped = 0, len(header), False
     for row in rows:
         if not budget.take(max(1, min(len(row), caps.max_columns))):
             stopped = True

@@ -149,10 +149,11 @@ class Media:
             {"type": "text", "text": DESCRIBE_PROMPT.format(question=question)},
             {"type": "image_url", "image_url": {"url": url}}]}]
         result = await self.vision.complete(messages)
-        if not result.ok or not (result.content or "").strip():
+        description = (result.content or "").strip()
+        if not result.ok or not description:
             why = result.error or "an empty description"
             return f"describing {path.name} with {self.vision.model} failed: {result.reason}: {why}", None, MODEL_ERROR
-        return f"{head}, described by {self.vision.model}:\n\n{result.content.strip()}", None, None
+        return f"{head}, described by {self.vision.model}:\n\n{description}", None, None
 
     # -- audio and video
     async def transcribe(self, path: Path) -> tuple[str, str | None]:

@@ -56,7 +56,8 @@ class _Reader:
         return lines
 
     def table(self, table: Any) -> str:
-        rows, width, total = [], 0, len(table.rows)
+        rows: list[list[str]] = []
+        width, total = 0, len(table.rows)
         for row in table.rows:
             if len(rows) > self.caps.max_rows or self.full:
                 break

@@ -30,9 +30,11 @@ KNOWN_PACKAGES = ("numpy", "polars", "pandas", "scipy", "sympy", "matplotlib", "
 
 def _signal_name(number: int | None) -> str:
     try:
-        return signal.Signals(number).name  # type: ignore[arg-type]
+        if number is not None:
+            return signal.Signals(number).name
     except (ValueError, TypeError):
-        return f"signal {number}"
+        pass
+    return f"signal {number}"
 
 
 class PythonTool(Tool):

@@ -102,7 +102,7 @@ def _parent(pid):
 
 def _descendants(me):
     """Every live process below `me` (orphans come back to it: it is their reaper)."""
-    children = {}
+    children: dict[int, list[int]] = {}
     for pid, parent in _parents().items():
         children.setdefault(parent, []).append(pid)
     below, frontier = set(), [me]
@@ -194,7 +194,7 @@ def _supervise(worker, max_memory, poll, status_fd):
             stopped = True
             break
     ended = _kill_all(me, worker) or ended
-    report = {"peak_memory": peak}
+    report: dict[str, object] = {"peak_memory": peak}
     if killed_for:
         report["killed_for"] = killed_for
     if stopped:
@@ -261,7 +261,7 @@ def _install_guard(network, files, writable):
                             "socket.getnameinfo", "socket.sethostname"})
     address_events = frozenset({"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"})
     # event -> [(position of a path it changes, position of that path's dir_fd or None)], per the audit events table
-    changes = {"os.remove": [(0, 1)], "os.rmdir": [(0, 1)], "os.mkdir": [(0, 2)], "os.chmod": [(0, 2)],
+    changes: dict[str, list[tuple[int, int | None]]] = {"os.remove": [(0, 1)], "os.rmdir": [(0, 1)], "os.mkdir": [(0, 2)], "os.chmod": [(0, 2)],
                "os.chown": [(0, 3)], "os.utime": [(0, 3)], "os.symlink": [(1, 2)],
                "os.rename": [(0, 2), (1, 3)], "os.link": [(0, 2), (1, 3)], "os.truncate": [(0, None)],
                "os.setxattr": [(0, None)], "os.removexattr": [(0, None)], "os.chflags": [(0, None)]}
@@ -331,7 +331,7 @@ def _run(code):
     import types
 
     module = types.ModuleType("__main__")
-    module.__builtins__ = builtins
+    module.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = module
     sys.argv = [CODE_NAME]
     sys.path.insert(0, os.getcwd())  # as for a script run there: the task's .py files can be imported

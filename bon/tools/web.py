@@ -178,9 +178,10 @@ def html_to_markdown(body: bytes | str, charset: str | None, base_url: str | Non
     if flatten_deep(soup):
         notes.append(f"elements nested more than {MAX_DEPTH} deep are shown as plain text")
     base = httpx.URL(base_url) if base_url else None
-    for tag, attr in (("a", "href"), ("img", "src")):
-        for el in soup.find_all(tag):
-            value = (el.get(attr) or "").strip()
+    for name, attr in (("a", "href"), ("img", "src")):
+        for el in soup.find_all(name):
+            raw = el.get(attr)  # href and src are single-valued: a string or absent
+            value = raw.strip() if isinstance(raw, str) else ""
             if not value:
                 continue
             if value.lower().startswith(("javascript:", "data:", "vbscript:")):
