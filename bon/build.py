@@ -47,16 +47,26 @@ def judge(cfg: Mapping[str, Any], client: Any) -> Any:
 
 def generator(cfg: Mapping[str, Any], client: Any, tools_cfg: Mapping[str, Any] | None = None,
               intervention: Any = None, helper: Any = None, default_tools: list[str] | None = None,
-              score: Any = None) -> Any:
+              score: Any = None, search_judge: Any = None) -> Any:
     """The agent; `generator.tools` if set, else the dataset's tool set (`default_tools`); `score` is the
-    dataset's rule for a trajectory's success (bon.datasets.taskset)."""
+    dataset's rule for a trajectory's success (bon.datasets.taskset). With `generator.search` the agent
+    searches step by step, `search_judge` labelling its candidate steps (bon.generators.search)."""
     from bon import tools
     from bon.generators.agent import AgentGenerator
+    from bon.generators.search import SearchGenerator
 
     chosen = tools.get(list(cfg.get("tools") or default_tools or ["final_answer"]), tools_cfg)
     retry_failed = cfg.get("retry_failed", True)
     if not isinstance(retry_failed, bool):
         raise BonError(f"generator.retry_failed must be true or false, got {retry_failed!r}")
+    method = str(cfg.get("search") or "none")
+    if method != "none":
+        return SearchGenerator(client, chosen, search_judge, method=method, k=int(cfg.get("search_k", 4)),
+                               n=int(cfg.get("n", 1)), intervention=intervention, helper=helper,
+                               max_steps=int(cfg.get("max_steps", 15)), temperature=cfg.get("temperature"),
+                               seed=cfg.get("seed"), system_prompt=cfg.get("system_prompt"),
+                               trajectory_timeout_s=float(cfg.get("trajectory_timeout", 600)),
+                               retry_failed=retry_failed, score=score)
     return AgentGenerator(client, chosen, n=int(cfg.get("n", 1)), intervention=intervention, helper=helper,
                           max_steps=int(cfg.get("max_steps", 15)), temperature=cfg.get("temperature"),
                           seed=cfg.get("seed"), system_prompt=cfg.get("system_prompt"),
@@ -73,10 +83,10 @@ def generator_configs(cfg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def agent(cfg: Mapping[str, Any], model_cfgs: list[Mapping[str, Any]], clients: list[Any],
           tools_cfg: Mapping[str, Any] | None, intervention: Any, helper: Any, default_tools: list[str] | None,
-          score: Any) -> Any:
+          score: Any, search_judge: Any = None) -> Any:
     """The run's generator: one agent, or a mixture of one agent per model (`generator.models`, `generator.mix`)."""
-    agents = [generator(c, client, tools_cfg, intervention, helper, default_tools, score=score)
-              for c, client in zip(model_cfgs, clients)]
+    agents = [generator(c, client, tools_cfg, intervention, helper, default_tools, score=score,
+                        search_judge=search_judge) for c, client in zip(model_cfgs, clients)]
     if not cfg.get("models"):
         return agents[0]
     from bon.generators.mixed import MixedGenerator

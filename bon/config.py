@@ -91,6 +91,8 @@ class LLMGenerator(ClientOptions):
     trajectory_timeout: float = opt(gt=0)
     models: Optional[list] = opt()  # mixed-model rollouts (bon.generators.mixed.model_configs checks entries)
     mix: Optional[list] = opt()
+    search: str = opt(choices=("none", "stepwise", "beam", "dvts"))
+    search_k: int = opt(ge=1)
 
 
 @dataclass

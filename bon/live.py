@@ -49,7 +49,8 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
 
     icfg = dict(intervention_cfg or {"policy": "none"})
     helper_cfg = build.helper_config(icfg)
-    online_judge_cfg = judge_cfg if icfg.get("policy") in intervention.JUDGED else None
+    searching = not replaying and str(generator_cfg.get("search") or "none") != "none"
+    online_judge_cfg = judge_cfg if icfg.get("policy") in intervention.JUDGED or searching else None
     budget = Budget.from_config(budget_cfg)
     gen_cfgs = [] if replaying else build.generator_configs(generator_cfg)  # one per model (a mixture: several)
     roles = [*(("generator", c) for c in gen_cfgs), ("judge", judge_cfg), ("intervention.helper", helper_cfg),
@@ -68,10 +69,10 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
                 _say_clients(clients, budget)
             else:
                 online_judge = build.judge(online_judge_cfg, online_client) if online_client is not None else None
-                policy = intervention.policy_from_config(icfg, online_judge)
-                helper = build.helper(icfg, helper_client) if policy.hands_over else None
+                policy = None if searching else intervention.policy_from_config(icfg, online_judge)
+                helper = build.helper(icfg, helper_client) if policy is not None and policy.hands_over else None
                 generator = build.agent(generator_cfg, gen_cfgs, gen_clients, tools_cfg, policy, helper, default_tools,
-                                        score=taskset.score)
+                                        score=taskset.score, search_judge=online_judge if searching else None)
                 store_path = Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser()
                 try:
                     await _say_generation_plan(generator, list(taskset.tasks), store_path, clients, budget)
@@ -81,7 +82,7 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
                 say_failures("generation", generator.client.stats)
             trajectories = taskset.scored(trajectories)  # scoring is the dataset's, for generated and replayed alike
             judge_store = Path(str(judge_cfg.get("store") or out_dir / "judgements.jsonl")).expanduser()
-            judgements, fingerprints = await _judge_steps(judge, trajectories, judge_store)
+            judgements, fingerprints, reused = await _judge_steps(judge, trajectories, judge_store)
             say_failures("judging", judge_client.stats)
             if compare_client is not None:
                 verdicts, tally = await stage.decide(stage.comparing_judge(selector, judge_cfg, compare_client),
@@ -105,10 +106,12 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
         if helper_client is not None:
             usage["intervention"] = helper_client.stats.to_dict()
         if online_client is not None:
-            usage["online judging"] = online_client.stats.to_dict()
+            usage["search judging" if searching else "online judging"] = online_client.stats.to_dict()
         if icfg.get("policy", "none") != "none":
             usage["collaboration"] = {"policy": icfg["policy"], "budget": icfg.get("budget"),
                                       **intervention.reward_summary(trajectories, float(icfg.get("lambda", 0.0)))}
+    usage["compute"] = _compute(trajectories, gen_clients, judge_client, helper_client, online_client,
+                                compare_client, generator_cfg, icfg, selector, reused, searching)
     if budget is not None:
         usage["budget"] = budget.to_dict()
     stopped = _stopped(trajectories, judgements, no_step, budget)
@@ -117,9 +120,37 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
     return table, usage
 
 
+def _compute(trajectories: list[Trajectory], gen_clients: list[Any], judge_client: Any, helper_client: Any,
+             online_client: Any, compare_client: Any, generator_cfg: Mapping[str, Any], icfg: Mapping[str, Any],
+             selector: Selector | None, reused: int, searching: bool) -> dict[str, Any]:
+    """What the run's method cost per task (bon.compute), named after what it did."""
+    from bon import compute
+
+    stages = {"generation": compute.generation(trajectories)} if gen_clients or trajectories else {}
+    for name, client in (("online judging", None if searching else online_client), ("intervention", helper_client),
+                         ("judging", judge_client), ("selection", compare_client)):
+        if client is not None:
+            stages[name] = compute.from_stats(client.stats.to_dict())
+    parts = []
+    method = str(generator_cfg.get("search") or "none")
+    if method != "none":
+        parts.append(f"{method} k={generator_cfg.get('search_k')} n={generator_cfg.get('n')}")
+    elif generator_cfg.get("models"):
+        parts.append("mixture " + " + ".join(str(m if isinstance(m, str) else m.get("model"))
+                                               for m in generator_cfg["models"]))
+    if icfg.get("policy", "none") != "none":
+        parts.append(f"intervention={icfg['policy']}")
+    if selector is not None:
+        parts.append(selector.name)
+    # independent samples price a best-of-k curve; a beam's trajectories and a comparing judge's verdict do not
+    curve = method != "beam" and not (selector is not None and selector.verdicts)
+    return compute.summary(trajectories, stages, " · ".join(parts) or "best-of-n", curve, reused)
+
+
 async def _judge_steps(judge: Any, trajectories: list[Trajectory],
-                       store_path: Path) -> tuple[list[Judgement], list[str | None]]:
-    """Judge the trajectories that have a step, with each one's fingerprint (None: not judged).
+                       store_path: Path) -> tuple[list[Judgement], list[str | None], int]:
+    """Judge the trajectories that have a step, with each one's fingerprint (None: not judged) and how many
+    judgements the store already held (reused: no call made).
 
     One without any step (its generation failed before the first reply) is a failed candidate, not billed
     to the judge: its judgement says so. A judgement the store already holds for the same trajectory and
@@ -156,7 +187,7 @@ async def _judge_steps(judge: Any, trajectories: list[Trajectory],
 
     for t, j in zip(todo, await judge.judge_all(todo, on_done=save)):
         done[(t.task_id, t.sample)] = j
-    return [done[(t.task_id, t.sample)] for t in trajectories], fingerprints
+    return [done[(t.task_id, t.sample)] for t in trajectories], fingerprints, reused
 
 
 def _stopped(trajectories: list[Trajectory], judgements: list[Judgement], no_step: list[bool],
@@ -304,6 +335,13 @@ def run(chosen: Live, out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     _check_kinds(dataset, generator_cfg, judge_cfg)
     if replaying and (intervention_cfg or {}).get("policy", "none") != "none":
         raise BonError("intervention needs a live generator: replayed trajectories cannot be handed over")
+    method = str(generator_cfg.get("search") or "none")
+    if method != "none" and (intervention_cfg or {}).get("policy", "none") != "none":
+        raise BonError(f"generator.search={method} cannot be combined with intervention="
+                       f"{intervention_cfg['policy']}: compare them as separate runs")
+    if method != "none" and generator_cfg.get("models"):
+        raise BonError(f"generator.search={method} searches with one model; generator.models (a mixture) is for "
+                       f"plain sampling: compare them as separate runs")
     if replaying and not generator_cfg.get("path"):
         raise BonError(f"generator=replay with dataset={dataset} needs generator.path=<trajectories.jsonl>")
     taskset = taskset_of(dataset_cfg, replaying)

@@ -54,6 +54,15 @@ def format_rows(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def format_compute(c: dict[str, Any]) -> str:
+    """One line: what the method cost per task, by stage (cache hits included: the method's cost)."""
+    per = c["per_task"]
+    stages = ", ".join(f"{name} {part['tokens'] / max(c['tasks'], 1):.0f}" for name, part in c["stages"].items())
+    usd = "" if per["usd"] is None else f", ${per['usd']:.4f}"
+    line = f"compute ({c['method']}): {per['tokens']:.0f} tokens per task ({stages}){usd}, {per['calls']:.1f} calls"
+    return line + (f"; {c['note']}" if c["note"] else "")
+
+
 def format_collaboration(c: dict[str, Any]) -> str:
     """One line: who helped how often, and what it was worth at the run's lambda."""
     if c["policy"] == "reflect":  # the agent revises itself: no helper step, so C = 0
@@ -157,10 +166,11 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
             row.note = "; ".join(filter(None, [SYNTHETIC_NOTE, row.note]))
     collaboration = (usage or {}).pop("collaboration", None)  # T, C and R = T - lambda*C of the trajectories
     stopped = (usage or {}).pop("stopped", None)  # {by: budget | failures, message}: the results are partial
+    spent = (usage or {}).pop("compute", None)  # what the method cost per task (bon.compute)
     by_model = _by_model(chosen, table)
     summary = Summary(rows, confidence=chosen.confidence, seed=chosen.seed, collaboration=collaboration,
                       stopped=stopped, usage=usage,  # usage: calls, failures, retries, tokens and USD per stage
-                      by_model=by_model)
+                      by_model=by_model, compute=spent)
     written = summary.to_json()
     _write_outputs(out_dir, table, picks, written)
     if rows[0].n_tasks == 0:
@@ -187,6 +197,8 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
             print(f"  {st['kind']} verdicts: {st['tasks']} tasks, {st['ties']} ties; {st['fell_back']} tasks decided by "
                   f"{st['fallback']} ({st['failed']} verdicts failed, {st['without_candidates']} tasks without a "
                   f"candidate)")
+    if spent is not None:
+        print(format_compute(spent))
     if by_model:
         from bon.breakdown import format_by_model
 

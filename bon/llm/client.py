@@ -95,6 +95,8 @@ class Stats:
     cost_usd: float = 0.0
     unpriced: int = 0
     saved_cost_usd: float = 0.0
+    cached_tokens: int = 0  # what the cache hits took when first made (a method's compute, not this run's)
+    cached_unpriced: int = 0  # cache hits whose price is unknown
     failures: dict[str, int] = field(default_factory=dict)
     failure_example: dict[str, str] = field(default_factory=dict)  # kind -> the last such call's error
     unpriced_models: list[str] = field(default_factory=list)
@@ -110,6 +112,8 @@ class Stats:
         if r.cached:
             self.cache_hits += 1
             self.saved_cost_usd += r.cost_usd or 0.0
+            self.cached_tokens += r.prompt_tokens + r.completion_tokens
+            self.cached_unpriced += r.ok and r.cost_usd is None
             return
         self.requests += r.attempts
         self.retries += max(0, r.attempts - 1)
