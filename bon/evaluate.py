@@ -41,10 +41,7 @@ def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resam
                seed: int) -> tuple[pl.DataFrame, dict[str, Any]]:
     batch = to_batch(table)
     picks = select(selector, batch)
-    bok = curve(selector, batch, seed=seed)
     low, high = bootstrap_ci(picks["correct"].cast(pl.Float64), confidence, resamples, seed)
-    k_ci = [bootstrap_ci(bok.per_task[~np.isnan(bok.per_task[:, i]), i], confidence, resamples, seed)
-            for i in range(bok.per_task.shape[1])]
     generation_failed = _generation_failed(table)
     judged = table.select(
         (~pl.col("judge_ok") & ~generation_failed).sum().alias("judge_failed"),
@@ -63,16 +60,19 @@ def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resam
         "random": _mean(picks["random"]),
         **{k: int(v) for k, v in judged.items()},
         "generation_failed": int(judged["generation_failed"]) if "generation_failed" in table.columns else None,
-        "best_of_k": {
-            "method": bok.method,
-            "k": bok.ks.tolist(),
-            "accuracy": [float(x) for x in bok.mean],
-            "ci_low": [c[0] for c in k_ci],
-            "ci_high": [c[1] for c in k_ci],
-            "std_error": bok.std_error.tolist(),
-        },
+        # a comparing judge's pick was made among all N candidates: it says nothing about k of them
+        "best_of_k": None if selector.verdicts else _best_of_k(selector, batch, confidence, resamples, seed),
     }
     return picks, row
+
+
+def _best_of_k(selector: Selector, batch: Any, confidence: float, resamples: int, seed: int) -> dict[str, Any]:
+    """The expected accuracy with k of the N candidates, k = 1..N, with intervals (bon.selectors.best_of_k)."""
+    bok = curve(selector, batch, seed=seed)
+    k_ci = [bootstrap_ci(bok.per_task[~np.isnan(bok.per_task[:, i]), i], confidence, resamples, seed)
+            for i in range(bok.per_task.shape[1])]
+    return {"method": bok.method, "k": bok.ks.tolist(), "accuracy": [float(x) for x in bok.mean],
+            "ci_low": [c[0] for c in k_ci], "ci_high": [c[1] for c in k_ci], "std_error": bok.std_error.tolist()}
 
 
 def _generation_failed(table: pl.DataFrame) -> pl.Expr:

@@ -229,3 +229,74 @@ def best_of_k_figures(rows: list[dict[str, Any]], out_dir: Path, *, selectors: l
         fig.savefig(path, dpi=100)
         paths.append(path)
     return paths
+
+
+def _cost_points(row: dict[str, Any]) -> tuple[list[float], list[float], list[float], list[float]] | None:
+    """(tokens per task, accuracy, CI low, CI high) in percent: a Best-of-N run's curve over k (k samples cost k
+    times one), else the method's one point; None without a cost."""
+    compute = row.get("compute") or {}
+    tokens = (compute.get("per_task") or {}).get("tokens")
+    if not is_number(tokens):
+        return None
+    bok = row.get("best_of_k") or {}
+    per_sample = (compute.get("per_sample") or {}).get("tokens")
+    if is_number(per_sample) and bok.get("k"):
+        xs = [k * per_sample for k in bok["k"]]
+        def pct_or_nan(values: Any) -> list[float]:
+            return [100 * v if is_number(v) else math.nan for v in (values or [math.nan] * len(xs))]
+        return xs, pct_or_nan(bok["accuracy"]), pct_or_nan(bok.get("ci_low")), pct_or_nan(bok.get("ci_high"))
+    value, low, high = tie_aware(row)
+    if low is None or high is None:
+        low, high = row.get("ci_low"), row.get("ci_high")
+    return [tokens], [100 * value], [100 * low if is_number(low) else math.nan], \
+        [100 * high if is_number(high) else math.nan]
+
+
+def compute_figure(rows: list[dict[str, Any]], path: Path, *, level: str = "95%") -> Path:
+    """report_compute.png: tie-aware accuracy against tokens per task, one panel per judge (and subset).
+
+    A Best-of-N run is a curve (k = 1..N samples; k samples cost k times one sample's generation and
+    judging); a search, a comparing judge or a collaboration run is one point at its measured cost."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    mine = [r for r in rows if _cost_points(r) is not None]
+    panels = list(dict.fromkeys((r["judge"], r["subset"]) for r in mine))
+    methods = list(dict.fromkeys(r["selector"] for r in mine))
+    colour, marker = _colours(methods), _markers(methods)
+    ncol = min(3, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    width = max(7.0, 4.6 * ncol)
+    fig = Figure(figsize=(width, 3.6 * nrow + 1.6))
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(nrow + 1, ncol, height_ratios=[3.6] * nrow + [1.0], hspace=0.5, wspace=0.25,
+                            top=1 - 0.9 / (3.6 * nrow + 1.6), bottom=0.04)
+    for i, (judge, subset) in enumerate(panels):
+        ax = fig.add_subplot(grid[i // ncol, i % ncol])
+        for r in (r for r in mine if (r["judge"], r["subset"]) == (judge, subset)):
+            points = _cost_points(r)
+            assert points is not None
+            xs, ys, lows, highs = points
+            err = [[y - lo if lo == lo else 0.0 for y, lo in zip(ys, lows)],
+                   [hi - y if hi == hi else 0.0 for y, hi in zip(ys, highs)]]
+            m = r["selector"]
+            ax.errorbar(xs, ys, yerr=err, fmt=marker[m], color=colour[m], markersize=5 if len(xs) == 1 else 3.5,
+                        linewidth=1.3, elinewidth=0.7, capsize=2, linestyle="-" if len(xs) > 1 else "none",
+                        label=m, zorder=3)
+        ax.set_xscale("log")
+        ax.set_title(f"{judge} / {subset}", fontsize=9)
+        ax.set_xlabel("tokens per task (log scale)", fontsize=8)
+        ax.set_ylabel("tie-aware accuracy (%)", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3, which="both")
+    handles = [fig.axes[0].errorbar([], [], fmt=marker[m], color=colour[m], linestyle="-") for m in methods]
+    legend_ax = fig.add_subplot(grid[nrow, :])
+    legend_ax.axis("off")
+    legend_ax.legend(handles, [textwrap.shorten(m, 60) for m in methods], loc="center", ncol=min(3, len(methods)),
+                     fontsize=8, frameon=False)
+    title = (f"Accuracy against compute ({level} CI over tasks): lines are Best-of-N with k = 1..N samples (k samples "
+             f"cost k times one), points are methods measured only at their own cost (beam search, list-wise or "
+             f"pairwise selection)")
+    fig.suptitle(textwrap.fill(title, width=int(width * 14)), fontsize=9)
+    fig.savefig(path, dpi=100)
+    return path

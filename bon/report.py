@@ -78,8 +78,13 @@ def load_rows(path: Path, root: Path | None = None, data: Any = None) -> list[di
     and the run's `confidence` added. `data`: the file's JSON if already parsed."""
     summary = Summary.from_json(_read(path) if data is None else data, path)
     source = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
-    return [{**row.to_json(), "source": source, "_path": str(path), "confidence": summary.confidence}
-            for row in summary.rows]
+    rows = [{**row.to_json(), "source": source, "_path": str(path), "confidence": summary.confidence,
+             "compute": summary.compute} for row in summary.rows]
+    method = (summary.compute or {}).get("method")
+    for row in rows:  # runs of one selector by different methods (search, mixture, reflection) stay apart
+        if method and method != row["selector"]:
+            row["selector"] = method
+    return rows
 
 
 def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -381,6 +386,13 @@ def markdown(rows: list[dict[str, Any]], missing: list[str] | None = None) -> tu
         parts += ["", "## Best-of-k", "",
                   "Expected accuracy (%) when the selector chooses among k candidates drawn from the N recorded ones "
                   "(k=1 is the random baseline, k=N the selector's expected accuracy over tie-breaks).", "", bok]
+    spent = compute_table(rows)
+    if spent:
+        parts += ["", "## Accuracy against compute", "",
+                  "What each method cost per task (every call it needs, cache hits included, so a rerun shows the same "
+                  "cost) beside its tie-aware accuracy. report_compute.png draws Best-of-N at every k (k samples cost "
+                  "k times one sample's generation and judging) against the other methods' single points, so methods "
+                  "can be compared at equal tokens.", "", spent]
     breakdown = breakdown_table(rows)
     if breakdown:
         parts += ["", "## Per-subset breakdown of pooled runs", "",
@@ -441,6 +453,25 @@ def attach_tie_aware_differences(rows: list[dict[str, Any]]) -> None:
         diffs = [mine[t] - theirs[t] for t in tasks]
         low, high = bootstrap_ci(diffs, r["confidence"])
         r["vs_final"] = {"n_tasks": len(tasks), "diff": sum(diffs) / len(diffs), "ci_low": low, "ci_high": high}
+
+
+def compute_table(rows: list[dict[str, Any]]) -> str | None:
+    """What each method cost per task beside its tie-aware accuracy (live runs; issue 14's comparison)."""
+    priced = [r for r in rows if r.get("compute") and r["accuracy"] is not None]
+    if not priced:
+        return None
+    body = []
+    for r in sorted(priced, key=lambda r: (r["judge"], r["compute"]["per_task"]["tokens"])):
+        per = r["compute"]["per_task"]
+        value, low, high = tie_aware(r)
+        if low is None or high is None:  # no best-of-k curve (a comparing judge): the pick's own interval
+            low, high = r["ci_low"], r["ci_high"]
+        ci = f" [{pct(low)}, {pct(high)}]" if is_number(low) and is_number(high) else ""
+        body.append([_md_escape(r["selector"]), _md_escape(r["judge"]), f"{per['tokens']:.0f}", f"{per['calls']:.1f}",
+                     "-" if per["usd"] is None else f"{per['usd']:.4f}", f"{pct(value)}{ci}",
+                     _md_escape(r["compute"].get("note") or "")])
+    header = ["method", "judge", "tokens / task", "calls / task", "USD / task", "accuracy (tie-aware)", "note"]
+    return _md_table(header, body, ["l", "l", "r", "r", "r", "r", "l"])
 
 
 def paired_table(rows: list[dict[str, Any]]) -> str | None:
@@ -544,6 +575,8 @@ def build(root: Path, out: Path | None = None) -> dict[str, Path]:
         for i, path in enumerate(plots.best_of_k_figures(scored, out, selectors=selectors, judges=judges,
                                                          subsets=subsets, level=level)):
             paths[f"best_of_k_png_{i}"] = path
+        if any(r.get("compute") for r in scored):
+            paths["compute_png"] = plots.compute_figure(scored, out / "report_compute.png", level=level)
     except OSError as exc:
         raise BonError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     print(summary)
