@@ -78,7 +78,9 @@ def generator_configs(cfg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """One generator config per model: the preset itself, or one per entry of `generator.models` (a mixture)."""
     from bon.generators import mixed
 
-    return mixed.model_configs(cfg) if cfg.get("models") else [cfg]
+    if cfg.get("models"):
+        return list(mixed.model_configs(cfg))
+    return [cfg]
 
 
 def agent(cfg: Mapping[str, Any], model_cfgs: list[Mapping[str, Any]], clients: list[Any],

@@ -68,7 +68,8 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
                 say(f"plan: judge {len(trajectories)} trajectories replayed from {path}")
                 _say_clients(clients, budget)
             else:
-                online_judge = build.judge(online_judge_cfg, online_client) if online_client is not None else None
+                online_judge = (build.judge(online_judge_cfg, online_client)
+                                if online_client is not None and online_judge_cfg is not None else None)
                 policy = None if searching else intervention.policy_from_config(icfg, online_judge)
                 helper = build.helper(icfg, helper_client) if policy is not None and policy.hands_over else None
                 generator = build.agent(generator_cfg, gen_cfgs, gen_clients, tools_cfg, policy, helper, default_tools,
@@ -84,7 +85,7 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
             judge_store = Path(str(judge_cfg.get("store") or out_dir / "judgements.jsonl")).expanduser()
             judgements, fingerprints, reused = await _judge_steps(judge, trajectories, judge_store)
             say_failures("judging", judge_client.stats)
-            if compare_client is not None:
+            if compare_client is not None and selector is not None:
                 verdicts, tally = await stage.decide(stage.comparing_judge(selector, judge_cfg, compare_client),
                                                      trajectories, out_dir)
                 say_failures("selection", compare_client.stats)
@@ -94,7 +95,7 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
     table = table.with_columns(pl.Series("generation_failed", no_step, dtype=pl.Boolean),
                                pl.Series("model", [t.metadata.get("model") for t in trajectories], dtype=pl.String))
     usage: dict[str, Any] = {"judging": judge_client.stats.to_dict()}
-    if compare_client is not None:
+    if compare_client is not None and selector is not None:
         table = stage.with_picks(table, verdicts)
         usage["selection"] = {**compare_client.stats.to_dict(), **tally, "fallback": selector.fallback}
     if gen_clients:

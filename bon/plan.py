@@ -113,4 +113,4 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
     except OmegaConfBaseException as exc:
         raise BonError(f"cannot resolve the config: {str(exc).splitlines()[0]}") from None
     assert isinstance(values, dict)
-    return values
+    return {str(k): v for k, v in values.items()}

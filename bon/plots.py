@@ -235,21 +235,25 @@ def _cost_points(row: dict[str, Any]) -> tuple[list[float], list[float], list[fl
     """(tokens per task, accuracy, CI low, CI high) in percent: a Best-of-N run's curve over k (k samples cost k
     times one), else the method's one point; None without a cost."""
     compute = row.get("compute") or {}
-    tokens = (compute.get("per_task") or {}).get("tokens")
-    if not is_number(tokens):
+    tokens = _number((compute.get("per_task") or {}).get("tokens"))
+    if tokens != tokens:
         return None
     bok = row.get("best_of_k") or {}
-    per_sample = (compute.get("per_sample") or {}).get("tokens")
-    if is_number(per_sample) and bok.get("k"):
+    per_sample = _number((compute.get("per_sample") or {}).get("tokens"))
+    if per_sample == per_sample and bok.get("k"):
         xs = [k * per_sample for k in bok["k"]]
-        def pct_or_nan(values: Any) -> list[float]:
-            return [100 * v if is_number(v) else math.nan for v in (values or [math.nan] * len(xs))]
-        return xs, pct_or_nan(bok["accuracy"]), pct_or_nan(bok.get("ci_low")), pct_or_nan(bok.get("ci_high"))
+        def percent(values: Any) -> list[float]:
+            return [100 * _number(v) for v in (values or [None] * len(xs))]
+        return xs, percent(bok["accuracy"]), percent(bok.get("ci_low")), percent(bok.get("ci_high"))
     value, low, high = tie_aware(row)
     if low is None or high is None:
         low, high = row.get("ci_low"), row.get("ci_high")
-    return [tokens], [100 * value], [100 * low if is_number(low) else math.nan], \
-        [100 * high if is_number(high) else math.nan]
+    return [tokens], [100 * value], [100 * _number(low)], [100 * _number(high)]
+
+
+def _number(x: Any) -> float:
+    """x as a float; NaN when it is no number (a missing figure)."""
+    return float(x) if is_number(x) else math.nan
 
 
 def compute_figure(rows: list[dict[str, Any]], path: Path, *, level: str = "95%") -> Path:

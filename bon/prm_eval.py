@@ -8,6 +8,7 @@ documented in bon.metrics, kept as an extra column.
 from __future__ import annotations
 
 import threading
+from typing import Any
 from pathlib import Path
 
 import hydra
@@ -109,10 +110,16 @@ def format_confusion(scores: dict[str, dict[str, PrmScore]]) -> str:
     return "\n".join(lines)
 
 
+def _group(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """One config group as plain values (interpolations resolved)."""
+    values = OmegaConf.to_container(cfg[name], resolve=True)
+    assert isinstance(values, dict)  # a config group is a mapping
+    return {str(k): v for k, v in values.items()}
+
+
 @exit_on_user_error
 def run(cfg: DictConfig, out_dir: Path) -> pl.DataFrame:
-    scores = score(OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.judge, resolve=True),
-                   OmegaConf.to_container(cfg.cache, resolve=True))
+    scores = score(_group(cfg, "dataset"), _group(cfg, "judge"), _group(cfg, "cache"))
     frame = to_frame(scores)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.write_csv(out_dir / "prm_eval.csv")

@@ -22,7 +22,7 @@ from bon.selectors import Selector
 from bon.types import Trajectory
 
 COLUMN = "listwise_pick"
-JUDGES = {"listwise": ListwiseJudge, "pairwise": PairwiseJudge}
+JUDGES: dict[str, type[ListwiseJudge] | type[PairwiseJudge]] = {"listwise": ListwiseJudge, "pairwise": PairwiseJudge}
 
 
 def comparing_judge(selector: Selector, judge_cfg: Mapping[str, Any], client: Any) -> ListwiseJudge | PairwiseJudge:
@@ -59,10 +59,10 @@ async def decide(judge: ListwiseJudge | PairwiseJudge, trajectories: Sequence[Tr
     with (out_dir / "verdicts.jsonl").open("w", encoding="utf-8") as out:
         for verdict in verdicts:
             out.write(json.dumps({**asdict(verdict), "kind": judge.kind}, ensure_ascii=False) + "\n")
-    tally = {"kind": judge.kind, "permutations": judge.permutations, "tasks": len(verdicts),
-             "failed": sum(v.failed for v in verdicts), "ties": sum(v.tie for v in verdicts),
-             "without_candidates": len({t.task_id for t in trajectories}) - len(verdicts)}
-    tally["fell_back"] = tally["failed"] + tally["without_candidates"]  # decided by the selector's fallback
+    failed, without = sum(v.failed for v in verdicts), len({t.task_id for t in trajectories}) - len(verdicts)
+    tally = {"kind": judge.kind, "permutations": judge.permutations, "tasks": len(verdicts), "failed": failed,
+             "ties": sum(v.tie for v in verdicts), "without_candidates": without,
+             "fell_back": failed + without}  # tasks the selector's fallback decides
     say(f"{judge.kind} {judge.name}: {tally['tasks']} tasks, {tally['failed']} verdicts failed, {tally['ties']} ties")
     return verdicts, tally
 

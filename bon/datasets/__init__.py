@@ -85,15 +85,13 @@ def records(dataset_cfg: Mapping[str, Any]) -> list[apb.Record]:
 
 def candidate_table(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
                     generator_cfg: Mapping[str, Any] | None = None, seed: int = 0) -> pl.DataFrame:
-    """One row per (task, sample, judge) for the configured dataset, generator and judge(s)."""
+    """One row per (task, sample, judge) of AgentProcessBench's recorded trajectories and judge(s)
+    (the synthetic benchmark's table is bon.datasets.sim's)."""
     _check_dataset(dataset_cfg)
-    if dataset_cfg["name"] == "sim":
-        from bon.datasets import sim
-
-        return sim.candidate_table(dataset_cfg, generator_cfg or {"kind": "sim"}, judge_cfg, seed)
-    if (generator_cfg or {}).get("kind", "replay") != "replay":
+    kind = (generator_cfg or {}).get("kind", "replay")
+    if kind != "replay":
         raise BonError(f"dataset={dataset_cfg['name']} replays recorded trajectories: use generator=replay "
-                       f"(got {generator_cfg.get('kind')!r})")
+                       f"(got {kind!r})")
     root, judges = judge_names(dataset_cfg, judge_cfg)
     rows = []
     for record in records({**dataset_cfg, "root": str(root)}):

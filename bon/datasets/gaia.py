@@ -114,7 +114,7 @@ def load(path: str | None, level: int | str | None = None, split: str | None = N
             continue
         answer = r.get("Final answer")
         answer = None if answer is None or str(answer).strip() in HIDDEN else str(answer)
-        files = ()
+        files: tuple[str, ...] = ()
         if r.get("file_name"):
             attached = directory / str(r["file_name"])
             if not attached.is_file():

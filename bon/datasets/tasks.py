@@ -26,7 +26,8 @@ def load(path: str | None) -> list[Task]:
 
 
 def _read(file: Path) -> list[Task]:
-    tasks, seen = [], {}
+    tasks: list[Task] = []
+    seen: dict[str, int] = {}
     for lineno, r in jsonl.read(file):
         where = f"{file}:{lineno}"
         task_id, question = r.get("task_id"), r.get("question")

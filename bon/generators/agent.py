@@ -141,7 +141,7 @@ class AgentGenerator:
         self.system_prompt = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
         self.trajectory_timeout_s = float(trajectory_timeout_s)
         self.tool_timeout_s = tool_timeout_s
-        self.concurrency = concurrency or getattr(client.limiter, "concurrency", 16)
+        self.concurrency: int = concurrency or int(getattr(client.limiter, "concurrency", 16) or 16)
         if intervention is not None and intervention.hands_over and helper is None:
             raise BonError("an intervention policy needs a helper to take the human's steps "
                            "(intervention.helper: a stronger model, or kind=terminal)")
@@ -163,7 +163,8 @@ class AgentGenerator:
             if self._workspace is None and task.files:
                 self._workspace = Path(tempfile.mkdtemp(prefix="bon-files-"))
                 weakref.finalize(self, shutil.rmtree, self._workspace, ignore_errors=True)
-            self._files[task.id] = workspace.materialize(task, self._workspace) if task.files else None
+            self._files[task.id] = (workspace.materialize(task, self._workspace)
+                                    if task.files and self._workspace is not None else None)
         return self._files[task.id]
 
     async def aclose(self) -> None:

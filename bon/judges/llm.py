@@ -293,5 +293,6 @@ class LLMJudge:
             return JudgeResult(Judgement(self.name, status="failed", raw=raw,
                                          reason=f"{len(ok)} of {self.samples} samples usable, quorum "
                                                 f"{self.quorum}: {why}"), meta)
-        labels = {i: vote(j.step_labels[i] for j in ok) for i in steps}
-        return JudgeResult(Judgement(self.name, labels, vote(j.final_label for j in ok), raw=raw), meta)
+        labels = {i: vote(label for j in ok if (label := j.step_labels[i]) is not None) for i in steps}
+        final = vote(j.final_label for j in ok if j.final_label is not None)
+        return JudgeResult(Judgement(self.name, labels, final, raw=raw), meta)
