@@ -29,10 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from llm_server import FakeLLMServer, hang, rate_limited, server_error, text, verdict  # noqa: E402
+
 from bon.judges.llm import LLMJudge  # noqa: E402
 from bon.llm import LLMClient, ResponseCache  # noqa: E402
 from bon.types import Judgement, Trajectory  # noqa: E402
-from llm_server import FakeLLMServer, hang, rate_limited, server_error, text, verdict  # noqa: E402
 
 FAULTS = (("rate_limit", 0.20), ("server_error", 0.10), ("timeout", 0.05), ("garbage", 0.05))
 GARBAGE = (

@@ -19,16 +19,17 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from llm_server import max_in_window  # noqa: E402
+
 from bon.llm import LLMClient, ResponseCache  # noqa: E402
 from bon.llm.transport import import_litellm  # noqa: E402
-from llm_server import max_in_window  # noqa: E402
 
 
 @contextmanager

@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     total_us = sum(c for _, c, d, _ in imports if d == 0)
     print(f"\n-X importtime run: {wall_it:.3f} s wall (importtime adds overhead); {len(imports)} modules, "
           f"top-level imports total {total_us / 1e6:.3f} s")
-    print("top 10 imports by cumulative time (depth 0 = not nested in another import: module level or a lazy import inside a function):")
+    print("top 10 imports by cumulative time (depth 0 = not nested in another import: module level or a lazy "
+          "import inside a function):")
     print(f"  {'cumulative':>11} {'self':>9}  depth  module")
     for self_us, cum_us, depth, mod in sorted(imports, key=lambda r: -r[1])[:10]:
         print(f"  {cum_us / 1000:8.1f} ms {self_us / 1000:6.1f} ms  {depth:>5}  {mod}")

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import itertools
+import os
 import pstats
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl

@@ -5,7 +5,8 @@ source of trajectories and judgements (live, replayed, simulated) feeds the same
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 

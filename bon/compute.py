@@ -67,10 +67,12 @@ def summary(trajectories: Sequence[Trajectory], stages: Mapping[str, Mapping[str
     n_tasks = len({t.task_id for t in trajectories})
     total = _part(0, 0, 0.0)
     for part in stages.values():
-        total = _part(total["calls"] + part["calls"], total["tokens"] + part["tokens"], _plus(total["usd"], part["usd"]))
+        total = _part(total["calls"] + part["calls"], total["tokens"] + part["tokens"],
+                      _plus(total["usd"], part["usd"]))
     notes = []
     if reused_judgements:
-        notes.append(f"{reused_judgements} judgements were reused from judgements.jsonl, so their calls are not counted")
+        notes.append(f"{reused_judgements} judgements were reused from judgements.jsonl, so their calls are not "
+                     f"counted")
     if total["usd"] is None:
         notes.append("some calls have no known price, so USD is not given")
     out: dict[str, Any] = {"method": method, "tasks": n_tasks, "trajectories": len(trajectories),

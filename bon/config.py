@@ -14,9 +14,10 @@ import os
 import sys
 import threading
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from bon.errors import BonError
 
@@ -28,7 +29,8 @@ def conf_dir() -> str:
     for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
         if (candidate / "config.yaml").is_file():
             return str(candidate)
-    raise FileNotFoundError(f"bon's config tree is missing: looked for {_PACKAGE.parent / 'conf'} and {_PACKAGE / 'conf'}")
+    raise FileNotFoundError(f"bon's config tree is missing: looked for {_PACKAGE.parent / 'conf'} and "
+                            f"{_PACKAGE / 'conf'}")
 
 
 # --------------------------------------------------------------------------- schema

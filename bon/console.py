@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # Loggers whose records belong in run.log only, never on the terminal: one line per failed call, and
 # the copies of what was said on the terminal.

@@ -10,7 +10,8 @@ import select
 import signal
 import sys
 import threading
-from typing import Callable, Iterable, NoReturn, TypeVar, cast
+from collections.abc import Callable, Iterable
+from typing import NoReturn, TypeVar, cast
 
 F = TypeVar("F", bound=Callable)
 

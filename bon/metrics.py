@@ -12,8 +12,8 @@ StepAcc and FirstErrAcc follow the AgentProcessBench paper (Table 3) and its eva
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class PrmScore:
             known, judged = _strict_first_error_known(steps, labels)
             self.n_first_error_strict_correct += known and judged == truth
 
-    def __add__(self, other: "PrmScore") -> "PrmScore":
+    def __add__(self, other: PrmScore) -> PrmScore:
         return PrmScore(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
     @property

@@ -8,8 +8,8 @@ documented in bon.metrics, kept as an extra column.
 from __future__ import annotations
 
 import threading
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import hydra
 import polars as pl
@@ -106,7 +106,8 @@ def format_confusion(scores: dict[str, dict[str, PrmScore]]) -> str:
         norm = per_subset[AVG].row_normalized()
         lines.append(f"{judge}\n  human\\judge      -1      0     +1  missing")
         for h, human in enumerate(("-1", " 0", "+1")):
-            lines.append(f"  {human:>11}  " + "  ".join(f"{100 * x:5.1f}" for x in norm[h, :3]) + f"  {100 * norm[h, 3]:7.1f}")
+            cells = "  ".join(f"{100 * x:5.1f}" for x in norm[h, :3])
+            lines.append(f"  {human:>11}  {cells}  {100 * norm[h, 3]:7.1f}")
     return "\n".join(lines)
 
 

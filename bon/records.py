@@ -8,7 +8,8 @@ files from other tools (`generator=replay`).
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bon.errors import BonError
 from bon.types import VALID_LABELS, Judgement, Trajectory

@@ -25,8 +25,9 @@ import functools
 import json
 import re
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from bon.errors import BonError, exit_on_user_error
 from bon.fmt import is_number, pct
@@ -363,8 +364,9 @@ def missing_text(missing: list[str]) -> str:
 def markdown(rows: list[dict[str, Any]], missing: list[str] | None = None) -> tuple[str, str]:
     """(the whole report.md, the main table with its caption for stdout); `missing` names absent jobs."""
     datasets = ", ".join(_first_seen(r["dataset"] for r in rows))
-    tasks = "; ".join(f"{s}: {', '.join(map(str, _first_seen(str(r['n_tasks']) for r in rows if r['subset'] == s and r['n_tasks'])))}"
-                      for s in subset_order(rows))
+    counts = {s: _first_seen(str(r["n_tasks"]) for r in rows if r["subset"] == s and r["n_tasks"])
+              for s in subset_order(rows)}
+    tasks = "; ".join(f"{s}: {', '.join(n)}" for s, n in counts.items())
     caption = (f"Tie-aware expected selection accuracy (%) on {datasets} with {_level_text(rows)} bootstrap "
                f"intervals over tasks [low, high]: a tie counts as the mean success of the tied candidates, so the "
                f"numbers do not depend on sample order. Columns are judge / subset; tasks per subset: {tasks}.")

@@ -194,7 +194,8 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
 
         print(format_usage(stage, st))
         if stage == "selection":
-            print(f"  {st['kind']} verdicts: {st['tasks']} tasks, {st['ties']} ties; {st['fell_back']} tasks decided by "
+            print(f"  {st['kind']} verdicts: {st['tasks']} tasks, {st['ties']} ties; "
+                  f"{st['fell_back']} tasks decided by "
                   f"{st['fallback']} ({st['failed']} verdicts failed, {st['without_candidates']} tasks without a "
                   f"candidate)")
     if spent is not None:

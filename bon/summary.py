@@ -7,9 +7,10 @@ uses and refuses a bad or older file in one line naming the file and the field.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bon.errors import BonError
 from bon.fmt import is_number

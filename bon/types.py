@@ -4,8 +4,9 @@ They are frozen so a stage can never quietly edit what an earlier stage produced
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 Label = Literal[-1, 0, 1]
 VALID_LABELS: frozenset[int] = frozenset({-1, 0, 1})

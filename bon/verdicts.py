@@ -22,15 +22,18 @@ from bon.selectors import Selector
 from bon.types import Trajectory
 
 COLUMN = "listwise_pick"
-JUDGES: dict[str, type[ListwiseJudge] | type[PairwiseJudge]] = {"listwise": ListwiseJudge, "pairwise": PairwiseJudge}
+JUDGES: dict[str, type[ListwiseJudge] | type[PairwiseJudge]] = {"listwise": ListwiseJudge,
+                                                                "pairwise": PairwiseJudge}
 
 
 def comparing_judge(selector: Selector, judge_cfg: Mapping[str, Any], client: Any) -> ListwiseJudge | PairwiseJudge:
     """The comparing judge a selector asks for, on the run's judge model (`judge.permutations` orders,
     each candidate shortened to `judge.max_chars`)."""
     kind = JUDGES[str(selector.verdicts)]
-    return kind(client, str(judge_cfg.get("name") or judge_cfg["model"]), permutations=int(judge_cfg.get("permutations") or 1),
-                max_chars=int(judge_cfg.get("max_chars") or DEFAULT_MAX_CHARS), temperature=judge_cfg.get("temperature"))
+    return kind(client, str(judge_cfg.get("name") or judge_cfg["model"]),
+                permutations=int(judge_cfg.get("permutations") or 1),
+                max_chars=int(judge_cfg.get("max_chars") or DEFAULT_MAX_CHARS),
+                temperature=judge_cfg.get("temperature"))
 
 
 def question_of(trajectory: Trajectory) -> str:

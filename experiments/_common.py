@@ -10,8 +10,9 @@ import argparse
 import copy
 import functools
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -122,7 +123,8 @@ def compose(*overrides: str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _composed(overrides: tuple[str, ...]) -> dict[str, Any]:
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
     import bon.datasets  # noqa: F401 - registers the resolver that conf/config.yaml's defaults list uses
@@ -163,7 +165,8 @@ def replay_table(subset: str, root: Path, judges: Sequence[str] = ("all",), huma
 
 
 def step_accuracy(subset: str, root: Path, judges: str = "all") -> dict[str, float]:
-    """Each recorded judge's StepAcc (%) on `subset` ('all' pools every subset), as `python -m bon.prm_eval` reports it."""
+    """Each recorded judge's StepAcc (%) on `subset` ('all' pools every subset), as `python -m bon.prm_eval`
+    reports it."""
     from bon.prm_eval import AVG, score
 
     scores = score(*replay_configs(subset, root, judges))

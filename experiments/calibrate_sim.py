@@ -10,7 +10,8 @@ import argparse
 
 import yaml
 
-from bon.datasets import agentprocessbench as apb, locate_root
+from bon.datasets import agentprocessbench as apb
+from bon.datasets import locate_root
 from bon.sim.calibrate import judge_config, profile_config
 
 

@@ -12,13 +12,13 @@ band is a 95% percentile bootstrap over tasks. Writes best_of_k.png and best_of_
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
-import polars as pl
+from typing import Any
 
 import _common as c
+import numpy as np
+import polars as pl
 
 STUDY = "best_of_k"
 SELECTORS = "final,pos_count,pos_ratio,two_stage,clean_prefix,majority,random,pass_at_n"
@@ -29,7 +29,8 @@ def curves(table: pl.DataFrame, selectors: Sequence[str], source: str, resamples
     """CSV rows (one per selector and k) and notes about selectors that were left out."""
     from bon.candidates import tasks_with_answers
     from bon.metrics import bootstrap_bands
-    from bon.selectors import SELECTORS as BUILTIN, to_batch
+    from bon.selectors import SELECTORS as BUILTIN
+    from bon.selectors import to_batch
     from bon.selectors.best_of_k import curve
 
     batch = to_batch(table)
@@ -130,7 +131,8 @@ def plot(rows: list[dict[str, Any]], path) -> None:
     fig.suptitle(f"Best-of-k: selection accuracy as the number of candidates grows — {synthetic}\n"
                  "lines: mean accuracy over all k-subsets of each task's N candidates (tie-aware); "
                  "bands: 95% bootstrap interval over tasks\n"
-                 "(all selectors see the same tasks, so overlapping bands are not a test: compare with bon.metrics.paired)",
+                 "(all selectors see the same tasks, so overlapping bands are not a test: "
+                 "compare with bon.metrics.paired)",
                  fontsize=11.5)
     c.save(fig, path)
 

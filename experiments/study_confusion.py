@@ -1,4 +1,5 @@
-"""Recorded judges on AgentProcessBench: row-normalised step confusion matrices (paper Figure 6) and StepAcc vs ORM accuracy (Figure 7).
+"""Recorded judges on AgentProcessBench: row-normalised step confusion matrices (paper Figure 6) and StepAcc
+vs ORM accuracy (Figure 7).
 
     python experiments/study_confusion.py [--subset all] [--out DIR]
 
@@ -12,12 +13,12 @@ judges.csv (one row per judge).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Any
 
 import _common as c
+import numpy as np
 
 STUDY = "confusion"
 COLUMNS = ("-1", "0", "+1", "missing")
@@ -203,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         x = [r["step_acc"] for r in summary]
         y = [r["orm_acc"] for r in summary]
         print(f"Pearson r(StepAcc, ORM accuracy) = {np.corrcoef(x, y)[0, 1]:.2f} over {len(summary)} judges")
-    print(f"wrote {out / 'confusion.png'}, {out / 'stepacc_vs_orm.png'}, {out / 'confusion.csv'} and {out / 'judges.csv'}")
+    print(f"wrote {out / 'confusion.png'}, {out / 'stepacc_vs_orm.png'}, {out / 'confusion.csv'} "
+          f"and {out / 'judges.csv'}")
     return summary
 
 

@@ -1,4 +1,5 @@
-"""Selector x judge heatmap of accuracy gain over a random pick, on AgentProcessBench replay (every recorded judge + human labels).
+"""Selector x judge heatmap of accuracy gain over a random pick, on AgentProcessBench replay (every recorded
+judge + human labels).
 
     python experiments/study_heatmap.py [--subset all] [--selectors final,pos_count,...] [--out DIR]
 
@@ -12,13 +13,13 @@ recorded judges by StepAcc, best first. Writes heatmap.png and heatmap.csv.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
-import polars as pl
+from typing import Any
 
 import _common as c
+import numpy as np
+import polars as pl
 
 STUDY = "heatmap"
 SELECTORS = "final,pos_count,pos_ratio,two_stage,clean_prefix,majority,weighted_majority,pass_at_n"
@@ -27,7 +28,8 @@ SELECTORS = "final,pos_count,pos_ratio,two_stage,clean_prefix,majority,weighted_
 def cells(subset: str, selectors: Sequence[str], resamples: int, seed: int, root: Path) -> list[dict[str, Any]]:
     from bon.candidates import tasks_with_answers
     from bon.metrics import bootstrap_bands
-    from bon.selectors import SELECTORS as BUILTIN, select, to_batch
+    from bon.selectors import SELECTORS as BUILTIN
+    from bon.selectors import select, to_batch
 
     table = c.replay_table(subset, root, human=True)
     step_acc = c.step_accuracy(subset, root) | {c.HUMAN: 100.0}

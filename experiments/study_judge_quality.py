@@ -1,4 +1,5 @@
-"""How good must my PRM be before %Pos beats Final? A judge-quality sweep on the simulator, with the real judges placed on it.
+"""How good must my PRM be before %Pos beats Final? A judge-quality sweep on the simulator, with the real
+judges placed on it.
 
     python experiments/study_judge_quality.py [--profile gaia_dev] [--tasks 4000] [--n 5] [--steps 21]
                                               [--biases 0,0.15,0.3] [--orm-tpr P] [--orm-fpr P] [--no-real] [--out DIR]
@@ -20,12 +21,12 @@ synthetic candidates, at its simulated StepAcc; and the judge's real replay accu
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-import numpy as np
-import polars as pl
+from collections.abc import Sequence
+from typing import Any
 
 import _common as c
+import numpy as np
+import polars as pl
 
 STUDY = "judge_quality"
 SELECTORS = ("final", "pos_count", "pos_ratio", "two_stage", "random", "pass_at_n")
@@ -50,7 +51,8 @@ class Sweep:
 
     def run(self, judge, selectors: Sequence[str]) -> dict[str, Any]:
         """StepAcc (%) and each selector's tie-aware accuracy (%) under `judge` (a bon.sim.model.JudgeModel)."""
-        from bon.selectors import SELECTORS as BUILTIN, select, to_batch
+        from bon.selectors import SELECTORS as BUILTIN
+        from bon.selectors import select, to_batch
         from bon.sim import model
 
         rng = np.random.default_rng([self.seed, 1])  # the same draws for every judge: common random numbers
@@ -112,9 +114,11 @@ def sweep_rows(args, sweep: Sweep, orm: dict[str, float]) -> tuple[list[dict[str
 
 def real_rows(args, sweep: Sweep) -> list[dict[str, Any]]:
     """Per recorded judge: a calibrated simulated judge on the synthetic tasks, and the real replay."""
-    from bon.datasets import agentprocessbench as apb, locate_root
+    from bon.datasets import agentprocessbench as apb
+    from bon.datasets import locate_root
     from bon.metrics import bootstrap_bands
-    from bon.selectors import SELECTORS as BUILTIN, select, to_batch
+    from bon.selectors import SELECTORS as BUILTIN
+    from bon.selectors import select, to_batch
     from bon.sim.calibrate import judge_model
 
     root = locate_root(args.root, option="--root")
@@ -167,7 +171,8 @@ def plot(rows: list[dict[str, Any]], crossings: list[dict[str, Any]], args, path
     for i, cr in enumerate(crossings):
         if np.isfinite(cr["step_acc"]):
             ax.axvline(cr["step_acc"], color=bias_colour[cr["bias"]], linestyle="--", linewidth=1)
-            ax.annotate(f"crossover, bias {cr['bias']:g}: StepAcc {cr['step_acc']:.1f}%", (cr["step_acc"], 0.3 - 0.07 * i),
+            ax.annotate(f"crossover, bias {cr['bias']:g}: StepAcc {cr['step_acc']:.1f}%",
+                        (cr["step_acc"], 0.3 - 0.07 * i),
                         xycoords=("data", "axes fraction"), xytext=(5, 0), textcoords="offset points",
                         color=bias_colour[cr["bias"]], fontsize=8.5, ha="left")
     ax.axhline(0, color="black", linewidth=0.9)
@@ -244,13 +249,16 @@ def plot(rows: list[dict[str, Any]], crossings: list[dict[str, Any]], args, path
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p = c.parser(__doc__)
     c.add_common(p, STUDY, resamples=1000)
-    p.add_argument("--profile", default="gaia_dev", help="simulator profile (and real subset): hotpotqa | gaia_dev | bfcl | tau2")
+    p.add_argument("--profile", default="gaia_dev",
+                   help="simulator profile (and real subset): hotpotqa | gaia_dev | bfcl | tau2")
     p.add_argument("--tasks", type=int, default=4000, help="simulated tasks")
     p.add_argument("--n", type=int, default=5, help="candidates per task (5 matches the real replay)")
     p.add_argument("--steps", type=int, default=21, help="points of the quality knob q in [0, 1]")
     p.add_argument("--biases", default="0,0.15,0.3", help="comma-separated positive-bias levels")
-    p.add_argument("--orm-tpr", type=float, default=None, help="ORM P(final +1 | success) (default conf/judge/sim.yaml)")
-    p.add_argument("--orm-fpr", type=float, default=None, help="ORM P(final +1 | failure) (default conf/judge/sim.yaml)")
+    p.add_argument("--orm-tpr", type=float, default=None,
+                   help="ORM P(final +1 | success) (default conf/judge/sim.yaml)")
+    p.add_argument("--orm-fpr", type=float, default=None,
+                   help="ORM P(final +1 | failure) (default conf/judge/sim.yaml)")
     p.add_argument("--no-real", action="store_true", help="skip the recorded judges (no AgentProcessBench data needed)")
     args = p.parse_args(argv)
     out = c.out_dir(args.out)

@@ -18,7 +18,8 @@ from pathlib import Path
 import polars as pl
 
 from bon import datasets
-from bon.datasets import agentprocessbench as apb, locate_root
+from bon.datasets import agentprocessbench as apb
+from bon.datasets import locate_root
 from bon.metrics import bootstrap_ci
 from bon.selectors import SELECTORS, select, to_batch
 

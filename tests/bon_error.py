@@ -1,7 +1,8 @@
 """The BonError an in-process call raises, checked to be one line (what a command would print)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

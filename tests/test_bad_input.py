@@ -14,14 +14,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
+from llm_server import FakeLLMServer, tool_call, verdict
 
 from bon import config
-from llm_server import FakeLLMServer, tool_call, verdict
 
 CONF = Path(config.conf_dir())
 

@@ -21,6 +21,7 @@ import openpyxl
 import polars as pl
 import pytest
 from hydra import compose, initialize_config_dir
+from llm_server import FakeLLMServer, tool_call, verdict
 from pypdf import PdfReader
 
 import bon.datasets  # noqa: F401 - registers the resolver conf/config.yaml's defaults list uses
@@ -30,7 +31,6 @@ from bon.errors import BonError
 from bon.scoring.gaia import question_scorer
 from bon.tools.base import ToolContext
 from bon.tools.files import InspectFile
-from llm_server import FakeLLMServer, tool_call, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = builtin.FILES_DIR

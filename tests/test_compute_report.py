@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from llm_server import FakeLLMServer
 from test_listwise_run import agent_or_judge
 from test_live import run_live

@@ -11,11 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from llm_server import FakeLLMServer, tool_call, verdict
 
 from bon.config import conf_dir
 from bon.datasets import gaia
 from bon.errors import BonError
-from llm_server import FakeLLMServer, tool_call, verdict
 
 POINTER = ("version https://git-lfs.github.com/spec/v1\n"
            "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n")

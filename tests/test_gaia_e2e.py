@@ -17,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from llm_server import FakeLLMServer, tool_call, verdict
 
 MUSEUM_PAGE = ("<html><head><title>Bon Museum</title><script>var x = 'Paris';</script></head><body>"

@@ -7,17 +7,26 @@ import re
 import time
 
 import pytest
+from llm_server import (  # noqa: F401 - pytest fixtures
+    FAKE_KEY,
+    FAKE_KEY_ENV,
+    Reply,
+    hang,
+    llm_env_fixture,
+    llm_server_fixture,
+    text,
+    tool_call,
+    unauthorized,
+)
 
-from bon.datasets.taskset import TaskSet
 from bon import tools as tool_registry
+from bon.datasets.taskset import TaskSet
 from bon.errors import BonError
 from bon.generators.agent import DEFAULT_SYSTEM_PROMPT, AgentGenerator, _with_call_ids, final_answer_line
 from bon.llm import LLMClient, ResponseCache
 from bon.tools import ToolContext, run_tool
 from bon.tools.basic import MAX_INT_BITS
 from bon.types import Task
-from llm_server import FAKE_KEY, FAKE_KEY_ENV, Reply, hang, text, tool_call, unauthorized
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.usefixtures("llm_env")
 MODEL = "openai/test-model"

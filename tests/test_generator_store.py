@@ -11,16 +11,15 @@ import sys
 import time
 
 import pytest
+from llm_server import FAKE_KEY_ENV, Reply, llm_env_fixture, llm_server_fixture, server_error, tool_call  # noqa: F401 - pytest fixtures
 
-from bon.datasets.taskset import TaskSet
 from bon import tools as tool_registry
+from bon.datasets.taskset import TaskSet
 from bon.errors import BonError
 from bon.generators.agent import AgentGenerator
 from bon.generators.store import TrajectoryStore, dumps, load, replay
 from bon.llm import LLMClient
 from bon.types import Task, Trajectory
-from llm_server import FAKE_KEY_ENV, Reply, server_error, tool_call
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 
 def traj(task_id: str = "t1", sample: int = 0, **kw) -> Trajectory:

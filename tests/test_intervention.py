@@ -13,19 +13,37 @@ import subprocess
 import sys
 
 import pytest
+from llm_server import (
+    FAKE_KEY_ENV,
+    FakeLLMServer,
+    llm_env_fixture,  # noqa: F401 - pytest fixture
+    text,
+    tool_call,
+    verdict,
+)
 
-from bon.datasets.taskset import TaskSet
 from bon import tools
+from bon.datasets.taskset import TaskSet
 from bon.errors import BonError
 from bon.generators.agent import AgentGenerator
-from bon.generators.intervention import (AGENT, HUMAN, Budgeted, FixedRate, ModelHelper, Never, PRMTriggered, Reflect,
-                                         StepState, TerminalHuman, parse_human_line, policy_from_config,
-                                         reward_summary)
+from bon.generators.intervention import (
+    AGENT,
+    HUMAN,
+    Budgeted,
+    FixedRate,
+    ModelHelper,
+    Never,
+    PRMTriggered,
+    Reflect,
+    StepState,
+    TerminalHuman,
+    parse_human_line,
+    policy_from_config,
+    reward_summary,
+)
 from bon.judges.llm import LLMJudge
 from bon.llm import LLMClient
 from bon.types import Task, Trajectory
-from llm_server import FAKE_KEY_ENV, FakeLLMServer, text, tool_call, verdict
-from llm_server import llm_env_fixture  # noqa: F401 - pytest fixture
 
 TASK = Task("t1", "What is 6 times 7?", answer="42")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bon_error import bon_error
+
 from bon import jsonl
 from bon.datasets import gaia, tasks
 from bon.rehac.episodes import load_episodes
-from bon_error import bon_error
 
 LATIN1 = b'{"question": "caf\xe9?"}\n'  # "café" saved as Latin-1: 0xe9 is not UTF-8
 

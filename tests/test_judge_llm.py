@@ -6,13 +6,12 @@ import json
 import threading
 
 import pytest
+from llm_server import FAKE_KEY_ENV, llm_env_fixture, llm_server_fixture, server_error, text, unauthorized, verdict  # noqa: F401 - pytest fixtures
 
 from bon.errors import BonError
 from bon.judges.llm import LLMJudge, vote
 from bon.llm import LLMClient, ResponseCache
 from bon.types import Trajectory
-from llm_server import FAKE_KEY_ENV, server_error, text, unauthorized, verdict
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.usefixtures("llm_env")
 MODEL = "openai/test-model"

@@ -11,14 +11,13 @@ import json
 import re
 
 import pytest
+from llm_server import FAKE_KEY_ENV, Reply, bad_request, llm_env_fixture, llm_server_fixture, text  # noqa: F401 - pytest fixtures
 
 from bon.errors import BonError
 from bon.judges.listwise import ListwiseJudge, PairwiseJudge
 from bon.judges.transcript import compact
 from bon.llm import LLMClient, ResponseCache
 from bon.types import Trajectory
-from llm_server import FAKE_KEY_ENV, Reply, bad_request, text
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.usefixtures("llm_env")
 MODEL = "openai/test-model"

@@ -11,7 +11,6 @@ import json
 import re
 
 import pytest
-
 from llm_server import FakeLLMServer, text, tool_call, verdict
 from test_live import run_live
 

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from llm_server import FakeLLMServer, text, tool_call, verdict
+from llm_server import FakeLLMServer, tool_call, verdict
 
 SECRET = "sk-bon-test-7f3a9c1e5d-do-not-leak"
 

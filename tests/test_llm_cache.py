@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from llm_server import FAKE_KEY, FAKE_KEY_ENV, llm_env_fixture, llm_server_fixture, text, unauthorized  # noqa: F401 - pytest fixtures
 
 from bon.errors import BonError
 from bon.llm import LLMClient, ResponseCache, cache_key, default_cache_dir
-from llm_server import FAKE_KEY, FAKE_KEY_ENV, text, unauthorized
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.usefixtures("llm_env")
 MODEL = "openai/test-model"

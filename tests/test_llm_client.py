@@ -8,13 +8,28 @@ import logging
 import time
 
 import pytest
+from llm_server import (  # noqa: F401 - pytest fixtures
+    FAKE_KEY,
+    FAKE_KEY_ENV,
+    bad_request,
+    context_window,
+    hang,
+    http_error,
+    llm_env_fixture,
+    llm_server_fixture,
+    malformed,
+    max_in_window,
+    rate_limited,
+    server_error,
+    text,
+    tool_call,
+    unauthorized,
+    unavailable,
+    verdict,
+)
 
 from bon.errors import BonError
-from bon.llm import LLMClient, Limiter
-from llm_server import (FAKE_KEY, FAKE_KEY_ENV, bad_request, context_window, hang, http_error, malformed,
-                        max_in_window, rate_limited, server_error, text, tool_call, unauthorized, unavailable,
-                        verdict)
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
+from bon.llm import Limiter, LLMClient
 
 pytestmark = pytest.mark.usefixtures("llm_env")
 MODEL = "openai/test-model"

@@ -10,11 +10,20 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from llm_server import (  # noqa: F401 - pytest fixtures
+    FAKE_KEY,
+    FAKE_KEY_ENV,
+    FakeLLMServer,
+    llm_env_fixture,
+    llm_server_fixture,
+    rate_limited,
+    text,
+    tool_call,
+    unauthorized,
+)
 
 from bon.errors import BonError
 from bon.llm import LLMClient
-from llm_server import FAKE_KEY, FAKE_KEY_ENV, FakeLLMServer, rate_limited, text, tool_call, unauthorized
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.usefixtures("llm_env")
 MODEL = "openai/test-model"

@@ -12,6 +12,7 @@ from fractions import Fraction
 import numpy as np
 import polars as pl
 import pytest
+from llm_server import FAKE_KEY_ENV, Reply, llm_env_fixture, llm_server_fixture, server_error, tool_call  # noqa: F401 - pytest fixtures
 
 from bon import candidates
 from bon import tools as tool_registry
@@ -23,8 +24,6 @@ from bon.generators.store import load
 from bon.llm import LLMClient, ResponseCache
 from bon.selectors import SELECTORS, Key, Selector
 from bon.types import Task
-from llm_server import FAKE_KEY_ENV, Reply, server_error, tool_call
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 MODELS = ("openai/model-a", "openai/model-b")
 TASKS = [Task("t1", "What is 6 times 7?", answer="42"), Task("t2", "What is 3 times 5?", answer="15")]

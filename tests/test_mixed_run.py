@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import polars as pl
-
 from llm_server import FakeLLMServer, tool_call, verdict
 from test_live import run_live
 

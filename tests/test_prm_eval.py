@@ -8,13 +8,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from bon_error import bon_error
 
 from bon import prm_eval
 from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError
 from bon.metrics import PrmScore
 from bon.types import Judgement
-from bon_error import bon_error
 
 # Table 3 of arXiv 2603.14465 (see the file's header for what is transcribed and from where)
 PAPER = pl.read_csv(Path(__file__).with_name("paper_table3.csv"), comment_prefix="#")

@@ -6,8 +6,16 @@ import json
 import pytest
 
 from bon.errors import BonError
-from bon.rehac.episodes import (AGENT, HUMAN, group_questions, is_complete_tree, load_episodes, match_to_tree,
-                                 parse_trajectory, with_question_texts)
+from bon.rehac.episodes import (
+    AGENT,
+    HUMAN,
+    group_questions,
+    is_complete_tree,
+    load_episodes,
+    match_to_tree,
+    parse_trajectory,
+    with_question_texts,
+)
 
 COLLAB = "dataset/gpt4/strategyqa.jsonl"
 

@@ -9,7 +9,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
 from llm_server import FakeLLMServer, text, verdict
 
 LINES = [*range(1, 11), *range(31, 41)]  # three questions of strategyqa (idx 296, 201, 419)

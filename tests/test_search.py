@@ -15,6 +15,17 @@ import re
 from pathlib import Path
 
 import pytest
+from llm_server import (
+    FAKE_KEY_ENV,
+    FakeLLMServer,
+    Reply,
+    hang,
+    llm_env_fixture,  # noqa: F401 - pytest fixture
+    text,
+    tool_call,
+    unauthorized,
+    verdict,
+)
 
 from bon import tools as tool_registry
 from bon.datasets.taskset import TaskSet
@@ -26,8 +37,6 @@ from bon.judges.prompt import PREFIX_NOTE
 from bon.llm import LLMClient, ResponseCache
 from bon.tools import Tool, ToolContext, ToolResult
 from bon.types import Task
-from llm_server import FAKE_KEY_ENV, FakeLLMServer, Reply, hang, text, tool_call, unauthorized, verdict
-from llm_server import llm_env_fixture  # noqa: F401 - pytest fixture
 
 pytestmark = pytest.mark.usefixtures("llm_env")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from llm_server import FakeLLMServer
 from test_live import responder, run_live
 

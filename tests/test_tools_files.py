@@ -5,7 +5,6 @@ import asyncio
 import datetime as dt
 import io
 import json
-import os
 import time
 import zipfile
 import zlib

@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from llm_server import FakeLLMServer, llm_env_fixture, llm_server_fixture, text, tool_call  # noqa: F401 - pytest fixtures
 
 from bon import tools as tool_registry
 from bon.generators.agent import AgentGenerator
@@ -18,8 +19,6 @@ from bon.llm import LLMClient
 from bon.tools.base import ToolContext, ToolResult
 from bon.tools.files import InspectFile
 from bon.types import Task
-from llm_server import FakeLLMServer, text, tool_call
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 TASK = Task("t1", "What number is written in the image?")
 

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from bon.errors import BonError
+from bon.tools import sandbox
 from bon.tools.base import ToolContext, ToolResult
 from bon.tools.python_tool import PythonTool
-from bon.tools import sandbox
 from bon.tools.sandbox import SANDBOX_UIDS, interpreter_info, namespace_problem
 from bon.types import Task
 

@@ -6,16 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from llm_server import FAKE_KEY_ENV, llm_env_fixture, llm_server_fixture, tool_call  # noqa: F401 - pytest fixtures
 
-from bon.datasets.taskset import TaskSet
 from bon import tools
+from bon.datasets.taskset import TaskSet
 from bon.errors import BonError
 from bon.generators.agent import AgentGenerator
 from bon.llm import LLMClient
 from bon.tools import Tool, ToolContext, ToolResult, workspace
 from bon.types import Task
-from llm_server import FAKE_KEY_ENV, tool_call
-from llm_server import llm_env_fixture, llm_server_fixture  # noqa: F401 - pytest fixtures
 
 
 class Probe(Tool):

@@ -7,9 +7,10 @@ import json
 import re
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -44,7 +45,7 @@ class ApiServer:
     delay: float = 0.0
     stop_event: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> "ApiServer":
+    def start(self) -> ApiServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ipaddress
+import json
 import os
 import re
-import json
 import resource
 import socket
 import ssl
@@ -101,7 +101,7 @@ class WebServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     stop_event: threading.Event = field(default_factory=threading.Event)
 
-    def start(self, tls: ssl.SSLContext | None = None) -> "WebServer":
+    def start(self, tls: ssl.SSLContext | None = None) -> WebServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -177,8 +177,8 @@ def visits(tool: VisitPage, *calls: dict[str, Any]):
 def make_pdf(pages: list[str]) -> bytes:
     """A minimal valid PDF with one line of Helvetica text per page (offsets computed, not hard-coded)."""
     objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
-            ("<< /Type /Pages /Kids [%s] /Count %d >>"
-             % (" ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages))), len(pages))).encode(),
+            ("<< /Type /Pages /Kids [{}] /Count {} >>".format(
+                " ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages))), len(pages))).encode(),
             b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
     for i, text in enumerate(pages):
         stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()

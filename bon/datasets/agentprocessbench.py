@@ -125,7 +125,7 @@ def _check_unique(seen: dict, key: object, what: str, path: Path, lineno: int) -
     seen[key] = lineno
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_records(root: Path, subset: str) -> tuple[Record, ...]:
     """The human-labelled trajectories of one subset, with answers where trajectories exist."""
     path = root / "data" / "AnswerOnly" / f"{subset}_final.jsonl"
@@ -154,7 +154,7 @@ def _answers(root: Path) -> dict[str, str | None]:
     return {record_id: t.answer for record_id, t in trajectories(root).items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trajectories(root: Path) -> dict[str, Trajectory]:
     """The released full trajectories (hotpotqa only), by record_id; {} when the file is absent.
 
@@ -184,7 +184,7 @@ def trajectories(root: Path) -> dict[str, Trajectory]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_judge(root: Path, judge: str, subset: str) -> dict[str, Judgement]:
     """A recorded judge's judgements for one subset, by record_id; failures stay failures.
 

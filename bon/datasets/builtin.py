@@ -8,8 +8,9 @@ The files are made by experiments/make_builtin_tasks.py; tests/test_builtin.py r
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bon import jsonl
 from bon.errors import BonError
@@ -40,7 +41,8 @@ def load(n_tasks: Any = None, task_ids: Sequence[str] | str | None = None) -> li
         known = {t.id for t in tasks}
         unknown = [t for t in wanted if t not in known]
         if unknown:
-            raise BonError(f"dataset.task_ids: unknown built-in task(s) {unknown}; valid: {tasks[0].id} .. {tasks[-1].id}")
+            raise BonError(f"dataset.task_ids: unknown built-in task(s) {unknown}; "
+                           f"valid: {tasks[0].id} .. {tasks[-1].id}")
         tasks = [t for t in tasks if t.id in set(wanted)]
     if n_tasks is not None:
         if not isinstance(n_tasks, int) or isinstance(n_tasks, bool) or n_tasks < 1:

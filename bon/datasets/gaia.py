@@ -12,8 +12,9 @@ those are refused by name (never parsed, and never shown to the agent as if they
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import polars as pl
 

@@ -1,7 +1,8 @@
 """`dataset=sim`: the built-in synthetic benchmark as a candidate table (see bon.sim)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -30,8 +31,8 @@ def judge_model(judge_cfg: Mapping[str, Any], profile_name: str) -> JudgeModel:
     fields = ("confusion", "positive_bias", "orm_tpr", "orm_fpr", "orm_missing", "fail_rate")
     source = judge_cfg.get("calibrate_from")
     if source:
-        from bon.datasets import locate_root
         from bon.datasets import agentprocessbench as apb
+        from bon.datasets import locate_root
         from bon.sim.calibrate import judge_model as measured
 
         root = locate_root(judge_cfg.get("root"))

@@ -8,8 +8,9 @@ answer rules (bon.scoring.gaia); a dataset with other rules passes its own `scor
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from bon.scoring.gaia import question_scorer
 from bon.types import Task, Trajectory

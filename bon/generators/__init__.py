@@ -6,7 +6,8 @@ their options are checked by bon.config before a run starts.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bon.errors import unknown_choice
 

@@ -21,16 +21,17 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from tqdm import tqdm
 
 from bon.errors import BonError
+from bon.generators.intervention import AGENT, HUMAN, Policy, StepState
 from bon.generators.store import TrajectoryStore
 from bon.llm import CallResult, LLMClient
-from bon.generators.intervention import AGENT, HUMAN, Policy, StepState
 from bon.tools import workspace
 from bon.tools.base import SKIPPED, Tool, ToolContext, ToolResult, run_tool
 from bon.types import Task, Trajectory

@@ -14,8 +14,9 @@ import asyncio
 import hashlib
 import json
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from bon.errors import BonError, unknown_choice
 from bon.llm import CallResult, LLMClient
@@ -255,8 +256,8 @@ def _call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- from config
 
 POLICIES = ("none", "rate", "prm", "reflect")
-JUDGED = ("prm", "reflect")
-HANDING_OVER = ("rate", "prm", "budgeted")  # policies whose handed-over steps a helper takes  # policies that ask the run's judge about each agent step, online
+JUDGED = ("prm", "reflect")  # policies that ask the run's judge about each agent step, online
+HANDING_OVER = ("rate", "prm", "budgeted")  # policies whose handed-over steps a helper takes
 
 
 def policy_from_config(cfg: Mapping[str, Any], judge: Any = None) -> Policy:

@@ -58,9 +58,10 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from bon.errors import BonError, unknown_choice
 from bon.generators.agent import AgentGenerator, _Episode, _with_call_ids
@@ -297,7 +298,8 @@ class SearchGenerator(AgentGenerator):
         finally:
             shutil.rmtree(root, ignore_errors=True)
         wall = time.perf_counter() - started
-        return [self._finish(task, sample, slot, branch, cost, steps, wall) for sample, branch in zip(samples, finished)]
+        return [self._finish(task, sample, slot, branch, cost, steps, wall)
+                for sample, branch in zip(samples, finished)]
 
     def _context(self, task: Task, sample: int, branch: _Branch) -> ToolContext:
         return ToolContext(task=task, sample=sample, files_dir=branch.files_dir, model=self.client.model)

@@ -20,8 +20,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from bon.errors import BonError
 from bon.records import dumps as dump_record

@@ -253,7 +253,8 @@ class _ComparingJudge:
             judge=self.name, task_id=task_id, pick=pick, status="ok" if pick is not None else "failed",
             reason=reason, votes=dict(votes), tie=tie, calls=len(calls), failed_votes=len(failures),
             explanation=explanation, raw=tuple(raw), cache_hits=sum(c.cached for c in calls),
-            prompt_tokens=sum(c.prompt_tokens for c in calls), completion_tokens=sum(c.completion_tokens for c in calls))
+            prompt_tokens=sum(c.prompt_tokens for c in calls),
+            completion_tokens=sum(c.completion_tokens for c in calls))
 
     # -- public API
     async def pick(self, question: str, trajectories: Sequence[Trajectory]) -> ListwiseVerdict:

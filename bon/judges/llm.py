@@ -29,8 +29,9 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from bon.errors import BonError
 from bon.judges import prompt as prompts

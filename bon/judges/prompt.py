@@ -7,8 +7,9 @@ braces are doubled.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from bon.errors import BonError
 

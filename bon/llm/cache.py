@@ -22,9 +22,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import platformdirs
 
@@ -166,7 +167,7 @@ class ResponseCache:
                 self._conn.close()
                 self._conn = None
 
-    def __enter__(self) -> "ResponseCache":
+    def __enter__(self) -> ResponseCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -12,8 +12,9 @@ import os
 import random
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from bon.errors import BonError
 from bon.llm.cache import ResponseCache, cache_key
@@ -126,7 +127,7 @@ class Stats:
         else:
             self.cost_usd += r.cost_usd
 
-    def merge(self, other: "Stats") -> "Stats":
+    def merge(self, other: Stats) -> Stats:
         """A new Stats summing both (e.g. a stage's judge and generator clients)."""
         mapped = ("failures", "failure_example", "unpriced_models")
         out = Stats(**{k: v for k, v in asdict(self).items() if k not in mapped})
@@ -282,7 +283,7 @@ class LLMClient:
             await self.pool.aclose()
         await close_litellm_clients()
 
-    async def __aenter__(self) -> "LLMClient":
+    async def __aenter__(self) -> LLMClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

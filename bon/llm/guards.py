@@ -99,7 +99,7 @@ class Budget:
         self.refused = 0  # requests not sent because the budget was reached
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Budget | None":
+    def from_config(cls, cfg: Any) -> Budget | None:
         """A Budget from the run's `budget` block, or None when neither cap is set."""
         cfg = dict(cfg or {})
         unknown = sorted(set(cfg) - {"usd", "calls"})

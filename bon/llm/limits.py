@@ -30,10 +30,9 @@ import bisect
 import contextlib
 import math
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from asyncio_throttle import Throttler
-
 
 DEFAULT_HOLD_S = 2.0
 

@@ -20,7 +20,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bon.llm.retry import Failure, classify
 
@@ -99,7 +100,8 @@ def response_fields(response: Any, model: str) -> dict[str, Any] | None:
     message: dict[str, Any] = {"role": "assistant", "content": msg.content}
     if getattr(msg, "tool_calls", None):
         message["tool_calls"] = [
-            {"id": tc.id, "type": "function", "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
+            {"id": tc.id, "type": "function",
+             "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
             for tc in msg.tool_calls]
     usage = getattr(response, "usage", None)
     return {"message": message, "finish_reason": choice.finish_reason,
@@ -152,7 +154,7 @@ class WorkerPool:
         worker = await self._pick()
         return await worker.attempt(kwargs, timeout, on_send)
 
-    async def _pick(self) -> "_Worker":
+    async def _pick(self) -> _Worker:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -185,7 +187,7 @@ class _Worker:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def start(cls) -> "_Worker":
+    async def start(cls) -> _Worker:
         """Start a worker and wait until it has imported litellm (its first line says so), so that an
         attempt handed to it is sent at once: the rate limiter dates requests from that moment."""
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bon.llm.worker",

@@ -32,9 +32,10 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from bon import jsonl
 from bon.errors import BonError, unknown_choice

@@ -16,8 +16,9 @@ prediction (None): the episode is not a candidate for the judge selector, and ne
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from bon.errors import BonError
 from bon.generators.store import write_atomically

@@ -23,7 +23,8 @@ covered questions only (coverage reports the share). Intervals: bootstrap over q
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

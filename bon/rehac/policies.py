@@ -8,8 +8,8 @@ the same interface.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from bon.errors import BonError
 from bon.rehac.episodes import HUMAN, Episode, Step

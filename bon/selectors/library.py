@@ -4,7 +4,8 @@ Adding a selector means adding one line here or one YAML file under conf/selecto
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bon.errors import BonError, unknown_choice
 from bon.selectors.spec import Filter, Key, RankKey, Selector, Votes
@@ -32,7 +33,8 @@ _BUILTIN = (
     final,
     Selector("pos_count", rank=(KEYS["pos_count"],), description="#Pos: most +1 steps"),
     pos_ratio,
-    Selector("two_stage", final.filters, pos_ratio.rank, description="Final -> %Pos: highest share of +1 among ORM successes"),
+    Selector("two_stage", final.filters, pos_ratio.rank,
+             description="Final -> %Pos: highest share of +1 among ORM successes"),
     Selector("clean_prefix", final.filters, (KEYS["clean_prefix"], *pos_ratio.rank),
              description="among ORM successes, the latest first -1, then %Pos"),
     Selector("majority", rank=(KEYS["votes"],), description="most frequent normalised final answer"),
@@ -106,7 +108,8 @@ def from_config(cfg: Mapping[str, Any]) -> Selector:
     where = f"selector {name!r}"
     unknown = set(cfg) - {"name", "filters", "rank", "extends", "description", "verdicts", "fallback"}
     if unknown:
-        raise BonError(f"{where}: unknown field(s) {sorted(unknown)}; valid: name, extends, filters, rank, description, "
+        raise BonError(f"{where}: unknown field(s) {sorted(unknown)}; "
+                       f"valid: name, extends, filters, rank, description, "
                        f"verdicts, fallback")
     if cfg.get("verdicts") is not None or cfg.get("fallback") is not None:
         return _comparing(cfg, where)

@@ -36,7 +36,7 @@ def _steps(name: str) -> tuple[tuple[str, ...], ...]:
         raise unknown_choice("answer normaliser", name, STEPS) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get(name: str):
     """The Python normaliser `str -> str` called `name` (built once per name)."""
     steps = _steps(name)

@@ -6,8 +6,9 @@ chain only touches steps that exist: the work is proportional to the number of s
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -36,7 +37,7 @@ class Chain:
     length_quantiles: np.ndarray  # step counts at evenly spaced quantiles 0..100%
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], where: str) -> "Chain":
+    def from_config(cls, cfg: Mapping[str, Any], where: str) -> Chain:
         q = np.asarray(cfg["length_quantiles"], dtype=float)
         if q.ndim != 1 or q.size < 2 or np.any(np.diff(q) < 0) or q[0] < 1:
             raise BonError(f"{where}.length_quantiles must be a non-decreasing list of step counts >= 1")
@@ -60,7 +61,7 @@ class Profile:
     off_track: Chain
 
     @classmethod
-    def from_config(cls, name: str, cfg: Mapping[str, Any]) -> "Profile":
+    def from_config(cls, name: str, cfg: Mapping[str, Any]) -> Profile:
         where = f"dataset.profiles.{name}"
         try:
             return cls(name, float(cfg["task_alpha"]), float(cfg["task_beta"]),
@@ -161,7 +162,8 @@ def generate(profile: Profile, task_p: np.ndarray, n_candidates: int, rng: np.ra
     return SimTrajectories(n_tasks, n_candidates, labels, lengths, success, answers)
 
 
-def judge(model: JudgeModel, trajs: SimTrajectories, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def judge(model: JudgeModel, trajs: SimTrajectories,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predicted step labels (same layout, PAD kept), final labels (+1/-1/0 for none) and failed flags."""
     cum = np.cumsum(model.effective_confusion, axis=1).astype(np.float32)
     u = rng.random(trajs.labels.shape, dtype=np.float32)

@@ -6,7 +6,8 @@ A new tool is a `Tool` subclass in its own module, added with `register` at the 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from bon.errors import BonError, unknown_choice
 from bon.tools.base import Tool, ToolContext, ToolResult, check_arguments, run_tool

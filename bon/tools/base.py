@@ -10,9 +10,10 @@ import asyncio
 import json
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bon.errors import BonError
 from bon.types import Task
@@ -46,7 +47,7 @@ class ToolResult:
     images: tuple[str, ...] = ()
 
     @classmethod
-    def error(cls, kind: str, message: str) -> "ToolResult":
+    def error(cls, kind: str, message: str) -> ToolResult:
         return cls(content=f"error: {message}", error_kind=kind)
 
 

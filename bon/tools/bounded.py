@@ -8,9 +8,10 @@ should bon itself die), and kills it when the budget runs out or the caller is c
 
 Workers are forked from a helper process (started on first use, running `_helper_main`) that has the
 parsers imported and nothing else running, so a call costs a fork (milliseconds) rather than an
-interpreter start and the imports (over a second), and bon's own threads and state are never forked. (multiprocessing's forkserver would re-run the caller's main
-script in every worker.) At most `MAX_WORKERS` workers run at once per event loop, so memory is
-bounded by `MAX_WORKERS * memory_mb`; waiting for a free worker is not counted in a call's budget.
+interpreter start and the imports (over a second), and bon's own threads and state are never forked.
+(multiprocessing's forkserver would re-run the caller's main script in every worker.) At most
+`MAX_WORKERS` workers run at once per event loop, so memory is bounded by `MAX_WORKERS * memory_mb`;
+waiting for a free worker is not counted in a call's budget.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ import subprocess
 import sys
 import threading
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TIMEOUT = "timeout"
 MEMORY_LIMIT = "memory_limit"

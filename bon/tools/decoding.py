@@ -12,7 +12,7 @@ Only codings that can be decoded this way are accepted (gzip, x-gzip, deflate, i
 from __future__ import annotations
 
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 PIECE = 64 << 10
 MAX_STAGES = 3

@@ -7,7 +7,7 @@ and made again when the loop changes.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 

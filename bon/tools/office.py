@@ -5,8 +5,9 @@ paragraphs, table rows and notes together) and `Caps.max_cells` table cells, wit
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bon.tools.files import Caps, _CellBudget, _columns_note, _markdown_table, _more_rows
 

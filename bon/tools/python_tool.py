@@ -15,8 +15,19 @@ from typing import Any
 
 from bon.errors import BonError
 from bon.tools.base import Tool, ToolContext, ToolResult, option
-from bon.tools.sandbox import (CPU_LIMIT, EXITED, ISOLATIONS, KILLED, MEMORY_LIMIT, SANDBOX_ERROR, TIMEOUT, Limits,
-                               Outcome, Sandbox, SandboxUnavailable)
+from bon.tools.sandbox import (
+    CPU_LIMIT,
+    EXITED,
+    ISOLATIONS,
+    KILLED,
+    MEMORY_LIMIT,
+    SANDBOX_ERROR,
+    TIMEOUT,
+    Limits,
+    Outcome,
+    Sandbox,
+    SandboxUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +63,8 @@ class PythonTool(Tool):
                              cpu_seconds=option("python", "cpu_seconds", cpu_seconds, integer=True, minimum=1),
                              memory_mb=option("python", "memory_mb", memory_mb, integer=True, minimum=64),
                              file_mb=option("python", "max_file_mb", max_file_mb, integer=True, minimum=1),
-                             output_chars=option("python", "max_output_chars", max_output_chars, integer=True, minimum=100),
+                             output_chars=option("python", "max_output_chars", max_output_chars, integer=True,
+                                                 minimum=100),
                              max_processes=option("python", "max_processes", max_processes, integer=True, minimum=1))
         if interpreter is not None and not (isinstance(interpreter, str) and os.path.isfile(interpreter)
                                             and os.access(interpreter, os.X_OK)):

@@ -136,7 +136,10 @@ def _kill(pid, family):
         os.close(handle)
 
 
-def _resident(pids, page=os.sysconf("SC_PAGE_SIZE")):
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _resident(pids, page=_PAGE_SIZE):
     total = 0
     for pid in pids:
         try:
@@ -261,7 +264,8 @@ def _install_guard(network, files, writable):
                             "socket.getnameinfo", "socket.sethostname"})
     address_events = frozenset({"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"})
     # event -> [(position of a path it changes, position of that path's dir_fd or None)], per the audit events table
-    changes: dict[str, list[tuple[int, int | None]]] = {"os.remove": [(0, 1)], "os.rmdir": [(0, 1)], "os.mkdir": [(0, 2)], "os.chmod": [(0, 2)],
+    changes: dict[str, list[tuple[int, int | None]]] = {
+               "os.remove": [(0, 1)], "os.rmdir": [(0, 1)], "os.mkdir": [(0, 2)], "os.chmod": [(0, 2)],
                "os.chown": [(0, 3)], "os.utime": [(0, 3)], "os.symlink": [(1, 2)],
                "os.rename": [(0, 2), (1, 3)], "os.link": [(0, 2), (1, 3)], "os.truncate": [(0, None)],
                "os.setxattr": [(0, None)], "os.removexattr": [(0, None)], "os.chflags": [(0, None)]}

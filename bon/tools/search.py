@@ -19,14 +19,15 @@ import json
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
 from bon.errors import BonError, unknown_choice
-from bon.tools.loop_client import LoopClient
 from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult, option
+from bon.tools.loop_client import LoopClient
 
 AUTH_ERROR = "auth_error"
 RATE_LIMITED = "rate_limited"

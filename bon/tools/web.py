@@ -33,16 +33,17 @@ import re
 import ssl
 import zlib
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 import httpx
 
 from bon.errors import BonError
 from bon.tools import bounded, decoding, netguard
-from bon.tools.loop_client import LoopClient
 from bon.tools.base import BAD_ARGUMENTS, TIMEOUT, Tool, ToolContext, ToolResult, option
+from bon.tools.loop_client import LoopClient
 
 HTTP_ERROR = "http_error"
 TOO_LARGE = "too_large"
