@@ -58,12 +58,11 @@ def curves(table: pl.DataFrame, selectors: Sequence[str], source: str, resamples
 
 
 def sim_rows(args, root: Path | None) -> tuple[list[dict[str, Any]], list[str]]:
-    from bon import datasets
-    from bon.datasets.sim import judge_model
+    from bon.datasets.sim import candidate_table, judge_model
 
     calibrated = {"calibrate_from": args.calibrate_from, "root": str(root)} if args.calibrate_from else {}
     dataset, generator, judge = c.sim_configs(args.profile, args.n, args.tasks, **calibrated)
-    table = datasets.candidate_table(dataset, judge, generator, seed=args.seed)
+    table = candidate_table(dataset, generator, judge, seed=args.seed)
     name = judge_model(judge, args.profile).name
     judge_label = f"{name} (calibrated from {args.calibrate_from})" if args.calibrate_from else \
         f"{name} (conf/judge/sim.yaml defaults)"

@@ -20,6 +20,7 @@ import polars as pl
 from bon import datasets
 from bon.datasets import agentprocessbench as apb
 from bon.datasets import locate_root
+from bon.datasets.sim import candidate_table as sim_table
 from bon.metrics import bootstrap_ci
 from bon.selectors import SELECTORS, select, to_batch
 
@@ -37,8 +38,8 @@ def compare(root: Path, n_tasks: int, seed: int) -> pl.DataFrame:
     for judge in apb.resolve_judges(root, "all"):
         for subset in apb.SUBSETS:
             dataset, generator, judge_cfg = sim[subset]
-            simulated = datasets.candidate_table(dataset, judge_cfg | {"calibrate_from": judge},
-                                                 generator | {"wrong_answers": 0}, seed)
+            simulated = sim_table(dataset, generator | {"wrong_answers": 0}, judge_cfg | {"calibrate_from": judge},
+                                  seed)
             real = datasets.candidate_table(replay[subset], {"kind": "replay", "name": judge})
             sim_batch, real_batch = to_batch(simulated), to_batch(real)
             for name in SELECTOR_NAMES:

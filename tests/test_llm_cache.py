@@ -296,3 +296,25 @@ def test_repeated_sigkill_during_raw_writes_never_corrupts(tmp_path):
             rows = list(cache.rows())
         assert rows and all(v["message"]["content"] == "x" * (v["i"] % 5000) and k == f"k{v['i']}"
                             for k, _, v in rows)
+
+
+def test_a_provider_that_edits_the_tool_schemas_does_not_change_the_next_cache_key(llm_server, tmp_path):
+    """litellm strips `additionalProperties` from tool schemas for hosted_vllm/ models, in place: the client
+    hands it copies, so the caller's schemas and the cache key of a repeated request stay the same."""
+    llm_server.responder = lambda body: text("ok")
+    schema = {"type": "function", "function": {"name": "calc", "description": "compute", "parameters": {
+        "type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"],
+        "additionalProperties": False}}}
+    tools = [schema]
+    before = repr(tools)
+
+    async def go():
+        async with LLMClient("hosted_vllm/m", api_base=llm_server.base_url, cache=ResponseCache("readwrite", tmp_path),
+                             max_attempts=1) as client:
+            first = await client.complete(ask(0), tools=tools)
+            second = await client.complete(ask(0), tools=tools)
+            return first, second
+
+    first, second = asyncio.run(go())
+    assert first.ok and second.ok and second.cached  # the repeated request is a cache hit
+    assert repr(tools) == before and llm_server.count == 1

@@ -7,6 +7,7 @@ programming errors and cancellation propagate.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import random
@@ -292,10 +293,12 @@ class LLMClient:
     # -- internals
     async def _call(self, messages: Sequence[Mapping[str, Any]], tools: list | None,
                     params: dict[str, Any], started: float) -> CallResult:
-        kwargs: dict[str, Any] = {**params, "model": self.model, "messages": list(messages),
+        # litellm may edit what it is given (for hosted_vllm/ it strips `additionalProperties` from tool schemas):
+        # it gets copies, so the caller's messages and tools, and the cache keys made from them, stay as they were
+        kwargs: dict[str, Any] = {**params, "model": self.model, "messages": copy.deepcopy(list(messages)),
                                   "timeout": self.timeout, "num_retries": 0, "max_retries": 0, "caching": False}
         if tools:
-            kwargs["tools"] = tools
+            kwargs["tools"] = copy.deepcopy(tools)
         if self.api_base:
             kwargs["api_base"] = self.api_base
         if self._api_key:
