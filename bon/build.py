@@ -134,10 +134,10 @@ async def clients(cache_cfg: Mapping[str, Any], *roles: tuple[str, Mapping[str, 
     yields None (e.g. no generator when replaying). Clients of the same config object (the judge, the
     online judge and the comparing judge of one run) share one limiter: its concurrency and rpm are the
     config's, for all of them together."""
-    from bon.llm import ResponseCache
+    from bon.llm.cache import open_cache
 
     mode = str(cache_cfg.get("mode", "readwrite"))
-    cache = None if mode == "off" else ResponseCache(mode, cache_cfg.get("dir"))
+    cache = None if mode == "off" else open_cache(mode, cache_cfg.get("url"), cache_cfg.get("dir"))
     built: list[Any] = []
     breakers: dict[str, Any] = {}
     try:

@@ -1,16 +1,28 @@
 """The config tree's location, its typed schema, and one-line messages for config errors.
 
-Each config group option has a dataclass below whose fields give each option's type and range;
-`check(cfg)` refuses a value of the wrong type or out of range, naming the option, before any work
-starts (so `generator.n=2.5` is refused, never truncated to 2). The dataclasses are the first step
-toward Hydra structured configs: they already mirror conf/ (a test checks every key of every shipped
-YAML against them), so registering them with Hydra's ConfigStore later needs no new types.
+Each config group option has a dataclass below whose fields give each option's type and range.
+Two mechanisms use them, each for what it does faithfully:
+
+- Hydra: the schemas of the generator, judge and dataset groups are registered with Hydra's
+  ConfigStore as `schema/<group>/<kind or name>`, and each shipped preset extends its schema
+  (`defaults: [/schema/generator/llm@_here_, _self_]`), so Hydra refuses a wrong int or list while
+  composing (`generator.n=abc`, `generator.n=2.5`); explain_composition_error says it in check()'s
+  words. Hydra is given only the int and container types: OmegaConf converts other scalars instead
+  of refusing them (120 -> 120.0, 123 -> '123', 'yes' -> True), which would change saved configs and
+  cache keys. A schema holds exactly the keys its presets set (a field of the schema a preset left
+  out would compose as "???"); an option the presets leave out is `opt(in_presets=False)`.
+- check(cfg), called by bon.plan before any work: every type (floats, strings, booleans too), every
+  range (ge/gt/le/lt) and choice, and the groups Hydra is not given: intervention (its `lambda` key is
+  a Python keyword, so the field is `lambda_`), tools (nested option groups), cache, budget and the
+  top-level options (they live in conf/config.yaml, the primary config), and dataset=rehac (it checks
+  its own options, bon/rehac/report.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import errno
 import os
+import re
 import sys
 import threading
 import typing
@@ -37,11 +49,15 @@ def conf_dir() -> str:
 
 
 def opt(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
-        choices: tuple[str, ...] | None = None) -> Any:
-    """A schema field with a range (ge/gt/le/lt) or a set of valid choices."""
+        choices: tuple[str, ...] | None = None, in_presets: bool = True) -> Any:
+    """A schema field with a range (ge/gt/le/lt) or a set of valid choices.
+
+    in_presets=False: an option the shipped presets leave out (a user adds it with `+group.key=...`);
+    check() types it, Hydra's schema leaves it out (else it would show as "???" in every composed config).
+    """
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    # defaults stay in conf/*.yaml for now; "???" is OmegaConf's MISSING, so the classes load as structured configs
-    return field(default="???", metadata={"bounds": bounds, "choices": choices})
+    # defaults stay in conf/*.yaml; "???" is OmegaConf's MISSING: a preset sets every field it extends
+    return field(default="???", metadata={"bounds": bounds, "choices": choices, "in_presets": in_presets})
 
 
 @dataclass
@@ -54,6 +70,7 @@ class RunOptions:
 @dataclass
 class CacheOptions:
     dir: Optional[str] = opt()
+    url: Optional[str] = opt()
     mode: str = opt(choices=("off", "read", "write", "readwrite"))
 
 
@@ -63,15 +80,31 @@ class BudgetOptions:
     calls: Optional[int] = opt(ge=1)
 
 
+# The field order of each class that conf/ presets extend is their YAML order: Hydra's composed config
+# (and the saved .hydra/config.yaml) lists keys in the schema's order.
+
+
 @dataclass
-class ClientOptions:
-    """What a live LLM client takes (generator, judge)."""
+class LLMGenerator:
+    """A live tool-calling agent (conf/generator/{deepseek,openai,...}.yaml)."""
 
     kind: str = opt()
     model: Optional[str] = opt()
     api_base: Optional[str] = opt()
     api_key_env: Optional[str] = opt()
+    n: int = opt(ge=1)
+    models: Optional[list] = opt()  # mixed-model rollouts (bon.generators.mixed.model_configs checks entries)
+    mix: Optional[list] = opt()
+    search: str = opt(choices=("none", "stepwise", "beam", "dvts"))
+    search_k: int = opt(ge=1)
+    max_steps: int = opt(ge=1)
     temperature: Optional[float] = opt(ge=0)
+    seed: Optional[int] = opt()
+    tools: Optional[list] = opt()
+    system_prompt: Optional[str] = opt()
+    store: Optional[str] = opt()
+    retry_failed: bool = opt()
+    trajectory_timeout: float = opt(gt=0)
     concurrency: int = opt(ge=1)
     rpm: Optional[int] = opt(ge=1)
     timeout: float = opt(gt=0)
@@ -82,26 +115,15 @@ class ClientOptions:
 
 
 @dataclass
-class LLMGenerator(ClientOptions):
-    n: int = opt(ge=1)
-    max_steps: int = opt(ge=1)
-    seed: Optional[int] = opt()
-    tools: Optional[list] = opt()
-    system_prompt: Optional[str] = opt()
-    store: Optional[str] = opt()
-    retry_failed: bool = opt()
-    trajectory_timeout: float = opt(gt=0)
-    models: Optional[list] = opt()  # mixed-model rollouts (bon.generators.mixed.model_configs checks entries)
-    mix: Optional[list] = opt()
-    search: str = opt(choices=("none", "stepwise", "beam", "dvts"))
-    search_k: int = opt(ge=1)
-
-
-@dataclass
 class SimGenerator:
     kind: str = opt()
     n: int = opt(ge=1)
     wrong_answers: int = opt(ge=0)
+    search: str = opt(choices=("none", "stepwise", "beam", "dvts"))  # simulated step-level search (bon.sim.search)
+    search_k: int = opt(ge=1)
+    track_memory: float = opt(ge=0, le=1)
+    prompt_tokens: int = opt(ge=0)  # the simulator's token model
+    step_tokens: int = opt(ge=0)
 
 
 @dataclass
@@ -111,16 +133,30 @@ class ReplayGenerator:
 
 
 @dataclass
-class LLMJudge(ClientOptions):
+class LLMJudge:
+    """A live LLM judge (conf/judge/{deepseek,openai,...}.yaml)."""
+
+    kind: str = opt()
     name: str = opt()
+    model: Optional[str] = opt()
+    api_base: Optional[str] = opt()
+    api_key_env: Optional[str] = opt()
     mode: str = opt(choices=("prm", "orm"))
     samples: int = opt(ge=1)
     quorum: Optional[int] = opt(ge=1)
     reask: bool = opt()
     prompt: Optional[str] = opt()
     max_chars: Optional[int] = opt(ge=1)
-    store: Optional[str] = opt()
     permutations: int = opt(ge=1)  # selector=listwise/pairwise: orders the candidates are shown in
+    store: Optional[str] = opt()
+    temperature: Optional[float] = opt(ge=0)
+    concurrency: int = opt(ge=1)
+    rpm: Optional[int] = opt(ge=1)
+    timeout: float = opt(gt=0)
+    max_attempts: int = opt(ge=1)
+    workers: int = opt(ge=0)
+    breaker_after: int = opt(ge=1)
+    prices: Optional[dict] = opt()
 
 
 @dataclass
@@ -135,6 +171,10 @@ class SimJudge:
     orm_fpr: float = opt(ge=0, le=1)
     orm_missing: float = opt(ge=0, le=1)
     fail_rate: float = opt(ge=0, le=1)
+    overhead_tokens: int = opt(ge=0)  # the simulator's token model
+    permutations: int = opt(ge=1)  # selector=listwise/pairwise: the simulated comparing judge (bon.sim.listwise)
+    listwise_accuracy: Optional[float] = opt(ge=0, le=1)
+    position_bias: float = opt(ge=0, le=1)
 
 
 @dataclass
@@ -165,13 +205,18 @@ class TasksDataset:
     path: str = opt()
     subset: str = opt()
     tools: Optional[list] = opt()
-    system_prompt: Optional[str] = opt()
+    system_prompt: Optional[str] = opt(in_presets=False)  # `+dataset.system_prompt=...`
 
 
 @dataclass
-class GaiaDataset(TasksDataset):
-    level: Optional[int] = opt(ge=1, le=3)
+class GaiaDataset:
+    name: str = opt()
+    path: str = opt()
     split: Optional[str] = opt()
+    level: Optional[int] = opt(ge=1, le=3)
+    subset: str = opt()
+    tools: Optional[list] = opt()
+    system_prompt: Optional[str] = opt()
 
 
 @dataclass
@@ -291,6 +336,60 @@ GROUPS: dict[str, tuple[str | None, dict[str | None, type]]] = {
 _FIELD_ALIASES = {"lambda_": "lambda"}
 
 
+# --------------------------------------------------------------------------- Hydra structured configs
+
+# conf/<group>/<preset>.yaml extends schema/<group>/<kind or name> (`defaults: [/schema/...@_here_, _self_]`);
+# a group of its own, so `generator=...` still lists only the presets
+HYDRA_GROUPS = ("generator", "judge", "dataset")
+
+
+def _hydra_type(hint: Any) -> Any:
+    """The type Hydra checks a field against: int and list; every other field is Any to Hydra.
+
+    OmegaConf refuses a wrong int or list, but converts the other scalars rather than refusing
+    them (120 -> 120.0 for a float, 123 -> '123' for a string, 'yes' -> True for a bool): that would
+    change saved configs and cache keys, and let through values check() refuses. An Optional[dict]
+    that is null cannot be overridden with a mapping in OmegaConf 2.3 (`generator.prices={...}`).
+    """
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) is Union and type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else hint
+    if base not in (int, list):
+        return Any
+    return Optional[base] if optional else base
+
+
+def _hydra_schema(schema: type) -> type:
+    """`schema` as Hydra sees it (bon.config.<Name>Schema, importable so a composed config pickles)."""
+    hints = typing.get_type_hints(schema)
+    fields = [(f.name, _hydra_type(hints[f.name]), field(default="???"))
+              for f in dataclasses.fields(schema) if f.metadata["in_presets"]]
+    node = dataclasses.make_dataclass(f"{schema.__name__}Schema", fields)
+    node.__module__ = __name__
+    globals()[node.__name__] = node
+    return node
+
+
+# Hydra's schema -> the class check() uses, to say Hydra's refusals in check()'s words
+_HYDRA_SCHEMAS: dict[type, type] = {}
+
+
+def register_schemas() -> None:
+    """Register the schemas of HYDRA_GROUPS with Hydra's ConfigStore (done on import of bon.config, which
+    every entry point that composes conf/ imports for conf_dir())."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group in HYDRA_GROUPS:
+        for name, schema in GROUPS[group][1].items():
+            node = next((h for h, s in _HYDRA_SCHEMAS.items() if s is schema), None) or _hydra_schema(schema)
+            _HYDRA_SCHEMAS[node] = schema
+            store.store(group=f"schema/{group}", name=str(name), node=node)
+
+
+register_schemas()
+
+
 def check(cfg: Mapping[str, Any]) -> None:
     """Refuse a config value of the wrong type or out of range, naming the option (e.g. generator.n)."""
     _check_fields(RunOptions, cfg, "")
@@ -384,6 +483,9 @@ def explain_composition_error(exc: BaseException) -> str | None:
         return (f"config {cycle}.yaml: its `defaults:` list includes itself (directly or through another config), "
                 f"so Hydra cannot compose it; remove that entry")
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
+        typed = _schema_refusal(exc)
+        if typed is not None:
+            return typed
         text = str(exc)
         cause = exc.__cause__
         if isinstance(cause, yaml.YAMLError):
@@ -393,6 +495,27 @@ def explain_composition_error(exc: BaseException) -> str | None:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         text = "; ".join(line.rstrip(".") for line in _join_choices(lines))
         return text.replace("\t", "")
+    return None
+
+
+def _schema_refusal(exc: BaseException) -> str | None:
+    """A value Hydra's schema refused (an override, or a preset of the user's), in check()'s words."""
+    from omegaconf.errors import ValidationError
+
+    refusal = next((e for e in (exc, exc.__cause__, exc.__context__) if isinstance(e, ValidationError)), None)
+    object_type = getattr(refusal, "object_type", None)
+    schema = _HYDRA_SCHEMAS.get(object_type) if isinstance(object_type, type) else None
+    if refusal is None or schema is None or not refusal.key:
+        return None
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    if refusal.key not in fields:
+        return None
+    try:
+        _check_value(str(refusal.full_key), refusal.value, typing.get_type_hints(schema)[refusal.key],
+                     fields[refusal.key].metadata)
+    except BonError as error:
+        where = re.match(r"In '([^']+)':", str(exc))  # a value in a config file, not on the command line
+        return f"config {where.group(1)}.yaml: {error}" if where else str(error)
     return None
 
 

@@ -97,7 +97,7 @@ def plan(cfg: DictConfig) -> Plan:
     if name in datasets.LIVE:
         return Live(**parts, cache=values["cache"], tools=values.get("tools"), intervention=intervention,
                     budget=values.get("budget"))
-    if parts["selector"].verdicts is not None:
+    if parts["selector"].verdicts is not None and name != "sim":  # the simulator has a comparing judge (bon.sim)
         raise BonError(f"selector={parts['selector'].name} asks the judge model to compare each task's trajectories, "
                        f"which dataset={name} does not have: use a dataset of tasks (dataset=builtin, tasks or gaia) "
                        f"with a live judge, or generator=replay generator.path=<trajectories.jsonl>")

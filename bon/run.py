@@ -20,6 +20,7 @@ from bon import config, datasets
 from bon.config import conf_dir
 from bon.errors import BonError, exit_on_user_error
 from bon.evaluate import evaluate
+from bon.fmt import pct
 from bon.plan import Live, RehacOffline, Replay, Sim, plan
 from bon.sim import SYNTHETIC
 from bon.summary import Row, Summary
@@ -27,10 +28,6 @@ from bon.summary import Row, Summary
 EXIT_FAILED = 1  # every generation or every judgement failed (outputs written)
 EXIT_BUDGET = 3  # budget.usd / budget.calls stopped the run (partial outputs written)
 SYNTHETIC_NOTE = f"{SYNTHETIC}: simulated trajectories and judge, calibrated to AgentProcessBench statistics"
-
-
-def _pct(x: float | None) -> str:
-    return "   -" if x is None or x != x else f"{100 * x:5.1f}"
 
 
 def format_rows(rows: list[Row]) -> str:
@@ -46,8 +43,8 @@ def format_rows(rows: list[Row]) -> str:
     head = f"{'judge':<{width}}  {'tasks':>5}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths))
     lines = [head, "-" * len(head)]
     for r in rows:
-        ci = f"[{_pct(r.ci_low).strip()}, {_pct(r.ci_high).strip()}]"
-        cells = (_pct(r.accuracy_expected), _pct(r.accuracy), ci, _pct(r.random), _pct(r.pass_at_n),
+        ci = f"[{pct(r.ci_low, '-')}, {pct(r.ci_high, '-')}]"
+        cells = (pct(r.accuracy_expected, "-"), pct(r.accuracy, "-"), ci, pct(r.random, "-"), pct(r.pass_at_n, "-"),
                  r.judge_failed, "-" if r.generation_failed is None else r.generation_failed)
         lines.append(f"{r.judge:<{width}}  {r.n_tasks:>5}  "
                      + "  ".join(f"{str(v).strip():>{w}}" for v, w in zip(cells, widths)))
@@ -127,7 +124,7 @@ def _candidate_table(chosen: Sim | Replay | Live, out_dir: Path) -> tuple[pl.Dat
     if isinstance(chosen, Sim):
         from bon.datasets import sim
 
-        return sim.candidate_table(chosen.dataset, chosen.generator, chosen.judge, chosen.seed), None
+        return sim.run(chosen.dataset, chosen.generator, chosen.judge, chosen.seed, chosen.selector)
     return datasets.candidate_table(chosen.dataset, chosen.judge, chosen.generator, chosen.seed), None
 
 
@@ -166,11 +163,11 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
             row.note = "; ".join(filter(None, [SYNTHETIC_NOTE, row.note]))
     collaboration = (usage or {}).pop("collaboration", None)  # T, C and R = T - lambda*C of the trajectories
     stopped = (usage or {}).pop("stopped", None)  # {by: budget | failures, message}: the results are partial
-    spent = (usage or {}).pop("compute", None)  # what the method cost per task (bon.compute)
+    cost = (usage or {}).pop("compute", None)  # what the method cost per task (bon.compute)
     by_model = _by_model(chosen, table)
     summary = Summary(rows, confidence=chosen.confidence, seed=chosen.seed, collaboration=collaboration,
                       stopped=stopped, usage=usage,  # usage: calls, failures, retries, tokens and USD per stage
-                      by_model=by_model, compute=spent)
+                      by_model=by_model, compute=cost)
     written = summary.to_json()
     _write_outputs(out_dir, table, picks, written)
     if rows[0].n_tasks == 0:
@@ -182,6 +179,11 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
         if rows[0].note:
             print(f"note: {rows[0].note}")
     for stage, st in (usage or {}).items():
+        if stage == "simulation":  # dataset=sim: what the simulated search and comparing judge did
+            from bon.datasets.sim import describe
+
+            print(describe(st))
+            continue
         if stage == "submission":
             print(f"wrote {st} (no reference answers: the picked answer per task)")
             continue
@@ -198,8 +200,8 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
                   f"{st['fell_back']} tasks decided by "
                   f"{st['fallback']} ({st['failed']} verdicts failed, {st['without_candidates']} tasks without a "
                   f"candidate)")
-    if spent is not None:
-        print(format_compute(spent))
+    if cost is not None:
+        print(format_compute(cost))
     if by_model:
         from bon.breakdown import format_by_model
 

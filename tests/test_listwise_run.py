@@ -89,7 +89,9 @@ def test_listwise_without_trajectories_is_one_line(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "bon.run", "selector=listwise", "dataset.n_tasks=20",
+    # recorded judgements without their trajectories (dataset=sim has a simulated comparing judge: bon.sim.listwise)
+    proc = subprocess.run([sys.executable, "-m", "bon.run", "selector=listwise", "dataset=agentprocessbench",
                            f"hydra.run.dir={tmp_path / 'o'}"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "selector=listwise" in proc.stderr and "dataset=sim" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "selector=listwise" in proc.stderr
+    assert "dataset=agentprocessbench" in proc.stderr

@@ -8,8 +8,10 @@ import numpy as np
 import polars as pl
 
 from bon.errors import BonError, unknown_choice
-from bon.sim import model
-from bon.sim.model import JudgeModel, Profile
+from bon.sim import listwise, model
+from bon.sim import search as sim_search
+from bon.sim.model import JudgeModel, Profile, SimTrajectories
+from bon.sim.search import TokenModel
 
 
 def profile(dataset_cfg: Mapping[str, Any]) -> Profile:
@@ -56,6 +58,19 @@ def judge_model(judge_cfg: Mapping[str, Any], profile_name: str) -> JudgeModel:
 def candidate_table(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any],
                     judge_cfg: Mapping[str, Any], seed: int = 0) -> pl.DataFrame:
     """Generate tasks and candidates, judge them, and return the candidate table (all synthetic)."""
+    return run(dataset_cfg, generator_cfg, judge_cfg, seed)[0]
+
+
+def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
+        seed: int = 0, selector: Any = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The candidate table and the run's usage: `compute` (bon.compute's shape, modelled tokens) and
+    `simulation` (what a simulated search and comparing judge did).
+
+    Candidates come from plain sampling or, with generator.search, from a simulated step-level search
+    (bon.sim.search); either way the simulated judge then labels the finished trajectories. A selector
+    with `verdicts` gets the simulated comparing judge's picks (bon.sim.listwise) from a random stream
+    of its own, so its candidate table is the one a score-based selector sees with the same seed.
+    """
     if generator_cfg.get("kind") != "sim":
         raise BonError(f"dataset=sim needs generator=sim (got generator kind {generator_cfg.get('kind')!r})")
     prof = profile(dataset_cfg)
@@ -63,8 +78,107 @@ def candidate_table(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, 
     if n_tasks < 1 or n < 1:
         raise BonError(f"dataset.n_tasks and generator.n must be at least 1 (got {n_tasks} and {n})")
     judge = judge_model(judge_cfg, prof.name)
+    tokens = TokenModel(int(generator_cfg.get("prompt_tokens", 600)), int(generator_cfg.get("step_tokens", 700)),
+                        int(judge_cfg.get("overhead_tokens", 800)))
+    wrong = int(generator_cfg.get("wrong_answers", 3))
+    method = str(generator_cfg.get("search") or "none")
     rng = np.random.default_rng(seed)
-    trajs = model.generate(prof, model.sample_tasks(prof, n_tasks, rng), n, rng,
-                           int(generator_cfg.get("wrong_answers", 3)))
+    task_p = model.sample_tasks(prof, n_tasks, rng)
+    simulation: dict[str, Any] = {}
+    if method == "none":
+        trajs = model.generate(prof, task_p, n, rng, wrong)
+        steps = trajs.lengths.astype(np.int64)  # one agent call per step, each reading the transcript so far
+        generation = _part(int(steps.sum()), int((steps * tokens.prompt_tokens
+                                                  + tokens.step_tokens * steps * (steps + 1) // 2).sum()))
+        name = ""
+    else:
+        if method not in sim_search.METHODS:
+            raise unknown_choice("generator.search", method, ("none", *sim_search.METHODS))
+        k = int(generator_cfg.get("search_k", 4))
+        found = sim_search.search(prof, task_p, method, n, k, judge, rng,
+                                  float(generator_cfg.get("track_memory", 0.5)), tokens, wrong)
+        trajs = found.trajectories
+        generation = _part(int(found.agent_calls.sum() + found.judge_calls.sum()),
+                           int(found.agent_tokens.sum() + found.judge_tokens.sum()))
+        simulation["search"] = {"method": method, "k": k, "n": n,
+                                "track_memory": float(generator_cfg.get("track_memory", 0.5)),
+                                "agent_calls": int(found.agent_calls.sum()),
+                                "judge_calls": int(found.judge_calls.sum()),
+                                "judge_failures": int(found.judge_failures.sum())}
+        name = f"{method} k={k} n={n}"
     predicted, final, failed = model.judge(judge, trajs, rng)
-    return model.candidate_table(trajs, predicted, final, failed, judge.name, prof.name)
+    table = model.candidate_table(trajs, predicted, final, failed, judge.name, prof.name)
+    stages = {"generation": generation,
+              "judging": _part(trajs.lengths.size, int(tokens.judge_call(trajs.lengths).sum()))}
+    verdicts = getattr(selector, "verdicts", None)
+    if verdicts:
+        table, stages["selection"], simulation["selection"] = _compare(
+            str(verdicts), comparing_judge(judge_cfg, judge), trajs, table, tokens, seed, selector.fallback)
+    method_name = " · ".join(filter(None, [name, getattr(selector, "name", None)])) or "best-of-n"
+    curve = method != "beam" and not verdicts  # as live: independent samples price a best-of-k curve
+    usage: dict[str, Any] = {"compute": _compute(stages, method_name, n_tasks, trajs.lengths.size, curve)}
+    if simulation:
+        usage["simulation"] = simulation
+    return table, usage
+
+
+def comparing_judge(judge_cfg: Mapping[str, Any], judge: JudgeModel) -> listwise.ComparingJudge:
+    """The simulated list-wise / pairwise judge: `judge.listwise_accuracy` (null: as discriminating as the
+    simulated ORM), `judge.position_bias`, `judge.permutations`, and the step judge's fail_rate."""
+    accuracy = judge_cfg.get("listwise_accuracy")
+    if accuracy is None:
+        accuracy = listwise.ComparingJudge.accuracy_from_orm(judge.orm_tpr, judge.orm_fpr)
+    return listwise.ComparingJudge(float(accuracy), float(judge_cfg.get("position_bias", 0.0)),
+                                   int(judge_cfg.get("permutations") or 1), judge.fail_rate)
+
+
+def _compare(kind: str, judge: listwise.ComparingJudge, trajs: SimTrajectories, table: pl.DataFrame,
+             tokens: TokenModel, seed: int,
+             fallback: str | None) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
+    """The comparing judge's picks as the `listwise_pick` column, its cost and its tally."""
+    n_tasks, n = trajs.n_tasks, trajs.n_candidates
+    verdicts = listwise.decide(kind, judge, trajs.success.reshape(n_tasks, n), np.random.default_rng([seed, 1]))
+    shown = np.minimum(tokens.transcript(trajs.lengths), listwise.COMPACT_TOKENS).reshape(n_tasks, n).mean(axis=1)
+    cost = _part(int(verdicts.calls.sum()),
+                 int((verdicts.calls * tokens.judge_overhead + verdicts.shown * shown).sum()))
+    return listwise.with_picks(table, verdicts, n), cost, verdicts.tally(kind, judge.permutations, fallback)
+
+
+def _part(calls: int, tokens: int) -> dict[str, Any]:
+    return {"calls": calls, "tokens": tokens, "usd": None}
+
+
+TOKEN_NOTE = ("simulated: calls are counted exactly, tokens come from the simulator's token model "
+              "(generator.prompt_tokens, generator.step_tokens, judge.overhead_tokens), no dollars")
+
+
+def _compute(stages: Mapping[str, Mapping[str, Any]], method: str, n_tasks: int, n_trajectories: int,
+             curve: bool) -> dict[str, Any]:
+    """bon.compute.summary's block for a simulated run (no Trajectory objects, no prices)."""
+    def per(calls: float, tokens: float, n: int) -> dict[str, Any]:
+        return {"calls": calls / n, "tokens": tokens / n, "usd": None}
+
+    calls = sum(p["calls"] for p in stages.values())
+    tokens = sum(p["tokens"] for p in stages.values())
+    out: dict[str, Any] = {"method": method, "tasks": n_tasks, "trajectories": n_trajectories,
+                           "stages": {k: dict(v) for k, v in stages.items()}, "per_task": per(calls, tokens, n_tasks),
+                           "complete": False, "note": TOKEN_NOTE}
+    if curve:  # Best-of-N: k samples cost k times one sample's generation and judging
+        sample = [p for name, p in stages.items() if name != "selection"]
+        out["per_sample"] = per(sum(p["calls"] for p in sample), sum(p["tokens"] for p in sample), n_trajectories)
+    return out
+
+
+def describe(simulation: Mapping[str, Any]) -> str:
+    """The lines a run prints about its simulated search and comparing judge."""
+    lines = []
+    s = simulation.get("search")
+    if s:
+        lines.append(f"simulated {s['method']} search (k={s['k']}, n={s['n']}, track_memory={s['track_memory']:g}): "
+                     f"{s['agent_calls']} candidate steps proposed and judged, {s['judge_failures']} judge calls "
+                     f"failed (no label)")
+    v = simulation.get("selection")
+    if v:
+        lines.append(f"simulated {v['kind']} verdicts: {v['tasks']} tasks, {v['calls']} calls, {v['ties']} ties; "
+                     f"{v['fell_back']} tasks decided by {v['fallback']} ({v['failed']} verdicts failed)")
+    return "\n".join(lines)

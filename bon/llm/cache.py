@@ -11,6 +11,10 @@ The key is a SHA-256 over a canonical JSON of what determines the reply: model, 
 sampling parameters and the sample index. Transport settings and credentials (api_key, api_base,
 timeouts, retry counts, headers) are left out, so a key rotation or a new port for a local server
 keeps the cache, and no secret can reach the file.
+
+SQLite's locking needs every process on one host. Jobs on several nodes share a Redis server instead
+(`cache.url=redis://host:port/db`, bon.llm.cache_redis): the same keys, modes and stored values.
+`open_cache` is the one place that picks the backend.
 """
 from __future__ import annotations
 
@@ -19,13 +23,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import platformdirs
 
@@ -45,6 +50,29 @@ TRANSPORT_PARAMS = frozenset({
     "aws_secret_access_key", "aws_session_token", "vertex_credentials", "azure_ad_token",
 })
 _SECRET_MARKERS = ("api_key", "secret", "password", "credential", "access_token")
+
+
+# Filesystems shared over a network (or by a cluster), where SQLite's WAL mode is unsafe.
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "afs", "9p",
+    "panfs", "wekafs", "orangefs", "pvfs2", "ocfs2", "gfs2", "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs",
+    "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs",
+})
+_warned_network_dirs: set[Path] = set()
+
+
+class Entry(NamedTuple):
+    """One stored response as both backends keep it: `value` is its compact JSON text."""
+
+    key: str
+    model: str
+    created: float
+    value: str
+
+
+def encode(value: Mapping[str, Any]) -> str:
+    """The stored text of a response (the same bytes in every backend)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def default_cache_dir() -> Path:
@@ -77,25 +105,104 @@ def cache_key(model: str, messages: Sequence[Mapping[str, Any]], tools: Sequence
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class ResponseCache:
-    """One SQLite file of responses, one row per key.
+class CacheBase:
+    """What every backend shares: the modes and an async API over the blocking one.
 
-    `mode`: off (no file), read (hits only, nothing stored), write (always call, store/overwrite),
-    readwrite (hits, and store misses). The sync methods are thread-safe; the async ones run on a
-    private thread so a writer waiting for another process's lock never blocks the event loop.
+    `mode`: off (nothing stored or read), read (hits only, nothing stored), write (always call,
+    store/overwrite), readwrite (hits, and store misses). The async methods run the sync ones on a
+    private thread, so a cache that waits (for a lock, for the network) never blocks the event loop.
     """
 
-    def __init__(self, mode: str = "readwrite", cache_dir: str | os.PathLike[str] | None = None, *,
-                 busy_timeout_s: float = 60.0) -> None:
+    mode: str
+    threads = 1
+
+    def __init__(self, mode: str) -> None:
         if mode not in MODES:
             raise BonError(f"unknown cache mode {mode!r}; valid choices: {', '.join(MODES)}")
         self.mode = mode
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.mode in ("read", "readwrite")
+
+    @property
+    def writable(self) -> bool:
+        return self.mode in ("write", "readwrite")
+
+    @property
+    def path(self) -> str | Path:
+        """Where the responses are, for messages (never with a password)."""
+        raise NotImplementedError
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def put(self, key: str, model: str, value: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def entries(self) -> Iterator[Entry]:
+        """Every stored entry, as stored (for moving entries between caches)."""
+        raise NotImplementedError
+
+    def add_many(self, entries: Iterable[Entry]) -> dict[str, int]:
+        """Store the entries this cache lacks, keeping its own where it has the key: counts of
+        "copied", "present" (same value) and "conflicts" (another value, which is kept)."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the cache (pending async operations finish first)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._close()
+
+    def __enter__(self) -> CacheBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="bon-llm-cache")
+        return self._executor
+
+    async def aget(self, key: str) -> dict[str, Any] | None:
+        if not self.readable:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), self.get, key)
+
+    async def aput(self, key: str, model: str, value: Mapping[str, Any]) -> None:
+        if not self.writable:
+            return
+        await asyncio.get_running_loop().run_in_executor(self._pool(), self.put, key, model, value)
+
+
+def same_value(a: str, b: str) -> bool:
+    """Whether two stored texts hold the same response (formatting aside)."""
+    if a == b:
+        return True
+    try:
+        return bool(json.loads(a) == json.loads(b))
+    except ValueError:
+        return False
+
+
+class ResponseCache(CacheBase):
+    """One SQLite file of responses, one row per key (modes: see CacheBase). Thread-safe."""
+
+    def __init__(self, mode: str = "readwrite", cache_dir: str | os.PathLike[str] | None = None, *,
+                 busy_timeout_s: float = 60.0) -> None:
+        super().__init__(mode)
         self.dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        self.path = self.dir / FILENAME
+        self.file = self.dir / FILENAME
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._broken = False
         if mode != "off":
             self._check_usable()
@@ -120,6 +227,7 @@ class ResponseCache:
             except sqlite3.DatabaseError as exc:
                 self.close()
                 raise BonError(self._damaged(exc)) from None
+        warn_if_network_filesystem(self.dir)
 
     def _damaged(self, exc: Exception) -> str:
         return (f"response cache {self.path} is damaged ({exc}); delete it (its responses will be fetched again) "
@@ -132,12 +240,8 @@ class ResponseCache:
             log.error("%s; the rest of this run makes its calls without the cache", self._damaged(exc))
 
     @property
-    def readable(self) -> bool:
-        return self.mode in ("read", "readwrite")
-
-    @property
-    def writable(self) -> bool:
-        return self.mode in ("write", "readwrite")
+    def path(self) -> Path:
+        return self.file
 
     def __repr__(self) -> str:
         return f"ResponseCache(mode={self.mode!r}, path={str(self.path)!r})"
@@ -157,21 +261,11 @@ class ResponseCache:
             self._conn = conn
         return self._conn
 
-    def close(self) -> None:
-        """Close the file (pending async operations finish first)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+    def _close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-    def __enter__(self) -> ResponseCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- sync API
     def get(self, key: str) -> dict[str, Any] | None:
@@ -198,7 +292,7 @@ class ResponseCache:
         """Store one complete response (atomically; replaces an older row for the same key)."""
         if not self.writable or self._broken:
             return
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        text = encode(value)
         try:
             with self._lock:
                 self._connection().execute(
@@ -222,18 +316,123 @@ class ResponseCache:
         for key, model, value in rows:
             yield key, model, json.loads(value)
 
-    # -- async API
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bon-llm-cache")
-        return self._executor
-
-    async def aget(self, key: str) -> dict[str, Any] | None:
-        if not self.readable:
-            return None
-        return await asyncio.get_running_loop().run_in_executor(self._pool(), self.get, key)
-
-    async def aput(self, key: str, model: str, value: Mapping[str, Any]) -> None:
-        if not self.writable:
+    # -- moving entries (bon.cache)
+    def entries(self, batch: int = 1000) -> Iterator[Entry]:
+        if not self.path.exists():
             return
-        await asyncio.get_running_loop().run_in_executor(self._pool(), self.put, key, model, value)
+        last = ""
+        while True:
+            with self._lock:
+                rows = self._connection().execute(
+                    "SELECT key, model, created, value FROM responses WHERE key > ? ORDER BY key LIMIT ?",
+                    (last, batch)).fetchall()
+            yield from (Entry(*row) for row in rows)
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    def add_many(self, entries: Iterable[Entry], batch: int = 500) -> dict[str, int]:
+        counts = {"copied": 0, "present": 0, "conflicts": 0}
+        pending: list[Entry] = []
+
+        def flush() -> None:
+            with self._lock:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")  # one transaction per batch: all of it or none
+                try:
+                    for e in pending:
+                        cur = conn.execute("INSERT OR IGNORE INTO responses (key, model, created, value) "
+                                           "VALUES (?, ?, ?, ?)", e)
+                        if cur.rowcount == 1:
+                            counts["copied"] += 1
+                            continue
+                        (held,) = conn.execute("SELECT value FROM responses WHERE key = ?", (e.key,)).fetchone()
+                        counts["present" if same_value(held, e.value) else "conflicts"] += 1
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            pending.clear()
+
+        for entry in entries:
+            pending.append(entry)
+            if len(pending) >= batch:
+                flush()
+        if pending:
+            flush()
+        return counts
+
+
+# ---------------------------------------------------------------- network filesystems
+
+
+def _unescape_mount(field: str) -> str:
+    """/proc/mounts writes a space, tab, newline or backslash in a path as a 3-digit octal escape."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def filesystem_type(path: str | os.PathLike[str], mounts: str | None = None) -> str | None:
+    """The type of the filesystem holding `path` (its longest mount point in the mounts table,
+    /proc/mounts by default), or None where that cannot be told."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    target = Path(path).expanduser().resolve()  # symlinks followed as far as the path exists
+    best, kind = -1, None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(_unescape_mount(fields[1]))
+        if (target == point or point in target.parents) and len(point.parts) > best:
+            best, kind = len(point.parts), fields[2]
+    return kind
+
+
+def network_filesystem(path: str | os.PathLike[str], mounts: str | None = None) -> str | None:
+    """The network filesystem type holding `path` (e.g. "nfs4", "lustre"), or None."""
+    kind = filesystem_type(path, mounts)
+    return kind if kind is not None and kind.lower() in NETWORK_FILESYSTEMS else None
+
+
+def warn_if_network_filesystem(cache_dir: Path, mounts: str | None = None) -> bool:
+    """Say once per directory that SQLite's WAL mode is unsafe there, and what to use instead."""
+    kind = network_filesystem(cache_dir, mounts)
+    if kind is None or cache_dir in _warned_network_dirs:
+        return False
+    _warned_network_dirs.add(cache_dir)
+    log.warning("response cache %s is on a network filesystem (%s), where SQLite's locking is unsafe across "
+                "nodes: set cache.url=redis://HOST:PORT/DB or a node-local cache.dir", cache_dir, kind)
+    return True
+
+
+# ---------------------------------------------------------------- the one place a backend is chosen
+
+
+def open_cache(mode: str = "readwrite", url: str | None = None, cache_dir: str | os.PathLike[str] | None = None, *,
+               option: str = "cache.url", password_in_url: bool = False) -> CacheBase:
+    """The cache a `url` (sqlite:///DIR or redis://HOST:PORT/DB) or a directory names; neither: the default
+    directory. Checked before any call: a Redis server that cannot be reached is a BonError naming `option`.
+    `password_in_url`: allow redis://:PASSWORD@... (refused where the URL would be saved, as in a run's
+    .hydra/ files; there the password comes from $BON_REDIS_PASSWORD)."""
+    if url is not None and cache_dir is not None:
+        raise BonError(f"set {option} or cache.dir, not both ({option} names the cache, directory or server)")
+    if url is None:
+        return ResponseCache(mode, cache_dir)
+    scheme = str(url).partition("://")[0].lower() if "://" in str(url) else ""
+    if scheme == "sqlite":
+        path = str(url)[len("sqlite://"):]
+        if not path:
+            raise BonError(f"{option}={url!r} names no directory; write sqlite:///ABSOLUTE/DIR")
+        folder = Path(path).expanduser()
+        return ResponseCache(mode, folder.parent if folder.name == FILENAME else folder)
+    if scheme in ("redis", "rediss", "unix"):
+        from bon.llm.cache_redis import RedisCache
+
+        return RedisCache(mode, str(url), option=option, password_in_url=password_in_url)
+    from bon.llm.cache_redis import scrub_url
+
+    raise BonError(f"{option}={scrub_url(str(url))!r} is not a cache url; valid schemes: sqlite:///DIR, "
+                   f"redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS), unix:///SOCKET")
