@@ -567,6 +567,9 @@ def _recursing_config(exc: RecursionError) -> str | None:
     return last
 
 
+_URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.IGNORECASE)  # scheme://user:password@
+
+
 def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> None:
     """Run a `@hydra.main` entry point as a bon command: every error a user can fix is one line, exit 2.
 
@@ -577,6 +580,11 @@ def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> No
     """
     from bon.errors import command, fail
 
+    secret = next((arg for arg in sys.argv[1:] if _URL_PASSWORD.search(arg)), None)
+    if secret is not None:  # Hydra saves every override in .hydra/overrides.yaml before bon runs
+        option = secret.split("=", 1)[0]
+        fail(f"{option}: a password in a URL would be saved in the run's .hydra/overrides.yaml; leave it out of the "
+             f"URL and set it in the environment (for cache.url: $BON_REDIS_PASSWORD)")
     ours = "HYDRA_FULL_ERROR" not in os.environ
     if ours:
         os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -162,6 +162,9 @@ def test_a_password_in_a_runs_cache_url_is_refused_without_echoing_it(tmp_path):
         assert server.count == 0
     assert proc.returncode == 2 and PASSWORD_ENV in proc.stderr
     assert secret not in proc.stderr and secret not in proc.stdout
+    # refused before Hydra writes the run's .hydra/overrides.yaml, so the password is in no file either
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and secret in p.read_text(errors="ignore")]
+    assert written == []
 
 
 def test_the_password_comes_from_the_environment_and_is_never_shown(tmp_path, monkeypatch, caplog):
