@@ -225,7 +225,7 @@ def test_ctrl_c_stops_a_big_run_at_once_with_one_line(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-3000:]
-    assert took < 5, f"took {took:.1f} s to stop"
+    assert took < 15, f"took {took:.1f} s to stop"
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted"), err[-3000:]
     assert not (tmp_path / "o" / "summary.json").exists()
@@ -279,7 +279,8 @@ def test_ctrl_c_in_a_live_run_keeps_trajectories_and_cache_for_the_rerun(tmp_pat
         finally:
             if proc.poll() is None:
                 proc.kill()
-        assert proc.returncode == 130 and took < 5, (proc.returncode, took, err[-3000:])
+        # the run would take ~60 s; well under that means Ctrl-C stopped it (generous: CI machines are shared)
+        assert proc.returncode == 130 and took < 20, (proc.returncode, took, err[-3000:])
         assert "interrupted" in err and "Traceback" not in err
         kept = [json.loads(line) for line in store.read_text().splitlines()]  # every line whole
         # samples cut short by the interrupt may be recorded as failed (they are generated again on resume);

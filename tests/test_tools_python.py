@@ -154,7 +154,7 @@ def test_wall_clock_timeout_kills_the_whole_group() -> None:
     result = run(tool, code)
     elapsed = time.monotonic() - started
     assert result.error_kind == "timeout" and "time limit of 1 s" in result.content
-    assert elapsed < 2.5
+    assert elapsed < 5  # the 1 s limit plus killing the group; generous for a shared machine
     assert sandbox_processes(marker) == []
 
 
