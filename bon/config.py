@@ -189,6 +189,8 @@ class SimDataset:
     profile: str = opt()
     n_tasks: int = opt(ge=1)
     subset: Optional[str] = opt()
+    num_shards: int = opt(ge=1)  # split one configuration over K jobs (bon.shard); shard < num_shards: bon.plan
+    shard: int = opt(ge=0)
     profiles: dict = opt()
 
 
@@ -197,6 +199,8 @@ class AgentProcessBenchDataset:
     name: str = opt()
     subset: str = opt()
     root: Optional[str] = opt()
+    num_shards: int = opt(ge=1)  # bon.shard
+    shard: int = opt(ge=0)
 
 
 @dataclass
@@ -204,6 +208,8 @@ class TasksDataset:
     name: str = opt()
     path: str = opt()
     subset: str = opt()
+    num_shards: int = opt(ge=1)  # bon.shard
+    shard: int = opt(ge=0)
     tools: Optional[list] = opt()
     system_prompt: Optional[str] = opt(in_presets=False)  # `+dataset.system_prompt=...`
 
@@ -215,6 +221,8 @@ class GaiaDataset:
     split: Optional[str] = opt()
     level: Optional[int] = opt(ge=1, le=3)
     subset: str = opt()
+    num_shards: int = opt(ge=1)  # bon.shard
+    shard: int = opt(ge=0)
     tools: Optional[list] = opt()
     system_prompt: Optional[str] = opt()
 
@@ -225,6 +233,8 @@ class BuiltinDataset:
     subset: str = opt()
     n_tasks: Optional[int] = opt(ge=1)
     task_ids: Optional[list] = opt()
+    num_shards: int = opt(ge=1)  # bon.shard
+    shard: int = opt(ge=0)
     tools: Optional[list] = opt()
     system_prompt: Optional[str] = opt()
 
@@ -482,6 +492,15 @@ def explain_composition_error(exc: BaseException) -> str | None:
             return None
         return (f"config {cycle}.yaml: its `defaults:` list includes itself (directly or through another config), "
                 f"so Hydra cannot compose it; remove that entry")
+    if isinstance(exc, RuntimeError) and 'Could not detect "srun"' in str(exc):  # submitit's SLURM executor
+        return ("hydra/launcher=slurm: SLURM's srun is not on this machine's PATH; submit the sweep from a node of "
+                "the cluster, or run it here with hydra/launcher=local_parallel or hydra/launcher=submitit_local")
+    if type(exc).__name__ in ("UncompletedJobError", "FailedJobError") and type(exc).__module__.startswith("submitit"):
+        return _stopped_job(str(exc))
+    if isinstance(exc, OmegaConfBaseException):
+        unset = re.search(r"Environment variable '([^']+)' not found", str(exc))
+        if unset is not None:
+            return _unset_variable(unset.group(1), getattr(exc, "full_key", None))
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         typed = _schema_refusal(exc)
         if typed is not None:
@@ -495,6 +514,39 @@ def explain_composition_error(exc: BaseException) -> str | None:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         text = "; ".join(line.rstrip(".") for line in _join_choices(lines))
         return text.replace("\t", "")
+    return None
+
+
+def _stopped_job(text: str) -> str | None:
+    """A job of a submitit sweep (hydra/launcher=slurm, submitit_local) that stopped on a user error: its one
+    line and where its logs are. A crash (no `error:` line) keeps submitit's message, with the job's traceback."""
+    said = next((line for line in text.splitlines() if line.startswith("error: ")), None)
+    if said is None:
+        return None
+    logs = re.search(r"(\S*/\.submitit/[^/\s]+)/", text)
+    return f"a job of the sweep stopped{f' (logs: {logs.group(1)})' if logs else ''}: {said[len('error: '):]}"
+
+
+def _unset_variable(variable: str, option: str | None) -> str:
+    """A config value read with ${oc.env:VARIABLE} (no default) whose variable is not set, e.g. the SLURM
+    partition of conf/hydra/launcher/slurm.yaml: name the variable and the option that can be given instead."""
+    option = option or _option_reading(variable)
+    if option is None:
+        return f"environment variable {variable} is not set (a config value reads it); set it"
+    return f"{option}: environment variable {variable} is not set; set it, or give {option}=... on the command line"
+
+
+def _option_reading(variable: str) -> str | None:
+    """The option whose shipped preset reads $variable (Hydra does not say which when a launcher's does)."""
+    root = Path(conf_dir())
+    reads = re.compile(rf"^(\w+):\s*\$\{{oc\.env:{re.escape(variable)}\}}", re.MULTILINE)
+    for path in sorted(root.rglob("*.yaml")):
+        text = path.read_text()
+        key = reads.search(text)
+        if key is not None:
+            package = re.search(r"^# @package (\S+)", text, re.MULTILINE)
+            prefix = package.group(1) if package else ".".join(path.relative_to(root).parent.parts)
+            return f"{prefix}.{key.group(1)}" if prefix else key.group(1)
     return None
 
 
@@ -568,6 +620,18 @@ def _recursing_config(exc: RecursionError) -> str | None:
 
 
 _URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.IGNORECASE)  # scheme://user:password@
+
+
+class RunStarted(threading.Event):
+    """The `started` flag of hydra_command, set by the task function once Hydra has made the run directory.
+
+    A launcher that runs jobs in other processes (joblib, submitit: conf/hydra/launcher/) pickles the task
+    function with the globals it uses; a plain threading.Event cannot be pickled, this one arrives as a new,
+    unset flag.
+    """
+
+    def __reduce__(self) -> tuple[type[RunStarted], tuple[()]]:
+        return (RunStarted, ())
 
 
 def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import collections
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
             judge = build.judge(judge_cfg, judge_client)
             if replaying:
                 path = Path(str(generator_cfg["path"])).expanduser()
-                trajectories = store.replay(path)
+                trajectories = [t for t in store.replay(path) if taskset.keeps(t.task_id)]  # dataset.shard
                 say(f"plan: judge {len(trajectories)} trajectories replayed from {path}")
                 _say_clients(clients, budget)
             else:
@@ -306,12 +306,14 @@ def _check_kinds(dataset: str, generator_cfg: Mapping[str, Any], judge_cfg: Mapp
                        f"(dataset=agentprocessbench only)")
 
 
-def _check_replay_matches(path: Path, loaded: list[Any], dataset: str) -> None:
-    """Every replayed trajectory must be of a task the dataset has, or it could not be scored."""
+def _check_replay_matches(path: Path, loaded: list[Any], dataset: str,
+                          keeps: Callable[[str], bool] | None = None) -> None:
+    """Every replayed trajectory must be of a task the dataset has, or it could not be scored.
+    `keeps` (TaskSet.keeps): only the run's shard's trajectories are replayed (dataset.shard)."""
     from bon.generators import store
 
     known = {t.id for t in loaded}
-    replayed = {t.task_id for t in store.replay(path)}
+    replayed = {t.task_id for t in store.replay(path) if keeps is None or keeps(t.task_id)}
     foreign = sorted(replayed - known)
     if foreign:
         raise BonError(f"generator.path={path}: trajectories of {len(foreign)} task(s) that dataset={dataset} (with "
@@ -348,7 +350,8 @@ def run(chosen: Live, out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
         raise BonError(f"generator=replay with dataset={dataset} needs generator.path=<trajectories.jsonl>")
     taskset = taskset_of(dataset_cfg, replaying)
     if replaying and taskset.tasks:
-        _check_replay_matches(Path(str(generator_cfg["path"])).expanduser(), list(taskset.tasks), dataset)
+        _check_replay_matches(Path(str(generator_cfg["path"])).expanduser(), list(taskset.tasks), dataset,
+                              taskset.keeps)
     if generator_cfg.get("system_prompt") is None and dataset_cfg.get("system_prompt") is not None:
         generator_cfg = {**generator_cfg, "system_prompt": dataset_cfg["system_prompt"]}  # the dataset's answer rules
     out_dir.mkdir(parents=True, exist_ok=True)

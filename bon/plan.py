@@ -18,7 +18,7 @@ from typing import Any, Union
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bon import config, datasets, generators, selectors
+from bon import config, datasets, generators, selectors, shard
 from bon.errors import BonError, unknown_choice
 from bon.selectors import Selector
 
@@ -85,7 +85,11 @@ def plan(cfg: DictConfig) -> Plan:
     values = _resolved(cfg)
     config.check(values)
     name = values["dataset"].get("name")
+    _, num_shards = shard.of(values["dataset"])  # 0 <= dataset.shard < dataset.num_shards
     if name == "rehac":  # a judge serves only as a predictor here; rehac checks its own options
+        if num_shards != 1:
+            raise BonError("dataset=rehac cannot be sharded (dataset.num_shards must be 1): its policies are valued "
+                           "over all logged episodes together; run it in one job")
         return RehacOffline(cfg)
     if name not in datasets.DATASETS:
         raise unknown_choice("dataset", name, datasets.DATASETS)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import polars as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bon import config, datasets
+from bon import config, datasets, shard
 from bon.config import conf_dir
 from bon.errors import BonError, exit_on_user_error
 from bon.evaluate import evaluate
@@ -154,6 +153,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
     """Candidate table -> selector's picks and one summary row per judge -> outputs and the printed table."""
     table, usage = _candidate_table(chosen, out_dir)
+    return finish(chosen, out_dir, table, usage)
+
+
+def finish(chosen: Sim | Replay | Live, out_dir: Path, table: pl.DataFrame, usage: dict[str, Any] | None,
+           merged: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate a candidate table, write the run's outputs and print its table (bon.merge: joined shards)."""
     picks, rows = evaluate(chosen.selector, table, chosen.dataset_name, chosen.subset,
                            chosen.confidence, chosen.resamples, chosen.seed)
     synthetic = isinstance(chosen, Sim)
@@ -167,14 +172,15 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
     by_model = _by_model(chosen, table)
     summary = Summary(rows, confidence=chosen.confidence, seed=chosen.seed, collaboration=collaboration,
                       stopped=stopped, usage=usage,  # usage: calls, failures, retries, tokens and USD per stage
-                      by_model=by_model, compute=cost)
+                      by_model=by_model, compute=cost, shard=shard.describe(chosen.dataset), merged=merged)
     written = summary.to_json()
     _write_outputs(out_dir, table, picks, written)
     if rows[0].n_tasks == 0:
         print(f"warning: {rows[0].note}", file=sys.stderr)
     else:
+        part = f", shard {summary.shard['index']} of {summary.shard['of']}" if summary.shard else ""
         print(f"{chosen.selector.name} on {chosen.dataset_name}/{chosen.subset} "
-              f"({rows[0].n_tasks} tasks, accuracy in %)" + (f"  [{SYNTHETIC}]" if synthetic else ""))
+              f"({rows[0].n_tasks} tasks{part}, accuracy in %)" + (f"  [{SYNTHETIC}]" if synthetic else ""))
         print(format_rows(rows))
         if rows[0].note:
             print(f"note: {rows[0].note}")
@@ -215,7 +221,7 @@ def _select(chosen: Sim | Replay | Live, out_dir: Path) -> dict[str, Any]:
     return written
 
 
-_started = threading.Event()  # set once Hydra has made the run directory and calls the task
+_started = config.RunStarted()  # set once Hydra has made the run directory and calls the task (picklable)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")

@@ -102,6 +102,8 @@ class Summary:
     usage: dict[str, Any] | None = None
     by_model: list[dict[str, Any]] | None = None  # mixed-model runs: bon.breakdown.by_model's rows
     compute: dict[str, Any] | None = None  # live runs: what the method cost per task (bon.compute)
+    shard: dict[str, int] | None = None  # a sharded run ({index, of}: dataset.shard, dataset.num_shards; bon.shard)
+    merged: dict[str, Any] | None = None  # bon.merge's result: {shards, runs}, the shard run directories it joined
     kind: str = KIND
     schema: int = SCHEMA
 
@@ -113,7 +115,7 @@ class Summary:
         if len(rows) == 1:
             out |= rows[0]
         out["rows"] = rows
-        for key in ("collaboration", "stopped", "usage", "by_model", "compute"):
+        for key in ("collaboration", "stopped", "usage", "by_model", "compute", "shard", "merged"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -145,7 +147,7 @@ class Summary:
         return cls(rows=[Row.from_json(r, f"{where}: rows[{i}]") for i, r in enumerate(rows)],
                    confidence=float(confidence), seed=seed, collaboration=data.get("collaboration"),
                    stopped=data.get("stopped"), usage=data.get("usage"), by_model=data.get("by_model"),
-                   compute=data.get("compute"))
+                   compute=data.get("compute"), shard=data.get("shard"), merged=data.get("merged"))
 
 
 def _is_nan(x: Any) -> bool:

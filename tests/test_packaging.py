@@ -13,5 +13,8 @@ def test_every_subpackage_and_the_config_tree_are_packaged():
     assert found | {"bon.conf"} == set(setup["packages"])
     assert setup["package-dir"]["bon.conf"] == "conf"
     assert (ROOT / "conf" / "config.yaml").is_file()
-    depth = {len(p.relative_to(ROOT / "conf").parts) for p in (ROOT / "conf").rglob("*.yaml")}
-    assert depth <= {1, 2}, "package-data only globs conf/*.yaml and conf/*/*.yaml"
+    globs = setup["package-data"]["bon.conf"]
+    shipped = {p for pattern in globs for p in (ROOT / "conf").glob(pattern)}
+    missing = sorted(str(p.relative_to(ROOT)) for p in set((ROOT / "conf").rglob("*.yaml")) - shipped)
+    assert not missing, f"package-data of bon.conf ({globs}) leaves out {missing}"
+    assert (ROOT / "conf" / "hydra" / "launcher" / "slurm.yaml") in shipped  # the cluster presets ship too

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 from omegaconf import OmegaConf
 
-from bon import candidates
+from bon import candidates, shard
 from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError, unknown_choice
 
@@ -96,10 +96,14 @@ def candidate_table(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any]
     root, judges = judge_names(dataset_cfg, judge_cfg)
     rows = []
     for record in records({**dataset_cfg, "root": str(root)}):
+        if not shard.keeps(dataset_cfg, record.task_id):  # dataset.shard of dataset.num_shards (bon.shard)
+            continue
         for judge in judges:
             rows.append(candidates.row(record.task_id, record.subset, record.sample,
                                        apb.judgement_for(root, judge, record), record.steps,
                                        record.answer, record.success))
+    if not rows and shard.of(dataset_cfg)[1] > 1:
+        raise shard.empty(dataset_cfg, len({r.task_id for r in records({**dataset_cfg, "root": str(root)})}))
     if not rows:
         raise BonError("the configured dataset and judge produced no candidates")
     return candidates.table(rows)

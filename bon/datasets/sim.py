@@ -1,12 +1,14 @@
 """`dataset=sim`: the built-in synthetic benchmark as a candidate table (see bon.sim)."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from bon import shard
 from bon.errors import BonError, unknown_choice
 from bon.sim import listwise, model
 from bon.sim import search as sim_search
@@ -84,10 +86,16 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
     method = str(generator_cfg.get("search") or "none")
     rng = np.random.default_rng(seed)
     task_p = model.sample_tasks(prof, n_tasks, rng)
+    # dataset.shard: every task is drawn from the one seeded stream, then this shard's are kept (bon.shard),
+    # so a shard's rows and costs are exactly the unsharded run's for those tasks
+    keep = _in_shard(dataset_cfg, n_tasks)
+    if not keep.any():
+        raise shard.empty(dataset_cfg, n_tasks)
+    rows = np.repeat(keep, n)  # the table is task-major: row r is task r // n
     simulation: dict[str, Any] = {}
     if method == "none":
         trajs = model.generate(prof, task_p, n, rng, wrong)
-        steps = trajs.lengths.astype(np.int64)  # one agent call per step, each reading the transcript so far
+        steps = trajs.lengths[rows].astype(np.int64)  # one agent call per step, each reading the transcript so far
         generation = _part(int(steps.sum()), int((steps * tokens.prompt_tokens
                                                   + tokens.step_tokens * steps * (steps + 1) // 2).sum()))
         name = ""
@@ -98,28 +106,38 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
         found = sim_search.search(prof, task_p, method, n, k, judge, rng,
                                   float(generator_cfg.get("track_memory", 0.5)), tokens, wrong)
         trajs = found.trajectories
-        generation = _part(int(found.agent_calls.sum() + found.judge_calls.sum()),
-                           int(found.agent_tokens.sum() + found.judge_tokens.sum()))
+        generation = _part(int(found.agent_calls[keep].sum() + found.judge_calls[keep].sum()),
+                           int(found.agent_tokens[keep].sum() + found.judge_tokens[keep].sum()))
         simulation["search"] = {"method": method, "k": k, "n": n,
                                 "track_memory": float(generator_cfg.get("track_memory", 0.5)),
-                                "agent_calls": int(found.agent_calls.sum()),
-                                "judge_calls": int(found.judge_calls.sum()),
-                                "judge_failures": int(found.judge_failures.sum())}
+                                "agent_calls": int(found.agent_calls[keep].sum()),
+                                "judge_calls": int(found.judge_calls[keep].sum()),
+                                "judge_failures": int(found.judge_failures[keep].sum())}
         name = f"{method} k={k} n={n}"
     predicted, final, failed = model.judge(judge, trajs, rng)
     table = model.candidate_table(trajs, predicted, final, failed, judge.name, prof.name)
     stages = {"generation": generation,
-              "judging": _part(trajs.lengths.size, int(tokens.judge_call(trajs.lengths).sum()))}
+              "judging": _part(int(rows.sum()), int(tokens.judge_call(trajs.lengths[rows]).sum()))}
     verdicts = getattr(selector, "verdicts", None)
     if verdicts:
         table, stages["selection"], simulation["selection"] = _compare(
-            str(verdicts), comparing_judge(judge_cfg, judge), trajs, table, tokens, seed, selector.fallback)
+            str(verdicts), comparing_judge(judge_cfg, judge), trajs, table, tokens, seed, selector.fallback, keep)
+    if not rows.all():
+        table = table.filter(pl.Series(rows))
     method_name = " · ".join(filter(None, [name, getattr(selector, "name", None)])) or "best-of-n"
     curve = method != "beam" and not verdicts  # as live: independent samples price a best-of-k curve
-    usage: dict[str, Any] = {"compute": _compute(stages, method_name, n_tasks, trajs.lengths.size, curve)}
+    usage: dict[str, Any] = {"compute": _compute(stages, method_name, int(keep.sum()), int(rows.sum()), curve)}
     if simulation:
         usage["simulation"] = simulation
     return table, usage
+
+
+def _in_shard(dataset_cfg: Mapping[str, Any], n_tasks: int) -> np.ndarray:
+    """Which of the simulated tasks (ids synthetic:0 ...) the run's dataset.shard holds (bon.shard)."""
+    part, num_shards = shard.of(dataset_cfg)
+    if num_shards == 1:
+        return np.ones(n_tasks, dtype=bool)
+    return np.array([shard.index(f"synthetic:{i}", num_shards) == part for i in range(n_tasks)], dtype=bool)
 
 
 def comparing_judge(judge_cfg: Mapping[str, Any], judge: JudgeModel) -> listwise.ComparingJudge:
@@ -133,15 +151,18 @@ def comparing_judge(judge_cfg: Mapping[str, Any], judge: JudgeModel) -> listwise
 
 
 def _compare(kind: str, judge: listwise.ComparingJudge, trajs: SimTrajectories, table: pl.DataFrame,
-             tokens: TokenModel, seed: int,
-             fallback: str | None) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
-    """The comparing judge's picks as the `listwise_pick` column, its cost and its tally."""
+             tokens: TokenModel, seed: int, fallback: str | None,
+             keep: np.ndarray) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
+    """The comparing judge's picks as the `listwise_pick` column, and the cost and tally of the tasks in `keep`
+    (the run's shard): every task's verdict is drawn, so a shard's are the unsharded run's."""
     n_tasks, n = trajs.n_tasks, trajs.n_candidates
     verdicts = listwise.decide(kind, judge, trajs.success.reshape(n_tasks, n), np.random.default_rng([seed, 1]))
     shown = np.minimum(tokens.transcript(trajs.lengths), listwise.COMPACT_TOKENS).reshape(n_tasks, n).mean(axis=1)
+    table = listwise.with_picks(table, verdicts, n)
+    verdicts = listwise.Verdicts(*(getattr(verdicts, f.name)[keep] for f in dataclasses.fields(verdicts)))
     cost = _part(int(verdicts.calls.sum()),
-                 int((verdicts.calls * tokens.judge_overhead + verdicts.shown * shown).sum()))
-    return listwise.with_picks(table, verdicts, n), cost, verdicts.tally(kind, judge.permutations, fallback)
+                 int((verdicts.calls * tokens.judge_overhead + verdicts.shown * shown[keep]).sum()))
+    return table, cost, verdicts.tally(kind, judge.permutations, fallback)
 
 
 def _part(calls: int, tokens: int) -> dict[str, Any]:

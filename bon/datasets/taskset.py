@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bon.scoring.gaia import question_scorer
+from bon.shard import empty as shard_empty
+from bon.shard import in_shard
+from bon.shard import of as shard_of
 from bon.types import Task, Trajectory
 
 Scorer = Callable[[str | None, str], bool]  # (answer or None, reference) -> correct
@@ -25,6 +28,11 @@ class TaskSet:
     name: str
     tasks: tuple[Task, ...]
     scorer: Scorer = question_scorer
+    shard: tuple[int, int] = (0, 1)  # (dataset.shard, dataset.num_shards): `tasks` holds this shard's only
+
+    def keeps(self, task_id: str) -> bool:
+        """Whether a task belongs to this run's shard (e.g. a replayed trajectory's; bon.shard)."""
+        return in_shard(task_id, *self.shard)
 
     def score(self, task: Task, answer: str | None) -> bool | None:
         """Whether `answer` is correct for `task`; None when the task has no reference (not scored)."""
@@ -69,6 +77,11 @@ def load(cfg: Mapping[str, Any], replaying: bool = False) -> TaskSet:
     """The configured dataset's tasks. Replaying dataset=tasks without a file gives no tasks: the
     trajectories' own `success` is then all there is."""
     name = str(cfg.get("name"))
+    part = shard_of(cfg)
     if name == "tasks" and replaying and cfg.get("path") in (None, "???"):
-        return TaskSet(name, ())
-    return TaskSet(name, tuple(LOADERS[name](cfg)))
+        return TaskSet(name, (), shard=part)
+    tasks = LOADERS[name](cfg)
+    kept = tuple(t for t in tasks if in_shard(t.id, *part))
+    if tasks and not kept:
+        raise shard_empty(cfg, len(tasks))
+    return TaskSet(name, kept, shard=part)
