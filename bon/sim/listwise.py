@@ -23,12 +23,13 @@ accuracy and position bias would fare against score-based selection, not how a g
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.stats import norm
 
 from bon.errors import BonError
 
@@ -38,6 +39,12 @@ COLUMN = "listwise_pick"  # as bon.verdicts
 # default), about 1,000 tokens at ~4 characters a token
 COMPACT_TOKENS = 1000
 _MAX_D = 50.0  # a perfect judge: the noise never bridges this
+_NORMAL = NormalDist()  # the standard normal, without scipy.stats' ~1 s import on every simulated run
+
+
+def _ppf(p: float) -> float:
+    """Standard normal quantile, -inf / +inf at 0 / 1 (callers clip to _MAX_D), as scipy.stats.norm.ppf."""
+    return -math.inf if p <= 0 else math.inf if p >= 1 else _NORMAL.inv_cdf(p)
 
 
 @dataclass(frozen=True)
@@ -61,13 +68,13 @@ class ComparingJudge:
     @property
     def discrimination(self) -> float:
         """d: how far apart a successful and a failed candidate's impressions are, in noise units."""
-        return float(np.clip(np.sqrt(2.0) * norm.ppf(self.accuracy), -_MAX_D, _MAX_D))
+        return float(np.clip(np.sqrt(2.0) * _ppf(self.accuracy), -_MAX_D, _MAX_D))
 
     @staticmethod
     def accuracy_from_orm(orm_tpr: float, orm_fpr: float) -> float:
         """The head-to-head accuracy of a judge as discriminating as an ORM with these rates."""
-        d = float(np.clip(norm.ppf(orm_tpr) - norm.ppf(orm_fpr), -_MAX_D, _MAX_D))
-        return float(norm.cdf(d / np.sqrt(2.0)))
+        d = float(np.clip(_ppf(orm_tpr) - _ppf(orm_fpr), -_MAX_D, _MAX_D))
+        return _NORMAL.cdf(d / math.sqrt(2.0))
 
 
 @dataclass
