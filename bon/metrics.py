@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from itertools import chain
 
 import numpy as np
 
@@ -27,10 +28,15 @@ def first_error(steps: Iterable[int], labels: Mapping[int, int | None]) -> int |
     return min((i for i in steps if labels.get(i) == -1), default=None)
 
 
-def _strict_first_error_known(steps: Sequence[int], predicted: Mapping[int, int | None]) -> tuple[bool, int | None]:
-    """(known, index) of the judge's first -1 when every earlier step must be labelled to know it."""
-    undecided = next((i for i in sorted(steps) if predicted.get(i) in (-1, None)), None)
-    return undecided is None or predicted.get(undecided) == -1, undecided
+_MISSING = 3  # label code of a step the judge left unlabelled
+_NONE = np.iinfo(np.int64).max  # "no such step" in per-trajectory minima
+
+
+def _first_per_owner(owner: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    """Smallest `index` per owner 0..n-1 (_NONE where an owner has none)."""
+    first = np.full(n, _NONE, dtype=np.int64)
+    np.minimum.at(first, owner, index)
+    return first
 
 
 @dataclass
@@ -48,24 +54,20 @@ class PrmScore:
 
     def add(self, steps: Sequence[int], human: Judgement, predicted: Judgement) -> None:
         """Score one trajectory: `steps` are its human-labelled assistant message indices."""
-        failed = predicted.failed
-        labels = {} if failed else predicted.step_labels  # a failed call never becomes labels
-        self.n_trajectories += 1
-        self.n_failed += failed
-        for i in steps:
-            h = human.step_labels[i]
-            p = labels.get(i)
-            self.n_steps += 1
-            self.n_step_correct += p == h
-            self.confusion[LABEL_ORDER.index(h), 3 if p is None else LABEL_ORDER.index(p)] += 1
-        truth = first_error(steps, human.step_labels)
-        self.n_first_error_correct += first_error(labels, labels) == truth
-        if not failed:
-            known, judged = _strict_first_error_known(steps, labels)
-            self.n_first_error_strict_correct += known and judged == truth
+        self.add_all([(steps, human, predicted)])
+
+    def add_all(self, trajectories: Sequence[tuple[Sequence[int], Judgement, Judgement]]) -> None:
+        """Score many trajectories at once: (steps, human, predicted) each."""
+        table = StepTable.build([(steps, human) for steps, human, _ in trajectories])
+        self += table.score([predicted for _, _, predicted in trajectories])
 
     def __add__(self, other: PrmScore) -> PrmScore:
         return PrmScore(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def __iadd__(self, other: PrmScore) -> PrmScore:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
 
     @property
     def step_acc(self) -> float:
@@ -87,14 +89,70 @@ class PrmScore:
         return self.confusion / np.maximum(totals, 1)
 
 
+_CODE = {-1: 0, 0: 1, 1: 2, None: _MISSING}  # label -> its LABEL_ORDER position; unlabelled -> _MISSING
+
+
+@dataclass(frozen=True)
+class StepTable:
+    """The human side of a set of trajectories as flat arrays: built once, scored against any number of judges.
+
+    Python only gathers each judge's labels into one array entry per step; every comparison, first-error
+    minimum and confusion count is then one numpy operation over all trajectories.
+    """
+
+    steps: tuple[Sequence[int], ...]
+    owner: np.ndarray  # trajectory of each step
+    index: np.ndarray  # message index of each step
+    human: np.ndarray  # human label code of each step
+    truth: np.ndarray  # the human's first -1 per trajectory (_NONE when there is none)
+
+    @classmethod
+    def build(cls, trajectories: Sequence[tuple[Sequence[int], Judgement]]) -> StepTable:
+        """From (steps, human judgement) per trajectory; `steps` are its human-labelled message indices."""
+        steps = tuple(s for s, _ in trajectories)
+        lengths = np.fromiter(map(len, steps), np.int64, len(steps))
+        owner = np.repeat(np.arange(len(steps)), lengths)
+        index = np.fromiter((i for s in steps for i in s), np.int64, owner.size)
+        human = np.fromiter((_CODE[h.step_labels[i]] for s, h in trajectories for i in s), np.int64, owner.size)
+        minus = human == 0
+        return cls(steps, owner, index, human, _first_per_owner(owner[minus], index[minus], len(steps)))
+
+    def score(self, predicted: Sequence[Judgement]) -> PrmScore:
+        """Counts of one judge's judgements, one per trajectory in the table's order."""
+        n = len(self.steps)
+        if len(predicted) != n:
+            raise ValueError(f"{len(predicted)} judgements for {n} trajectories")
+        failed = np.fromiter((p.failed for p in predicted), bool, n)
+        judged = [{} if p.failed else p.step_labels for p in predicted]  # a failed call never becomes labels
+        labels_of_steps = chain.from_iterable(map(labels.get, s) for s, labels in zip(self.steps, judged))
+        pred = np.fromiter(map(_CODE.__getitem__, labels_of_steps), np.int64, self.index.size)
+        # the judge's first -1 among all the labels it gave, human-labelled step or not (the paper's reading)
+        judged_first = np.fromiter((min((i for i, v in labels.items() if v == -1), default=_NONE)
+                                    for labels in judged), np.int64, n)
+        # the strict reading: the first step labelled -1 or left unlabelled must be a -1
+        undecided = (pred == 0) | (pred == _MISSING)
+        first_undecided = _first_per_owner(self.owner[undecided], self.index[undecided], n)
+        first_minus_one = _first_per_owner(self.owner[pred == 0], self.index[pred == 0], n)
+        known = (first_undecided == _NONE) | (first_undecided == first_minus_one)
+        return PrmScore(
+            n_steps=self.index.size, n_step_correct=int(np.count_nonzero(pred == self.human)), n_trajectories=n,
+            n_first_error_correct=int(np.count_nonzero(judged_first == self.truth)), n_failed=int(failed.sum()),
+            confusion=np.bincount(self.human * 4 + pred, minlength=12).reshape(3, 4).astype(np.int64),
+            n_first_error_strict_correct=int(np.count_nonzero(~failed & known & (first_undecided == self.truth))))
+
+
 NORMAL_ABOVE = 20_000
 
 
 def bootstrap_ci(values: Iterable[float], confidence: float = 0.95, n_resamples: int = 9999,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over tasks (scipy), exact when all values agree.
+    """Percentile bootstrap interval of the mean over tasks, exact when all values agree.
 
-    Above NORMAL_ABOVE tasks the bootstrap and the normal interval agree to well under a
+    numpy throughout (scipy.stats would cost ~1 s of import on every run): the interval scipy.stats.bootstrap
+    (method="percentile") estimates, from a different stream of resamples. Seed: the resamples come from
+    numpy.random.default_rng(seed), so the same values, resamples and seed give the same interval. The
+    interval is the `confidence` central range of the resampled means by numpy's default (linear)
+    percentile. Above NORMAL_ABOVE tasks the bootstrap and the normal interval agree to well under a
     tenth of a point, and resampling would take seconds, so the normal interval is used.
     """
     data = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=float)
@@ -107,11 +165,28 @@ def bootstrap_ci(values: Iterable[float], confidence: float = 0.95, n_resamples:
 
         half = NormalDist().inv_cdf(0.5 + confidence / 2) * data.std(ddof=1) / np.sqrt(data.size)
         return float(data.mean() - half), float(data.mean() + half)
-    from scipy.stats import bootstrap  # imported here: scipy.stats costs ~1 s at start-up
+    alpha = 100 * (1 - confidence) / 2
+    low, high = np.percentile(_resampled_means(data, n_resamples, np.random.default_rng(seed)), [alpha, 100 - alpha])
+    return float(low), float(high)
 
-    res = bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                    method="percentile", vectorized=True, rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+FEW_VALUES = 64  # up to this many distinct values, resample their counts (0/1 accuracy, ties, paired differences)
+
+
+def _resampled_means(data: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of `n_resamples` resamples of `data` with replacement.
+
+    With few distinct values, how often each one is drawn is multinomial(n, its share), which is exactly
+    the distribution n draws of task indices give, at a cost of resamples x distinct values instead of
+    resamples x tasks; otherwise task indices are drawn, in blocks of at most 4M.
+    """
+    n = data.size
+    values, counts = np.unique(data, return_counts=True)
+    if values.size <= FEW_VALUES:
+        return rng.multinomial(n, counts / n, size=n_resamples) @ values / n
+    chunk = max(1, 4_000_000 // n)
+    return np.concatenate([data[rng.integers(0, n, size=(min(chunk, n_resamples - start), n))].mean(axis=1)
+                           for start in range(0, n_resamples, chunk)])
 
 
 @dataclass(frozen=True)
@@ -131,15 +206,29 @@ class Paired:
 
 def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, seed: int = 0) -> Paired:
     """Compare two selectors task by task: bootstrap CI of the difference and an exact McNemar test."""
-    from scipy.stats import binomtest
-
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f"paired comparison needs the same tasks on both sides ({x.size} vs {y.size})")
     low, high = bootstrap_ci(x - y, confidence, seed=seed)
     a_only, b_only = int(np.sum((x > 0.5) & (y < 0.5))), int(np.sum((x < 0.5) & (y > 0.5)))
-    p = binomtest(a_only, a_only + b_only).pvalue if a_only + b_only else 1.0
+    p = mcnemar_exact(a_only, b_only)
     return Paired(x.size, float(x.mean()), float(y.mean()), float((x - y).mean()), low, high, a_only, b_only, float(p))
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value: twice the smaller binomial(n, 1/2) tail of the discordant counts, at most 1.
+
+    The binomial test at p = 1/2 (scipy.stats.binomtest's two-sided value, since the distribution is
+    symmetric), summed in log space so that thousands of discordant tasks neither overflow nor import scipy.
+    """
+    n, k = a_only + b_only, min(a_only, b_only)
+    if n == 0 or 2 * k >= n:
+        return 1.0
+    j = np.arange(1, k + 1)
+    log_comb = np.concatenate(([0.0], np.cumsum(np.log((n - j + 1) / j))))  # log C(n, i), i = 0..k
+    top = log_comb.max()
+    log_tail = top + np.log(np.exp(log_comb - top).sum()) - n * np.log(2)
+    return float(min(1.0, 2 * np.exp(log_tail)))
 
 
 def bootstrap_bands(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000,
@@ -147,9 +236,14 @@ def bootstrap_bands(values: np.ndarray, confidence: float = 0.95, resamples: int
     """Percentile bootstrap interval of the mean over tasks (rows), for every column at once.
 
     The estimator of `bootstrap_ci`, but one set of task resamples serves all columns (e.g. every k of a
-    best-of-k curve), so a whole curve costs one matrix product instead of one scipy call per point.
+    best-of-k curve), so a whole curve costs one matrix product instead of one resampling per point.
     NaN entries (a task without that column) are left out of that column's mean. A 1-D input gives a
     pair of floats.
+
+    Seed: resamples are drawn from numpy.random.default_rng(seed), in blocks of whole resamples of
+    task indices, so the same values, resamples and seed always give the same interval (and a
+    different seed an equally valid one). The interval is the `confidence` central range of the
+    resampled means by numpy's default (linear) percentile, as scipy.stats.bootstrap's percentile method.
     """
     import warnings
 

@@ -7,7 +7,6 @@ documented in bon.metrics, kept as an extra column.
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from bon import datasets
-from bon.config import conf_dir, hydra_command
+from bon.config import RunStarted, conf_dir, hydra_command
 from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError, exit_on_user_error
-from bon.metrics import LABEL_ORDER, PrmScore
+from bon.metrics import LABEL_ORDER, PrmScore, StepTable
 
 AVG = "avg"
 
@@ -48,16 +47,19 @@ def score(dataset_cfg: dict, judge_cfg: dict, cache_cfg: dict | None = None) -> 
         root = datasets.locate_root(dataset_cfg.get("root"))
         records = datasets.records({**dataset_cfg, "root": str(root)})
         name, by_record, records = _live_judgements(root, records, judge_cfg, cache_cfg or {})
-        judges, lookup = [name], lambda judge, record: by_record[record.record_id]
+        judges, lookup = [name], lambda judge, part: [by_record[r.record_id] for r in part]
     else:
         root, judges = datasets.judge_names(dataset_cfg, judge_cfg)
         records = datasets.records({**dataset_cfg, "root": str(root)})
-        lookup = lambda judge, record: apb.judgement_for(root, judge, record)  # noqa: E731
+        lookup = lambda judge, part: apb.judgements_for(root, judge, part)  # noqa: E731
     scores: dict[str, dict[str, PrmScore]] = {}
+    by_subset: dict[str, list] = {}
+    for record in records:
+        by_subset.setdefault(record.subset, []).append(record)
+    tables = {subset: StepTable.build([(r.steps, r.human) for r in part]) for subset, part in by_subset.items()}
     for judge in judges:
-        per_subset: dict[str, PrmScore] = {}
-        for record in records:
-            per_subset.setdefault(record.subset, PrmScore()).add(record.steps, record.human, lookup(judge, record))
+        per_subset = {subset: tables[subset].score(lookup(judge, part))
+                      for subset, part in by_subset.items()}
         per_subset[AVG] = sum(per_subset.values(), PrmScore())
         scores[judge] = per_subset
     return scores
@@ -132,7 +134,7 @@ def run(cfg: DictConfig, out_dir: Path) -> pl.DataFrame:
     return frame
 
 
-_started = threading.Event()  # set once Hydra has made the run directory and calls the task
+_started = RunStarted()  # set once Hydra has made the run directory and calls the task (picklable for launchers)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="prm_eval")
