@@ -121,8 +121,11 @@ def _candidate_table(chosen: Sim | Replay | Live, out_dir: Path) -> tuple[pl.Dat
 
         return live.run(chosen, out_dir)
     if isinstance(chosen, Sim):
+        from bon import memory
         from bon.datasets import sim
 
+        n_tasks, n = int(chosen.dataset.get("n_tasks") or 0), int(chosen.generator.get("n") or 0)
+        memory.warn_if_too_big(n_tasks * n, f"dataset=sim with {n_tasks:,} tasks x {n} samples")
         return sim.run(chosen.dataset, chosen.generator, chosen.judge, chosen.seed, chosen.selector)
     return datasets.candidate_table(chosen.dataset, chosen.judge, chosen.generator, chosen.seed), None
 
