@@ -333,9 +333,8 @@ class ResponseCache(CacheBase):
 
     def add_many(self, entries: Iterable[Entry], batch: int = 500) -> dict[str, int]:
         counts = {"copied": 0, "present": 0, "conflicts": 0}
-        pending: list[Entry] = []
 
-        def flush() -> None:
+        def flush(pending: list[Entry]) -> None:
             with self._lock:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")  # one transaction per batch: all of it or none
@@ -352,15 +351,22 @@ class ResponseCache(CacheBase):
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
-            pending.clear()
 
-        for entry in entries:
-            pending.append(entry)
-            if len(pending) >= batch:
-                flush()
-        if pending:
-            flush()
+        for pending in batches(entries, batch):
+            flush(pending)
         return counts
+
+
+def batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
+    """The entries in lists of at most `size`: each list is written in one transaction."""
+    batch: list[Entry] = []
+    for entry in entries:
+        batch.append(entry)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 # ---------------------------------------------------------------- network filesystems

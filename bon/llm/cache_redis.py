@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from bon.errors import BonError
-from bon.llm.cache import CacheBase, Entry, encode, same_value
+from bon.llm.cache import CacheBase, Entry, batches, encode, same_value
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,10 @@ class RedisCache(CacheBase):
         counts = {"copied": 0, "present": 0, "conflicts": 0}
         if self._client is None:
             return counts
-        pending: list[Entry] = []
+        client = self._client
 
-        def flush() -> None:
-            pipe = self._client.pipeline(transaction=True)
+        def flush(pending: list[Entry]) -> None:
+            pipe = client.pipeline(transaction=True)
             for e in pending:
                 for field_, value in zip(FIELDS, (e.model, repr(float(e.created)), e.value)):
                     pipe.hsetnx(PREFIX + e.key, field_, value)
@@ -169,17 +169,12 @@ class RedisCache(CacheBase):
             held = [e for i, e in enumerate(pending) if not stored[3 * i + 2]]
             counts["copied"] += len(pending) - len(held)
             if held:
-                pipe = self._client.pipeline(transaction=False)
+                pipe = client.pipeline(transaction=False)
                 for e in held:
                     pipe.hget(PREFIX + e.key, "value")
                 for e, theirs in zip(held, pipe.execute()):
                     counts["present" if same_value(theirs, e.value) else "conflicts"] += 1
-            pending.clear()
 
-        for entry in entries:
-            pending.append(entry)
-            if len(pending) >= batch:
-                flush()
-        if pending:
-            flush()
+        for pending in batches(entries, batch):
+            flush(pending)
         return counts
