@@ -80,7 +80,7 @@ def load_rows(path: Path, root: Path | None = None, data: Any = None) -> list[di
     summary = Summary.from_json(_read(path) if data is None else data, path)
     source = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
     rows = [{**row.to_json(), "source": source, "_path": str(path), "confidence": summary.confidence,
-             "compute": summary.compute} for row in summary.rows]
+             "compute": summary.compute, "_shard": summary.shard} for row in summary.rows]
     method = (summary.compute or {}).get("method")
     for row in rows:  # runs of one selector by different methods (search, mixture, reflection) stay apart
         if method and method != row["selector"]:
@@ -193,6 +193,10 @@ def collect(root: Path) -> list[dict[str, Any]]:
             key = _key(row)
             if key in seen:
                 dataset, selector, judge, subset = key
+                if row.get("_shard"):  # shards of one configuration: they are joined first, not reported side by side
+                    raise BonError(f"{row['_path']} is shard {row['_shard']['index']} of {row['_shard']['of']} of a "
+                                   f"sharded run: join the shards with `python -m bon.merge {root} --out <dir>` and "
+                                   f"report that directory")
                 raise BonError(f"duplicate result for selector {selector!r}, judge {judge!r}, subset {subset!r} "
                                f"({dataset}) in {seen[key]} and {row['_path']}; move one of them out of {root}")
             seen[key] = row["_path"]

@@ -152,6 +152,11 @@ def test_a_missing_shard_is_refused_in_one_line(sim_shards, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_reporting_unmerged_shards_points_to_bon_merge(sim_shards, tmp_path):
+    line = refused(bon("bon.report", str(sim_shards), "--out", str(tmp_path / "r"), cwd=tmp_path))
+    assert "of a sharded run" in line and "python -m bon.merge" in line
+
+
 def test_a_duplicated_shard_is_refused_in_one_line(sim_shards, tmp_path):
     shutil.copytree(sim_shards, tmp_path / "runs")
     shutil.copytree(sim_shards / "1", tmp_path / "runs" / "again")
