@@ -263,6 +263,7 @@ def compute_figure(rows: list[dict[str, Any]], path: Path, *, level: str = "95%"
     judging); a search, a comparing judge or a collaboration run is one point at its measured cost."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
     mine = [r for r in rows if _cost_points(r) is not None]
     panels = list(dict.fromkeys((r["judge"], r["subset"]) for r in mine))
@@ -288,6 +289,10 @@ def compute_figure(rows: list[dict[str, Any]], path: Path, *, level: str = "95%"
                         linewidth=1.3, elinewidth=0.7, capsize=2, linestyle="-" if len(xs) > 1 else "none",
                         label=m, zorder=3)
         ax.set_xscale("log")
+        # 20k, 50k, 100k, ...: log-scale defaults crowd minor labels such as "3x10^5 4x10^5" into each other
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{judge} / {subset}", fontsize=9)
         ax.set_xlabel("tokens per task (log scale)", fontsize=8)
         ax.set_ylabel("tie-aware accuracy (%)", fontsize=8)
