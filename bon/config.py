@@ -29,7 +29,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union, cast
 
 from bon.errors import BonError
 
@@ -37,7 +37,10 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def conf_dir() -> str:
-    """Absolute path of the config tree, so `python -m bon.run` works from any directory."""
+    """Absolute path of the config tree, so `python -m bon.run` works from any directory. Every command that
+    composes conf/ asks for it first, so this is where the typed schemas are registered with Hydra."""
+    if not _HYDRA_SCHEMAS:
+        register_schemas()
     for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
         if (candidate / "config.yaml").is_file():
             return str(candidate)
@@ -49,15 +52,19 @@ def conf_dir() -> str:
 
 
 def opt(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
-        choices: tuple[str, ...] | None = None, in_presets: bool = True) -> Any:
+        choices: tuple[str, ...] | None = None, in_presets: bool = True, unset: Any = None) -> Any:
     """A schema field with a range (ge/gt/le/lt) or a set of valid choices.
 
     in_presets=False: an option the shipped presets leave out (a user adds it with `+group.key=...`);
     check() types it, Hydra's schema leaves it out (else it would show as "???" in every composed config).
+    unset: the value typed() gives the field when a mapping leaves the option out (a library caller's
+    partial config; a composed config has every key its preset sets). The defaults a run uses are the
+    presets' (conf/*.yaml).
     """
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    # defaults stay in conf/*.yaml; "???" is OmegaConf's MISSING: a preset sets every field it extends
-    return field(default="???", metadata={"bounds": bounds, "choices": choices, "in_presets": in_presets})
+    # "???" is OmegaConf's MISSING: a preset sets every field it extends
+    return field(default="???", metadata={"bounds": bounds, "choices": choices, "in_presets": in_presets,
+                                          "unset": unset})
 
 
 @dataclass
@@ -71,7 +78,7 @@ class RunOptions:
 class CacheOptions:
     dir: Optional[str] = opt()
     url: Optional[str] = opt()
-    mode: str = opt(choices=("off", "read", "write", "readwrite"))
+    mode: str = opt(choices=("off", "read", "write", "readwrite"), unset="readwrite")
 
 
 @dataclass
@@ -92,19 +99,20 @@ class LLMGenerator:
     model: Optional[str] = opt()
     api_base: Optional[str] = opt()
     api_key_env: Optional[str] = opt()
-    n: int = opt(ge=1)
+    transport: str = opt(choices=("litellm", "native"), unset="litellm")  # native: bon.llm.native, no litellm
+    n: int = opt(ge=1, unset=1)
     models: Optional[list] = opt()  # mixed-model rollouts (bon.generators.mixed.model_configs checks entries)
     mix: Optional[list] = opt()
-    search: str = opt(choices=("none", "stepwise", "beam", "dvts"))
-    search_k: int = opt(ge=1)
-    max_steps: int = opt(ge=1)
+    search: str = opt(choices=("none", "stepwise", "beam", "dvts"), unset="none")
+    search_k: int = opt(ge=1, unset=4)
+    max_steps: int = opt(ge=1, unset=15)
     temperature: Optional[float] = opt(ge=0)
     seed: Optional[int] = opt()
     tools: Optional[list] = opt()
     system_prompt: Optional[str] = opt()
     store: Optional[str] = opt()
-    retry_failed: bool = opt()
-    trajectory_timeout: float = opt(gt=0)
+    retry_failed: bool = opt(unset=True)
+    trajectory_timeout: float = opt(gt=0, unset=600.0)
     concurrency: int = opt(ge=1)
     rpm: Optional[int] = opt(ge=1)
     timeout: float = opt(gt=0)
@@ -118,12 +126,12 @@ class LLMGenerator:
 class SimGenerator:
     kind: str = opt()
     n: int = opt(ge=1)
-    wrong_answers: int = opt(ge=0)
-    search: str = opt(choices=("none", "stepwise", "beam", "dvts"))  # simulated step-level search (bon.sim.search)
-    search_k: int = opt(ge=1)
-    track_memory: float = opt(ge=0, le=1)
-    prompt_tokens: int = opt(ge=0)  # the simulator's token model
-    step_tokens: int = opt(ge=0)
+    wrong_answers: int = opt(ge=0, unset=3)
+    search: str = opt(choices=("none", "stepwise", "beam", "dvts"), unset="none")  # simulated (bon.sim.search)
+    search_k: int = opt(ge=1, unset=4)
+    track_memory: float = opt(ge=0, le=1, unset=0.5)
+    prompt_tokens: int = opt(ge=0, unset=600)  # the simulator's token model
+    step_tokens: int = opt(ge=0, unset=700)
 
 
 @dataclass
@@ -141,13 +149,14 @@ class LLMJudge:
     model: Optional[str] = opt()
     api_base: Optional[str] = opt()
     api_key_env: Optional[str] = opt()
-    mode: str = opt(choices=("prm", "orm"))
-    samples: int = opt(ge=1)
+    transport: str = opt(choices=("litellm", "native"), unset="litellm")  # native: bon.llm.native, no litellm
+    mode: str = opt(choices=("prm", "orm"), unset="prm")
+    samples: int = opt(ge=1, unset=1)
     quorum: Optional[int] = opt(ge=1)
-    reask: bool = opt()
+    reask: bool = opt(unset=False)
     prompt: Optional[str] = opt()
     max_chars: Optional[int] = opt(ge=1)
-    permutations: int = opt(ge=1)  # selector=listwise/pairwise: orders the candidates are shown in
+    permutations: int = opt(ge=1, unset=1)  # selector=listwise/pairwise: orders the candidates are shown in
     store: Optional[str] = opt()
     temperature: Optional[float] = opt(ge=0)
     concurrency: int = opt(ge=1)
@@ -166,15 +175,15 @@ class SimJudge:
     calibrate_from: Optional[str] = opt()
     root: Optional[str] = opt()
     confusion: list = opt()
-    positive_bias: float = opt(ge=0, le=1)
+    positive_bias: float = opt(ge=0, le=1, unset=0.0)
     orm_tpr: float = opt(ge=0, le=1)
     orm_fpr: float = opt(ge=0, le=1)
     orm_missing: float = opt(ge=0, le=1)
     fail_rate: float = opt(ge=0, le=1)
-    overhead_tokens: int = opt(ge=0)  # the simulator's token model
-    permutations: int = opt(ge=1)  # selector=listwise/pairwise: the simulated comparing judge (bon.sim.listwise)
+    overhead_tokens: int = opt(ge=0, unset=800)  # the simulator's token model
+    permutations: int = opt(ge=1, unset=1)  # selector=listwise/pairwise: the simulated comparing judge
     listwise_accuracy: Optional[float] = opt(ge=0, le=1)
-    position_bias: float = opt(ge=0, le=1)
+    position_bias: float = opt(ge=0, le=1, unset=0.0)
 
 
 @dataclass
@@ -189,18 +198,18 @@ class SimDataset:
     profile: str = opt()
     n_tasks: int = opt(ge=1)
     subset: Optional[str] = opt()
-    num_shards: int = opt(ge=1)  # split one configuration over K jobs (bon.shard); shard < num_shards: bon.plan
-    shard: int = opt(ge=0)
+    num_shards: int = opt(ge=1, unset=1)  # split one configuration over K jobs (bon.shard); shard < num_shards
+    shard: int = opt(ge=0, unset=0)
     profiles: dict = opt()
 
 
 @dataclass
 class AgentProcessBenchDataset:
     name: str = opt()
-    subset: str = opt()
+    subset: str = opt(unset="all")
     root: Optional[str] = opt()
-    num_shards: int = opt(ge=1)  # bon.shard
-    shard: int = opt(ge=0)
+    num_shards: int = opt(ge=1, unset=1)  # bon.shard
+    shard: int = opt(ge=0, unset=0)
 
 
 @dataclass
@@ -208,8 +217,8 @@ class TasksDataset:
     name: str = opt()
     path: str = opt()
     subset: str = opt()
-    num_shards: int = opt(ge=1)  # bon.shard
-    shard: int = opt(ge=0)
+    num_shards: int = opt(ge=1, unset=1)  # bon.shard
+    shard: int = opt(ge=0, unset=0)
     tools: Optional[list] = opt()
     system_prompt: Optional[str] = opt(in_presets=False)  # `+dataset.system_prompt=...`
 
@@ -221,8 +230,8 @@ class GaiaDataset:
     split: Optional[str] = opt()
     level: Optional[int] = opt(ge=1, le=3)
     subset: str = opt()
-    num_shards: int = opt(ge=1)  # bon.shard
-    shard: int = opt(ge=0)
+    num_shards: int = opt(ge=1, unset=1)  # bon.shard
+    shard: int = opt(ge=0, unset=0)
     tools: Optional[list] = opt()
     system_prompt: Optional[str] = opt()
 
@@ -233,15 +242,15 @@ class BuiltinDataset:
     subset: str = opt()
     n_tasks: Optional[int] = opt(ge=1)
     task_ids: Optional[list] = opt()
-    num_shards: int = opt(ge=1)  # bon.shard
-    shard: int = opt(ge=0)
+    num_shards: int = opt(ge=1, unset=1)  # bon.shard
+    shard: int = opt(ge=0, unset=0)
     tools: Optional[list] = opt()
     system_prompt: Optional[str] = opt()
 
 
 @dataclass
 class Helper:
-    kind: str = opt(choices=("model", "terminal"))
+    kind: str = opt(choices=("model", "terminal"), unset="model")
     model: Optional[str] = opt()
     api_base: Optional[str] = opt()
     api_key_env: Optional[str] = opt()
@@ -254,14 +263,14 @@ class Helper:
 
 @dataclass
 class Intervention:
-    policy: str = opt(choices=("none", "rate", "prm", "budgeted", "reflect"))
-    near_limit: int = opt(ge=0)
+    policy: str = opt(choices=("none", "rate", "prm", "reflect"), unset="none")  # budgeted: prm with a budget
+    near_limit: int = opt(ge=0, unset=2)
     rate: Optional[float] = opt(ge=0, le=1)
-    seed: int = opt()
+    seed: int = opt(unset=0)
     budget: Optional[int] = opt(ge=0)
     helper: Optional[Helper] = opt()
     # `lambda` is a Python keyword: see _FIELD_ALIASES
-    lambda_: float = opt(ge=0)
+    lambda_: float = opt(ge=0, unset=0.0)
 
 
 @dataclass
@@ -345,6 +354,69 @@ GROUPS: dict[str, tuple[str | None, dict[str | None, type]]] = {
 }
 _FIELD_ALIASES = {"lambda_": "lambda"}
 
+# What a plan carries for each group (bon.plan): the schema object of the chosen kind or name
+Generator = Union[LLMGenerator, SimGenerator, ReplayGenerator]
+Judge = Union[LLMJudge, SimJudge, NamedJudge]
+Dataset = Union[SimDataset, AgentProcessBenchDataset, TasksDataset, GaiaDataset, BuiltinDataset]
+Schema = TypeVar("Schema")
+
+
+def typed(schema: type[Schema], values: Mapping[str, Any] | Schema, where: str = "") -> Schema:
+    """`values` as a `schema` object, checked first (types, ranges, choices: one line naming the option,
+    `where` its group's prefix, e.g. "generator."). The code past bon.plan reads options as attributes.
+    An option the mapping leaves out takes the field's `unset` value (None unless opt() names one);
+    an object of `schema` is returned as it is."""
+    if isinstance(values, schema):
+        return values
+    assert isinstance(values, Mapping), values
+    check_options(schema, values, where)
+    hints = typing.get_type_hints(schema)
+    kwargs = {}
+    for f in dataclasses.fields(cast(Any, schema)):
+        key = _FIELD_ALIASES.get(f.name, f.name)
+        value = _plain(values[key]) if key in values else f.metadata["unset"]
+        nested = _options_class(hints[f.name])
+        if nested is not None and isinstance(value, Mapping):
+            value = typed(nested, value, f"{where}{key}.")
+        kwargs[f.name] = value
+    return schema(**kwargs)
+
+
+def check_options(schema: type, values: Mapping[str, Any], where: str = "") -> None:
+    """Refuse an option `schema` does not have, and a value of the wrong type or out of range."""
+    known = {_FIELD_ALIASES.get(f.name, f.name) for f in dataclasses.fields(cast(Any, schema))}
+    unknown = sorted(str(k) for k in values if k not in known and k != "defaults")  # defaults: a preset's, read as is
+    if unknown:
+        group = where.rstrip(".") or schema.__name__
+        raise BonError(f"{group} has no option {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
+    _check_fields(schema, values, where)
+
+
+def load(group: str, values: Mapping[str, Any]) -> Any:
+    """The options of config group `group` as the schema object of its kind or name (generator=deepseek:
+    LLMGenerator). The caller has refused an unknown kind or name, naming the valid ones."""
+    selector, schemas = GROUPS[group]
+    return typed(schemas[values.get(selector) if selector else None], values, f"{group}.")
+
+
+def as_dict(options: Any) -> dict[str, Any]:
+    """A schema object as its config mapping (option names as in conf/, e.g. `lambda`), for what is written
+    out or crosses a process boundary."""
+    return {_FIELD_ALIASES.get(k, k): v for k, v in dataclasses.asdict(options).items()}
+
+
+def _options_class(hint: Any) -> type | None:
+    """The dataclass of a nested options group (Optional[Helper] -> Helper), else None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return args[0] if isinstance(args[0], type) and dataclasses.is_dataclass(args[0]) else None
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf's containers as plain lists and dicts (a library caller may pass a DictConfig's part)."""
+    from omegaconf import Container, OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value
+
 
 # --------------------------------------------------------------------------- Hydra structured configs
 
@@ -384,9 +456,18 @@ def _hydra_schema(schema: type) -> type:
 _HYDRA_SCHEMAS: dict[type, type] = {}
 
 
+def __getattr__(name: str) -> Any:
+    """bon.config.<Name>Schema for a process that unpickles a composed config (a launcher's job) before
+    anything there called conf_dir()."""
+    if name.endswith("Schema") and not _HYDRA_SCHEMAS:
+        register_schemas()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def register_schemas() -> None:
-    """Register the schemas of HYDRA_GROUPS with Hydra's ConfigStore (done on import of bon.config, which
-    every entry point that composes conf/ imports for conf_dir())."""
+    """Register the schemas of HYDRA_GROUPS with Hydra's ConfigStore (conf_dir() does, once per process, so code
+    that only reads typed options, e.g. `from bon.api import ...`, does not import Hydra)."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
@@ -396,8 +477,6 @@ def register_schemas() -> None:
             _HYDRA_SCHEMAS[node] = schema
             store.store(group=f"schema/{group}", name=str(name), node=node)
 
-
-register_schemas()
 
 
 def check(cfg: Mapping[str, Any]) -> None:

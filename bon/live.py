@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import polars as pl
 
 from bon import build, candidates
 from bon import verdicts as stage
+from bon.config import Intervention, LLMGenerator, ReplayGenerator
 from bon.console import run_logging, say, say_failures
 from bon.datasets.taskset import TaskSet
 from bon.datasets.taskset import load as taskset_of
@@ -38,33 +40,29 @@ def _write_judgements(path: Path, trajectories: list[Trajectory], judgements: li
     judgement_store.write(path, zip(trajectories, judgements, fingerprints))
 
 
-async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
-               cache_cfg: Mapping[str, Any], out_dir: Path, subset: str, replaying: bool,
-               tools_cfg: Mapping[str, Any] | None = None,
-               intervention_cfg: Mapping[str, Any] | None = None,
-               default_tools: list[str] | None = None,
-               budget_cfg: Mapping[str, Any] | None = None,
-               selector: Selector | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+async def _run(taskset: TaskSet, chosen: Live, generator_cfg: LLMGenerator | ReplayGenerator,
+               out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     from bon.generators import intervention, store
     from bon.llm.guards import Budget
 
-    icfg = dict(intervention_cfg or {"policy": "none"})
+    judge_cfg, icfg, selector = chosen.judge, chosen.intervention, chosen.selector
     helper_cfg = build.helper_config(icfg)
-    searching = not replaying and str(generator_cfg.get("search") or "none") != "none"
-    online_judge_cfg = judge_cfg if icfg.get("policy") in intervention.JUDGED or searching else None
-    budget = Budget.from_config(budget_cfg)
-    gen_cfgs = [] if replaying else build.generator_configs(generator_cfg)  # one per model (a mixture: several)
-    roles = [*(("generator", c) for c in gen_cfgs), ("judge", judge_cfg), ("intervention.helper", helper_cfg),
+    searching = isinstance(generator_cfg, LLMGenerator) and generator_cfg.search != "none"
+    online_judge_cfg = judge_cfg if icfg.policy in intervention.JUDGED or searching else None
+    budget = Budget.from_options(chosen.budget)
+    gen_cfgs = build.generator_configs(generator_cfg) if isinstance(generator_cfg, LLMGenerator) else []
+    roles: list[tuple[str, build.ClientOptions | None]] = [
+             *(("generator", c) for c in gen_cfgs), ("judge", judge_cfg), ("intervention.helper", helper_cfg),
              ("judge", online_judge_cfg), ("judge", judge_cfg if selector is not None and selector.verdicts else None)]
     with run_logging(out_dir):
-        async with build.clients(cache_cfg, *roles, budget=budget) as built:
+        async with build.clients(chosen.cache, *roles, budget=budget) as built:
             gen_clients = built[:len(gen_cfgs)]
             judge_client, helper_client, online_client, compare_client = built[len(gen_cfgs):]
             clients = [c for c in built if c is not None]
             _check_prices(clients, budget)
             judge = build.judge(judge_cfg, judge_client)
-            if replaying:
-                path = Path(str(generator_cfg["path"])).expanduser()
+            if isinstance(generator_cfg, ReplayGenerator):
+                path = Path(str(generator_cfg.path)).expanduser()
                 trajectories = [t for t in store.replay(path) if taskset.keeps(t.task_id)]  # dataset.shard
                 say(f"plan: judge {len(trajectories)} trajectories replayed from {path}")
                 _say_clients(clients, budget)
@@ -73,9 +71,10 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
                                 if online_client is not None and online_judge_cfg is not None else None)
                 policy = None if searching else intervention.policy_from_config(icfg, online_judge)
                 helper = build.helper(icfg, helper_client) if policy is not None and policy.hands_over else None
-                generator = build.agent(generator_cfg, gen_cfgs, gen_clients, tools_cfg, policy, helper, default_tools,
-                                        score=taskset.score, search_judge=online_judge if searching else None)
-                store_path = Path(str(generator_cfg.get("store") or out_dir / "trajectories.jsonl")).expanduser()
+                generator = build.agent(generator_cfg, gen_cfgs, gen_clients, chosen.tools, policy, helper,
+                                        chosen.dataset.tools, score=taskset.score,
+                                        search_judge=online_judge if searching else None)
+                store_path = Path(str(generator_cfg.store or out_dir / "trajectories.jsonl")).expanduser()
                 try:
                     await _say_generation_plan(generator, list(taskset.tasks), store_path, clients, budget)
                     trajectories = await generator.generate_all(taskset.tasks, store=store_path)
@@ -83,7 +82,7 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
                     await generator.aclose()
                 say_failures("generation", generator.client.stats)
             trajectories = taskset.scored(trajectories)  # scoring is the dataset's, for generated and replayed alike
-            judge_store = Path(str(judge_cfg.get("store") or out_dir / "judgements.jsonl")).expanduser()
+            judge_store = Path(str(judge_cfg.store or out_dir / "judgements.jsonl")).expanduser()
             judgements, fingerprints, reused = await _judge_steps(judge, trajectories, judge_store)
             say_failures("judging", judge_client.stats)
             if compare_client is not None and selector is not None:
@@ -91,7 +90,8 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
                                                      trajectories, out_dir)
                 say_failures("selection", compare_client.stats)
     _write_judgements(out_dir / "judgements.jsonl", trajectories, judgements, fingerprints)
-    table = candidates.table(candidates.candidate(t, j, subset) for t, j in zip(trajectories, judgements))
+    table = candidates.table(candidates.candidate(t, j, str(chosen.dataset.subset))
+                             for t, j in zip(trajectories, judgements))
     no_step = [not t.step_indices for t in trajectories]
     table = table.with_columns(pl.Series("generation_failed", no_step, dtype=pl.Boolean),
                                pl.Series("model", [t.metadata.get("model") for t in trajectories], dtype=pl.String))
@@ -109,9 +109,9 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
             usage["intervention"] = helper_client.stats.to_dict()
         if online_client is not None:
             usage["search judging" if searching else "online judging"] = online_client.stats.to_dict()
-        if icfg.get("policy", "none") != "none":
-            usage["collaboration"] = {"policy": icfg["policy"], "budget": icfg.get("budget"),
-                                      **intervention.reward_summary(trajectories, float(icfg.get("lambda", 0.0)))}
+        if icfg.policy != "none":
+            usage["collaboration"] = {"policy": icfg.policy, "budget": icfg.budget,
+                                      **intervention.reward_summary(trajectories, float(icfg.lambda_))}
     usage["compute"] = _compute(trajectories, gen_clients, judge_client, helper_client, online_client,
                                 compare_client, generator_cfg, icfg, selector, reused, searching)
     if budget is not None:
@@ -123,8 +123,8 @@ async def _run(taskset: TaskSet, generator_cfg: Mapping[str, Any], judge_cfg: Ma
 
 
 def _compute(trajectories: list[Trajectory], gen_clients: list[Any], judge_client: Any, helper_client: Any,
-             online_client: Any, compare_client: Any, generator_cfg: Mapping[str, Any], icfg: Mapping[str, Any],
-             selector: Selector | None, reused: int, searching: bool) -> dict[str, Any]:
+             online_client: Any, compare_client: Any, generator_cfg: LLMGenerator | ReplayGenerator,
+             icfg: Intervention, selector: Selector | None, reused: int, searching: bool) -> dict[str, Any]:
     """What the run's method cost per task (bon.compute), named after what it did."""
     from bon import compute
 
@@ -134,14 +134,14 @@ def _compute(trajectories: list[Trajectory], gen_clients: list[Any], judge_clien
         if client is not None:
             stages[name] = compute.from_stats(client.stats.to_dict())
     parts = []
-    method = str(generator_cfg.get("search") or "none")
-    if method != "none":
-        parts.append(f"{method} k={generator_cfg.get('search_k')} n={generator_cfg.get('n')}")
-    elif generator_cfg.get("models"):
+    method = generator_cfg.search if isinstance(generator_cfg, LLMGenerator) else "none"
+    if isinstance(generator_cfg, LLMGenerator) and method != "none":
+        parts.append(f"{method} k={generator_cfg.search_k} n={generator_cfg.n}")
+    elif isinstance(generator_cfg, LLMGenerator) and generator_cfg.models:
         parts.append("mixture " + " + ".join(str(m if isinstance(m, str) else m.get("model"))
-                                               for m in generator_cfg["models"]))
-    if icfg.get("policy", "none") != "none":
-        parts.append(f"intervention={icfg['policy']}")
+                                               for m in generator_cfg.models))
+    if icfg.policy != "none":
+        parts.append(f"intervention={icfg.policy}")
     if selector is not None:
         parts.append(selector.name)
     # independent samples price a best-of-k curve; a beam's trajectories and a comparing judge's verdict do not
@@ -286,26 +286,6 @@ def _write_submission(out_dir: Path, table: pl.DataFrame) -> Path:
     return path
 
 
-LIVE_PRESETS = "deepseek, openai, anthropic, gemini, local"
-
-
-def _check_kinds(dataset: str, generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any]) -> None:
-    """A dataset of tasks needs an agent that acts and a judge that reads what it did; say why not, if not."""
-    generator_kind, judge_kind = generator_cfg.get("kind"), judge_cfg.get("kind")
-    if generator_kind not in ("llm", "replay"):
-        raise BonError(f"dataset={dataset} needs a live agent to solve its tasks: add generator=<preset> "
-                       f"({LIVE_PRESETS}), or generator=replay generator.path=<trajectories.jsonl>; "
-                       f"got generator kind {generator_kind!r}")
-    if judge_kind == "sim":
-        raise BonError(f"judge=sim cannot grade these trajectories: it is bon's simulated judge, which draws labels "
-                       f"from true step labels that only the simulator knows. Leave judge out to let the generator's "
-                       f"provider judge, or choose a live judge: judge=<preset> ({LIVE_PRESETS})")
-    if judge_kind != "llm":
-        raise BonError(f"dataset={dataset} needs a live judge to label the trajectories' steps: judge=<preset> "
-                       f"({LIVE_PRESETS}); judge kind {judge_kind!r} replays AgentProcessBench's recorded labels "
-                       f"(dataset=agentprocessbench only)")
-
-
 def _check_replay_matches(path: Path, loaded: list[Any], dataset: str,
                           keeps: Callable[[str], bool] | None = None) -> None:
     """Every replayed trajectory must be of a task the dataset has, or it could not be scored.
@@ -333,31 +313,28 @@ def run(chosen: Live, out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     `chosen.budget` ({usd, calls}) caps the run's LLM calls (bon.llm.guards.Budget).
     Scoring belongs to the dataset (bon.datasets.taskset): whenever it has reference answers, every
     trajectory, generated or replayed, is scored against them by its rules."""
-    dataset_cfg, generator_cfg, judge_cfg = chosen.dataset, chosen.generator, chosen.judge
-    intervention_cfg, replaying = chosen.intervention, chosen.replaying
-    dataset = str(dataset_cfg.get("name"))
-    _check_kinds(dataset, generator_cfg, judge_cfg)
-    if replaying and (intervention_cfg or {}).get("policy", "none") != "none":
+    dataset_cfg, generator_cfg, icfg = chosen.dataset, chosen.generator, chosen.intervention
+    dataset = dataset_cfg.name
+    if isinstance(generator_cfg, ReplayGenerator) and icfg.policy != "none":
         raise BonError("intervention needs a live generator: replayed trajectories cannot be handed over")
-    method = str(generator_cfg.get("search") or "none")
-    if method != "none" and (intervention_cfg or {}).get("policy", "none") != "none":
-        raise BonError(f"generator.search={method} cannot be combined with intervention="
-                       f"{intervention_cfg['policy']}: compare them as separate runs")
-    if method != "none" and generator_cfg.get("models"):
-        raise BonError(f"generator.search={method} searches with one model; generator.models (a mixture) is for "
-                       f"plain sampling: compare them as separate runs")
-    if replaying and not generator_cfg.get("path"):
+    if isinstance(generator_cfg, LLMGenerator) and generator_cfg.search != "none":
+        if icfg.policy != "none":
+            raise BonError(f"generator.search={generator_cfg.search} cannot be combined with intervention="
+                           f"{icfg.policy}: compare them as separate runs")
+        if generator_cfg.models:
+            raise BonError(f"generator.search={generator_cfg.search} searches with one model; generator.models (a "
+                           f"mixture) is for plain sampling: compare them as separate runs")
+    if isinstance(generator_cfg, ReplayGenerator) and not generator_cfg.path:
         raise BonError(f"generator=replay with dataset={dataset} needs generator.path=<trajectories.jsonl>")
-    taskset = taskset_of(dataset_cfg, replaying)
-    if replaying and taskset.tasks:
-        _check_replay_matches(Path(str(generator_cfg["path"])).expanduser(), list(taskset.tasks), dataset,
+    taskset = taskset_of(dataset_cfg, chosen.replaying)
+    if isinstance(generator_cfg, ReplayGenerator) and taskset.tasks:
+        _check_replay_matches(Path(str(generator_cfg.path)).expanduser(), list(taskset.tasks), dataset,
                               taskset.keeps)
-    if generator_cfg.get("system_prompt") is None and dataset_cfg.get("system_prompt") is not None:
-        generator_cfg = {**generator_cfg, "system_prompt": dataset_cfg["system_prompt"]}  # the dataset's answer rules
+    if (isinstance(generator_cfg, LLMGenerator) and generator_cfg.system_prompt is None
+            and dataset_cfg.system_prompt is not None):  # the dataset's answer rules
+        generator_cfg = dataclasses.replace(generator_cfg, system_prompt=dataset_cfg.system_prompt)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table, usage = asyncio.run(_run(taskset, generator_cfg, judge_cfg, chosen.cache, out_dir,
-                                    str(dataset_cfg.get("subset")), replaying, chosen.tools, intervention_cfg,
-                                    dataset_cfg.get("tools"), chosen.budget, chosen.selector))
+    table, usage = asyncio.run(_run(taskset, chosen, generator_cfg, out_dir))
     if taskset.unanswered:
         usage["submission"] = str(_write_submission(out_dir, table))
     return table, usage

@@ -25,11 +25,12 @@ from bon.selectors import Selector
 
 @dataclass(frozen=True)
 class Selection:
-    """What every selection pipeline shares: its configs, the selector and the bootstrap's options."""
+    """What every selection pipeline shares: its options (bon.config's schema objects), the selector and the
+    bootstrap's options."""
 
-    dataset: Mapping[str, Any]
-    generator: Mapping[str, Any]
-    judge: Mapping[str, Any]
+    dataset: config.Dataset
+    generator: config.Generator
+    judge: config.Judge
     selector: Selector
     confidence: float
     resamples: int
@@ -37,37 +38,52 @@ class Selection:
 
     @property
     def dataset_name(self) -> str:
-        return str(self.dataset["name"])
+        return self.dataset.name
 
     @property
     def subset(self) -> str:
         """The subset (AgentProcessBench, tasks) or profile (sim) the run's rows are reported under."""
-        return str(self.dataset.get("subset") or self.dataset.get("profile"))
+        if isinstance(self.dataset, config.SimDataset):
+            return str(self.dataset.subset or self.dataset.profile)
+        return str(self.dataset.subset)
 
 
 @dataclass(frozen=True)
 class Sim(Selection):
     """dataset=sim: the whole candidate table is simulated (bon.sim), so results are marked synthetic."""
 
+    dataset: config.SimDataset
+    generator: config.SimGenerator
+    judge: config.SimJudge
+
 
 @dataclass(frozen=True)
 class Replay(Selection):
     """dataset=agentprocessbench: recorded trajectories, judged by recorded judges or the human labels."""
 
+    dataset: config.AgentProcessBenchDataset
+    generator: config.ReplayGenerator
+    judge: config.NamedJudge
+
 
 @dataclass(frozen=True)
 class Live(Selection):
-    """Tasks for an agent: generate (or replay `generator.path`), judge live, score against the references."""
+    """Tasks for an agent: generate (or replay `generator.path`), judge live, score against the references.
 
-    cache: Mapping[str, Any]
+    `tools` stays a mapping: each tool's options are its constructor's keyword arguments (bon.tools)."""
+
+    dataset: config.TasksDataset | config.GaiaDataset | config.BuiltinDataset
+    generator: config.LLMGenerator | config.ReplayGenerator
+    judge: config.LLMJudge
+    cache: config.CacheOptions
     tools: Mapping[str, Any] | None
-    intervention: Mapping[str, Any]
-    budget: Mapping[str, Any] | None
+    intervention: config.Intervention
+    budget: config.BudgetOptions | None
 
     @property
     def replaying(self) -> bool:
         """Trajectories come from generator.path instead of a live agent."""
-        return self.generator.get("kind") == "replay"
+        return isinstance(self.generator, config.ReplayGenerator)
 
 
 @dataclass(frozen=True)
@@ -85,30 +101,69 @@ def plan(cfg: DictConfig) -> Plan:
     values = _resolved(cfg)
     config.check(values)
     name = values["dataset"].get("name")
-    _, num_shards = shard.of(values["dataset"])  # 0 <= dataset.shard < dataset.num_shards
     if name == "rehac":  # a judge serves only as a predictor here; rehac checks its own options
-        if num_shards != 1:
+        if shard.check(values["dataset"].get("shard", 0), values["dataset"].get("num_shards", 1))[1] != 1:
             raise BonError("dataset=rehac cannot be sharded (dataset.num_shards must be 1): its policies are valued "
                            "over all logged episodes together; run it in one job")
         return RehacOffline(cfg)
     if name not in datasets.DATASETS:
         raise unknown_choice("dataset", name, datasets.DATASETS)
     generators.check(values["generator"])
-    parts = dict(dataset=values["dataset"], generator=values["generator"], judge=values["judge"],
-                 selector=selectors.from_config(values["selector"]), confidence=float(values["confidence"]),
-                 resamples=int(values["bootstrap_resamples"]), seed=int(values["seed"]))
-    intervention = values["intervention"]
+    judge_kind = values["judge"].get("kind")
+    if judge_kind not in config.GROUPS["judge"][1]:
+        raise unknown_choice("judge kind", judge_kind, [str(k) for k in config.GROUPS["judge"][1]])
+    check_kinds(name, values["generator"]["kind"], judge_kind)
+    dataset = config.load("dataset", values["dataset"])
+    shard.of(dataset)  # 0 <= dataset.shard < dataset.num_shards
+    parts = dict(dataset=dataset, generator=config.load("generator", values["generator"]),
+                 judge=config.load("judge", values["judge"]), selector=selectors.from_config(values["selector"]),
+                 confidence=float(values["confidence"]), resamples=int(values["bootstrap_resamples"]),
+                 seed=int(values["seed"]))
+    intervention = config.typed(config.Intervention, values["intervention"], "intervention.")
     if name in datasets.LIVE:
-        return Live(**parts, cache=values["cache"], tools=values.get("tools"), intervention=intervention,
-                    budget=values.get("budget"))
+        budget = values.get("budget")
+        return Live(**parts, cache=config.typed(config.CacheOptions, values["cache"], "cache."),
+                    tools=values.get("tools"), intervention=intervention,
+                    budget=None if budget is None else config.typed(config.BudgetOptions, budget, "budget."))
     if parts["selector"].verdicts is not None and name != "sim":  # the simulator has a comparing judge (bon.sim)
         raise BonError(f"selector={parts['selector'].name} asks the judge model to compare each task's trajectories, "
                        f"which dataset={name} does not have: use a dataset of tasks (dataset=builtin, tasks or gaia) "
                        f"with a live judge, or generator=replay generator.path=<trajectories.jsonl>")
-    if intervention["policy"] != "none":
-        raise BonError(f"intervention={intervention['policy']} needs a live agent (dataset=tasks or dataset=gaia "
+    if intervention.policy != "none":
+        raise BonError(f"intervention={intervention.policy} needs a live agent (dataset=tasks or dataset=gaia "
                        f"with a live generator); dataset={name} replays recorded candidates")
     return Sim(**parts) if name == "sim" else Replay(**parts)
+
+
+LIVE_PRESETS = "deepseek, openai, anthropic, gemini, local"
+
+
+def check_kinds(dataset: str, generator: str, judge: str) -> None:
+    """Each dataset takes its own kinds of generator and judge; say which, and why, when they do not fit."""
+    if dataset == "sim":
+        if generator != "sim":
+            raise BonError(f"dataset=sim needs generator=sim (got generator kind {generator!r})")
+        if judge != "sim":
+            raise BonError(f"dataset=sim needs judge=sim (got judge kind {judge!r}); to imitate a "
+                           f"recorded judge use judge=sim judge.calibrate_from=<judge name>")
+    elif dataset == "agentprocessbench":
+        if generator != "replay":
+            raise BonError(f"dataset={dataset} replays recorded trajectories: use generator=replay (got {generator!r})")
+        if judge not in ("replay", "human"):
+            raise unknown_choice("judge kind for dataset agentprocessbench", judge, ("replay", "human"))
+    else:  # a dataset of tasks needs an agent that acts and a judge that reads what it did
+        if generator not in ("llm", "replay"):
+            raise BonError(f"dataset={dataset} needs a live agent to solve its tasks: add generator=<preset> "
+                           f"({LIVE_PRESETS}), or generator=replay generator.path=<trajectories.jsonl>; "
+                           f"got generator kind {generator!r}")
+        if judge == "sim":
+            raise BonError(f"judge=sim cannot grade these trajectories: it is bon's simulated judge, which draws "
+                           f"labels from true step labels that only the simulator knows. Leave judge out to let the "
+                           f"generator's provider judge, or choose a live judge: judge=<preset> ({LIVE_PRESETS})")
+        if judge != "llm":
+            raise BonError(f"dataset={dataset} needs a live judge to label the trajectories' steps: judge=<preset> "
+                           f"({LIVE_PRESETS}); judge kind {judge!r} replays AgentProcessBench's recorded labels "
+                           f"(dataset=agentprocessbench only)")
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:

@@ -7,6 +7,7 @@ documented in bon.metrics, kept as an extra column.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,17 @@ import polars as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bon import datasets
-from bon.config import RunStarted, conf_dir, hydra_command
+from bon import config, datasets
+from bon.config import AgentProcessBenchDataset, CacheOptions, LLMJudge, NamedJudge, RunStarted, conf_dir, hydra_command
 from bon.datasets import agentprocessbench as apb
-from bon.errors import BonError, exit_on_user_error
+from bon.errors import BonError, exit_on_user_error, unknown_choice
 from bon.metrics import LABEL_ORDER, PrmScore, StepTable
 
 AVG = "avg"
 
 
-def _live_judgements(root, records: list, judge_cfg: dict, cache_cfg: dict) -> tuple[str, dict, list]:
+def _live_judgements(root: Path, records: list, judge: LLMJudge,
+                     cache: CacheOptions | Mapping[str, Any]) -> tuple[str, dict, list]:
     """Judge the released trajectories (hotpotqa only) live; the other subsets have no transcripts."""
     from bon import build  # imports litellm only on this path
 
@@ -36,32 +38,39 @@ def _live_judgements(root, records: list, judge_cfg: dict, cache_cfg: dict) -> t
     skipped = sorted({r.subset for r in records} - {r.subset for r in kept})
     if skipped:
         print(f"note: no released trajectories for {', '.join(skipped)}; scoring hotpotqa only")
-    judgements, _ = build.judge_trajectories(judge_cfg, cache_cfg, [transcripts[r.record_id] for r in kept])
-    name = judgements[0].judge if judgements else str(judge_cfg.get("name"))
+    judgements, _ = build.judge_trajectories(judge, cache, [transcripts[r.record_id] for r in kept])
+    name = judgements[0].judge if judgements else str(judge.name)
     return name, {r.record_id: j for r, j in zip(kept, judgements)}, kept
 
 
-def score(dataset_cfg: dict, judge_cfg: dict, cache_cfg: dict | None = None) -> dict[str, dict[str, PrmScore]]:
-    """PrmScore per judge and subset, plus the pooled `avg` entry per judge."""
-    if judge_cfg.get("kind") == "llm":
-        root = datasets.locate_root(dataset_cfg.get("root"))
-        records = datasets.records({**dataset_cfg, "root": str(root)})
-        name, by_record, records = _live_judgements(root, records, judge_cfg, cache_cfg or {})
-        judges, lookup = [name], lambda judge, part: [by_record[r.record_id] for r in part]
+def score(dataset: AgentProcessBenchDataset | Mapping[str, Any], judge: LLMJudge | NamedJudge | Mapping[str, Any],
+          cache: CacheOptions | Mapping[str, Any] | None = None) -> dict[str, dict[str, PrmScore]]:
+    """PrmScore per judge and subset, plus the pooled `avg` entry per judge: the recorded judges' (`judge=replay`),
+    the human labels' (`judge=human`), or a live judge's (an LLMJudge: it labels the released trajectories)."""
+    options: Any = judge
+    if isinstance(options, Mapping):
+        kind = options.get("kind", "replay")
+        if kind not in ("replay", "human", "llm"):
+            raise unknown_choice("judge kind for bon.prm_eval", kind, ("replay", "human", "llm"))
+        options = config.typed(LLMJudge if kind == "llm" else NamedJudge, options, "judge.")
+    if isinstance(options, LLMJudge):
+        root = datasets.locate_root(datasets.records_options(dataset).root)
+        records = datasets.records(dataset, root)
+        name, by_record, records = _live_judgements(root, records, options, cache or {})
+        judges, lookup = [name], lambda _, part: [by_record[r.record_id] for r in part]
     else:
-        root, judges = datasets.judge_names(dataset_cfg, judge_cfg)
-        records = datasets.records({**dataset_cfg, "root": str(root)})
-        lookup = lambda judge, part: apb.judgements_for(root, judge, part)  # noqa: E731
+        root, judges = datasets.judge_names(dataset, options)
+        records = datasets.records(dataset, root)
+        lookup = lambda name, part: apb.judgements_for(root, name, part)  # noqa: E731
     scores: dict[str, dict[str, PrmScore]] = {}
     by_subset: dict[str, list] = {}
     for record in records:
         by_subset.setdefault(record.subset, []).append(record)
     tables = {subset: StepTable.build([(r.steps, r.human) for r in part]) for subset, part in by_subset.items()}
-    for judge in judges:
-        per_subset = {subset: tables[subset].score(lookup(judge, part))
-                      for subset, part in by_subset.items()}
+    for name in judges:
+        per_subset = {subset: tables[subset].score(lookup(name, part)) for subset, part in by_subset.items()}
         per_subset[AVG] = sum(per_subset.values(), PrmScore())
-        scores[judge] = per_subset
+        scores[name] = per_subset
     return scores
 
 

@@ -124,10 +124,10 @@ def _candidate_table(chosen: Sim | Replay | Live, out_dir: Path) -> tuple[pl.Dat
         from bon import memory
         from bon.datasets import sim
 
-        n_tasks, n = int(chosen.dataset.get("n_tasks") or 0), int(chosen.generator.get("n") or 0)
+        n_tasks, n = chosen.dataset.n_tasks, chosen.generator.n
         memory.warn_if_too_big(n_tasks * n, f"dataset=sim with {n_tasks:,} tasks x {n} samples")
         return sim.run(chosen.dataset, chosen.generator, chosen.judge, chosen.seed, chosen.selector)
-    return datasets.candidate_table(chosen.dataset, chosen.judge, chosen.generator, chosen.seed), None
+    return datasets.candidate_table(chosen.dataset, chosen.judge, chosen.seed), None
 
 
 def _by_model(chosen: Sim | Replay | Live, table: pl.DataFrame) -> list[dict[str, Any]] | None:

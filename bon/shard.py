@@ -8,8 +8,7 @@ and together hold every task. (Python's `hash()` is salted per process, so it is
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from bon.errors import BonError
 
@@ -24,9 +23,16 @@ def check(shard: Any, num_shards: Any) -> tuple[int, int]:
     return shard, num_shards
 
 
-def of(dataset_cfg: Mapping[str, Any]) -> tuple[int, int]:
-    """The (shard, num_shards) a dataset config asks for; (0, 1), the whole dataset, when it names none."""
-    return check(dataset_cfg.get("shard", 0), dataset_cfg.get("num_shards", 1))
+class Sharded(Protocol):
+    """A dataset's options (bon.config: every dataset but rehac has these two)."""
+
+    shard: int
+    num_shards: int
+
+
+def of(dataset: Sharded) -> tuple[int, int]:
+    """The (shard, num_shards) a dataset's options ask for; (0, 1) is the whole dataset."""
+    return check(dataset.shard, dataset.num_shards)
 
 
 def index(task_id: str, num_shards: int) -> int:
@@ -40,19 +46,19 @@ def in_shard(task_id: str, shard: int, num_shards: int) -> bool:
     return num_shards == 1 or index(task_id, num_shards) == shard
 
 
-def keeps(dataset_cfg: Mapping[str, Any], task_id: str) -> bool:
-    """Whether the run configured by `dataset_cfg` runs the task `task_id`."""
-    return in_shard(task_id, *of(dataset_cfg))
+def keeps(dataset: Sharded, task_id: str) -> bool:
+    """Whether the run of `dataset` (its options) runs the task `task_id`."""
+    return in_shard(task_id, *of(dataset))
 
 
-def describe(dataset_cfg: Mapping[str, Any]) -> dict[str, int] | None:
+def describe(dataset: Sharded) -> dict[str, int] | None:
     """summary.json's `shard` block ({index, of}) of a sharded run; None for a run of the whole dataset."""
-    shard, num_shards = of(dataset_cfg)
+    shard, num_shards = of(dataset)
     return None if num_shards == 1 else {"index": shard, "of": num_shards}
 
 
-def empty(dataset_cfg: Mapping[str, Any], n_tasks: int) -> BonError:
+def empty(dataset: Sharded, n_tasks: int) -> BonError:
     """The error for a shard that holds none of the dataset's `n_tasks` tasks (too many shards for it)."""
-    part, num_shards = of(dataset_cfg)
+    part, num_shards = of(dataset)
     return BonError(f"dataset.shard={part} of dataset.num_shards={num_shards} holds none of the dataset's {n_tasks} "
                     f"tasks; use fewer shards")

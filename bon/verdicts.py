@@ -9,13 +9,14 @@ becomes a pick: it is counted, and the fallback decides that task.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from bon.config import LLMJudge
 from bon.console import say
 from bon.judges.listwise import DEFAULT_MAX_CHARS, ListwiseJudge, ListwiseVerdict, PairwiseJudge
 from bon.selectors import Selector
@@ -26,14 +27,12 @@ JUDGES: dict[str, type[ListwiseJudge] | type[PairwiseJudge]] = {"listwise": List
                                                                 "pairwise": PairwiseJudge}
 
 
-def comparing_judge(selector: Selector, judge_cfg: Mapping[str, Any], client: Any) -> ListwiseJudge | PairwiseJudge:
+def comparing_judge(selector: Selector, options: LLMJudge, client: Any) -> ListwiseJudge | PairwiseJudge:
     """The comparing judge a selector asks for, on the run's judge model (`judge.permutations` orders,
     each candidate shortened to `judge.max_chars`)."""
     kind = JUDGES[str(selector.verdicts)]
-    return kind(client, str(judge_cfg.get("name") or judge_cfg["model"]),
-                permutations=int(judge_cfg.get("permutations") or 1),
-                max_chars=int(judge_cfg.get("max_chars") or DEFAULT_MAX_CHARS),
-                temperature=judge_cfg.get("temperature"))
+    return kind(client, str(options.name or options.model), permutations=options.permutations,
+                max_chars=options.max_chars or DEFAULT_MAX_CHARS, temperature=options.temperature)
 
 
 def question_of(trajectory: Trajectory) -> str:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from commands import run_in_process
 from llm_server import (
     FAKE_KEY_ENV,
     FakeLLMServer,
@@ -82,9 +83,9 @@ def test_budget_caps_interventions_and_says_why():
 
 
 def test_policy_config_errors_name_the_option():
-    with pytest.raises(BonError, match=r"unknown intervention.policy 'sometimes'; valid choices: none, prm, rate"):
+    with pytest.raises(BonError, match=r"intervention.policy must be one of none, rate, prm, reflect; got 'sometimes'"):
         policy_from_config({"policy": "sometimes"})
-    with pytest.raises(BonError, match="intervention.rate must be between 0 and 1"):
+    with pytest.raises(BonError, match="intervention.rate must be a number >= 0 and <= 1, got 1.5"):
         policy_from_config({"policy": "rate", "rate": 1.5})
     with pytest.raises(BonError, match="needs an online judge"):
         policy_from_config({"policy": "prm"})
@@ -227,8 +228,7 @@ def test_run_reports_t_c_r_in_summary(tmp_path):
                 "intervention=prm", "intervention.lambda=0.25", "intervention.helper.model=openai/helper",
                 f"intervention.helper.api_base={server.base_url}", "intervention.helper.api_key_env=BON_TEST_KEY",
                 f"cache.dir={tmp_path / 'cache'}", "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / 'out'}"]
-        proc = subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True,
-                              cwd=tmp_path, env=env, timeout=180)
+        proc = run_in_process("bon.run", *args, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     collab = summary["collaboration"]
@@ -307,8 +307,7 @@ def test_reflect_run_reports_reflections(tmp_path):
                 f"generator.api_base={server.base_url}", f"judge.api_base={server.base_url}",
                 "generator.api_key_env=BON_TEST_KEY", "judge.api_key_env=BON_TEST_KEY", "intervention=reflect",
                 f"cache.dir={tmp_path / 'cache'}", "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / 'out'}"]
-        proc = subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True,
-                              cwd=tmp_path, env=env, timeout=180)
+        proc = run_in_process("bon.run", *args, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     collab = summary["collaboration"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import math
@@ -217,12 +218,13 @@ def test_model_configs_take_the_preset_and_each_entry_s_client_options():
                                                                       "api_key_env": "DEEPSEEK_API_KEY", "rpm": 30}],
               "mix": [3, 1]}
     a, b = model_configs(preset)
-    assert a == {"kind": "llm", "model": "openai/gpt-4.1-mini", "api_key_env": "OPENAI_API_KEY", "n": 4,
-                 "max_steps": 9, "temperature": 0.7}
-    assert b == {**a, "model": "deepseek/deepseek-chat", "api_key_env": "DEEPSEEK_API_KEY", "rpm": 30}
-    for models, words in [(None, "non-empty list"), ("openai/x", "non-empty list"), ([], "non-empty list"),
+    assert (a.kind, a.model, a.api_key_env, a.n, a.max_steps, a.temperature, a.rpm, a.models, a.mix) == (
+        "llm", "openai/gpt-4.1-mini", "OPENAI_API_KEY", 4, 9, 0.7, None, None, None)
+    assert b == dataclasses.replace(a, model="deepseek/deepseek-chat", api_key_env="DEEPSEEK_API_KEY", rpm=30)
+    for models, words in [(None, "non-empty list"), ("openai/x", "generator.models must be a list"), ([], "non-empty list"),
                           ([{"api_base": "x"}], r"generator.models\[0\] must be"),
-                          (["a", {"model": "b", "max_steps": 3}], r"generator.models\[1\] sets max_steps")]:
+                          (["a", {"model": "b", "max_steps": 3}], r"generator.models\[1\] sets max_steps"),
+                          (["a", {"model": "b", "rpm": 0}], r"generator.models\[1\].rpm must be an integer >= 1")]:
         with pytest.raises(BonError, match=words):
             model_configs({**preset, "models": models})
 

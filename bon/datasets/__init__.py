@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 from omegaconf import OmegaConf
 
-from bon import candidates, shard
+from bon import candidates, config, shard
 from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError, unknown_choice
 
@@ -57,53 +57,52 @@ def locate_root(root: str | Path | None, option: str = "dataset.root") -> Path:
                           download=fetch.ensure_cached)
 
 
-def judge_names(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any]) -> tuple[Path, list[str]]:
+def judge_names(dataset: config.AgentProcessBenchDataset | Mapping[str, Any],
+                judge: config.NamedJudge | Mapping[str, Any]) -> tuple[Path, list[str]]:
     """The data root and the canonical judge names a config asks for (AgentProcessBench)."""
-    _check_dataset(dataset_cfg)
-    if dataset_cfg["name"] != "agentprocessbench":
-        raise BonError(f"judge quality needs human step labels: use dataset=agentprocessbench "
-                       f"(got dataset={dataset_cfg['name']})")
-    root = locate_root(dataset_cfg.get("root"))
-    kind = judge_cfg.get("kind", "replay")
-    if kind == "human":
+    dataset, judge = records_options(dataset), config.typed(config.NamedJudge, judge, "judge.")
+    root = locate_root(dataset.root)
+    if judge.kind == "human":
         return root, [apb.HUMAN]
-    if kind != "replay":
-        raise unknown_choice("judge kind for dataset agentprocessbench", kind, ("replay", "human"))
-    return root, apb.resolve_judges(root, str(judge_cfg.get("name", "")))
+    if judge.kind not in (None, "replay"):
+        raise unknown_choice("judge kind for dataset agentprocessbench", judge.kind, ("replay", "human"))
+    return root, apb.resolve_judges(root, str(judge.name or ""))
 
 
-def _check_dataset(dataset_cfg: Mapping[str, Any]) -> None:
-    if dataset_cfg.get("name") not in DATASETS:
-        raise unknown_choice("dataset", dataset_cfg.get("name"), DATASETS)
+def records_options(dataset: config.AgentProcessBenchDataset | Mapping[str, Any]) -> config.AgentProcessBenchDataset:
+    """AgentProcessBench's options (a mapping from a library caller is checked and typed)."""
+    if isinstance(dataset, Mapping):
+        if dataset.get("name") not in DATASETS:
+            raise unknown_choice("dataset", dataset.get("name"), DATASETS)
+        if dataset["name"] != "agentprocessbench":
+            raise BonError(f"judge quality needs human step labels: use dataset=agentprocessbench "
+                           f"(got dataset={dataset['name']})")
+    return config.typed(config.AgentProcessBenchDataset, dataset, "dataset.")
 
 
-def records(dataset_cfg: Mapping[str, Any]) -> list[apb.Record]:
-    """All labelled records of the configured subset(s)."""
-    _check_dataset(dataset_cfg)
-    root = locate_root(dataset_cfg.get("root"))
-    return [r for s in apb.subsets(str(dataset_cfg.get("subset", "all"))) for r in apb.load_records(root, s)]
+def records(dataset: config.AgentProcessBenchDataset | Mapping[str, Any], root: Path | None = None) -> list[apb.Record]:
+    """AgentProcessBench's labelled records of the configured subset(s); `root` if already located."""
+    dataset = records_options(dataset)
+    root = root or locate_root(dataset.root)
+    return [r for s in apb.subsets(str(dataset.subset)) for r in apb.load_records(root, s)]
 
 
-def candidate_table(dataset_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
-                    generator_cfg: Mapping[str, Any] | None = None, seed: int = 0) -> pl.DataFrame:
+def candidate_table(dataset: config.AgentProcessBenchDataset | Mapping[str, Any],
+                    judge: config.NamedJudge | Mapping[str, Any], seed: int = 0) -> pl.DataFrame:
     """One row per (task, sample, judge) of AgentProcessBench's recorded trajectories and judge(s)
     (the synthetic benchmark's table is bon.datasets.sim's)."""
-    _check_dataset(dataset_cfg)
-    kind = (generator_cfg or {}).get("kind", "replay")
-    if kind != "replay":
-        raise BonError(f"dataset={dataset_cfg['name']} replays recorded trajectories: use generator=replay "
-                       f"(got {kind!r})")
-    root, judges = judge_names(dataset_cfg, judge_cfg)
+    dataset = records_options(dataset)
+    root, judges = judge_names(dataset, judge)
     rows = []
-    for record in records({**dataset_cfg, "root": str(root)}):
-        if not shard.keeps(dataset_cfg, record.task_id):  # dataset.shard of dataset.num_shards (bon.shard)
+    for record in records(dataset, root):
+        if not shard.keeps(dataset, record.task_id):  # dataset.shard of dataset.num_shards (bon.shard)
             continue
-        for judge in judges:
+        for name in judges:
             rows.append(candidates.row(record.task_id, record.subset, record.sample,
-                                       apb.judgement_for(root, judge, record), record.steps,
+                                       apb.judgement_for(root, name, record), record.steps,
                                        record.answer, record.success))
-    if not rows and shard.of(dataset_cfg)[1] > 1:
-        raise shard.empty(dataset_cfg, len({r.task_id for r in records({**dataset_cfg, "root": str(root)})}))
+    if not rows and dataset.num_shards > 1:
+        raise shard.empty(dataset, len({r.task_id for r in records(dataset, root)}))
     if not rows:
         raise BonError("the configured dataset and judge produced no candidates")
     return candidates.table(rows)

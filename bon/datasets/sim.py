@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bon import shard
+from bon import config, shard
+from bon.config import SimDataset, SimGenerator, SimJudge
 from bon.errors import BonError, unknown_choice
 from bon.sim import listwise, model
 from bon.sim import search as sim_search
@@ -16,55 +17,54 @@ from bon.sim.model import JudgeModel, Profile, SimTrajectories
 from bon.sim.search import TokenModel
 
 
-def profile(dataset_cfg: Mapping[str, Any]) -> Profile:
-    profiles = dataset_cfg.get("profiles") or {}
-    if dataset_cfg.get("subset") is not None:
-        raise BonError(f"dataset=sim has profiles, not subsets: use dataset.profile={dataset_cfg['subset']} "
+def profile(dataset: SimDataset | Mapping[str, Any]) -> Profile:
+    dataset = config.typed(SimDataset, dataset, "dataset.")
+    profiles = dataset.profiles or {}
+    if dataset.subset is not None:
+        raise BonError(f"dataset=sim has profiles, not subsets: use dataset.profile={dataset.subset} "
                        f"(valid: {', '.join(sorted(profiles))})")
-    name = dataset_cfg.get("profile")
-    if name not in profiles:
-        raise unknown_choice("dataset.profile", name, profiles)
-    return Profile.from_config(str(name), profiles[name])
+    if dataset.profile not in profiles:
+        raise unknown_choice("dataset.profile", dataset.profile, profiles)
+    return Profile.from_config(str(dataset.profile), profiles[dataset.profile])
 
 
-def judge_model(judge_cfg: Mapping[str, Any], profile_name: str) -> JudgeModel:
+def judge_model(judge: SimJudge | Mapping[str, Any], profile_name: str) -> JudgeModel:
     """The configured simulated judge, or one measured from a recorded judge (`judge.calibrate_from`)."""
-    if judge_cfg.get("kind") != "sim":
-        raise BonError(f"dataset=sim needs judge=sim (got judge kind {judge_cfg.get('kind')!r}); to imitate a "
-                       f"recorded judge use judge=sim judge.calibrate_from=<judge name>")
+    judge = config.typed(SimJudge, judge, "judge.")
     fields = ("confusion", "positive_bias", "orm_tpr", "orm_fpr", "orm_missing", "fail_rate")
-    source = judge_cfg.get("calibrate_from")
+    source = judge.calibrate_from
     if source:
         from bon.datasets import agentprocessbench as apb
         from bon.datasets import locate_root
         from bon.sim.calibrate import judge_model as measured
 
-        root = locate_root(judge_cfg.get("root"))
+        root = locate_root(judge.root)
         if str(source).strip() == "all":  # a simulated judge imitates one recorded judge, never a blend
             raise BonError("judge.calibrate_from needs one recorded judge, not 'all'; valid choices: "
                            + ", ".join(sorted(apb.judge_dirs(root))))
         name = apb.resolve_judges(root, str(source))[0]
         subsets = [profile_name] if profile_name in apb.SUBSETS else list(apb.SUBSETS)
         base = measured(root, name, subsets)
-        values = {f: getattr(base, f) for f in fields} | {"positive_bias": float(judge_cfg.get("positive_bias", 0.0))}
+        values = {f: getattr(base, f) for f in fields} | {"positive_bias": float(judge.positive_bias)}
         return JudgeModel(name=f"sim:{name}", **values)
-    if judge_cfg.get("name") not in (None, "sim"):
-        raise BonError(f"judge.name={judge_cfg['name']!r} would only relabel the simulated judge; to imitate a "
-                       f"recorded judge use judge.calibrate_from={judge_cfg['name']}")
-    missing = [f for f in fields if judge_cfg.get(f) is None]
+    if judge.name not in (None, "sim"):
+        raise BonError(f"judge.name={judge.name!r} would only relabel the simulated judge; to imitate a "
+                       f"recorded judge use judge.calibrate_from={judge.name}")
+    missing = [f for f in fields if getattr(judge, f) is None]
     if missing:
         raise BonError(f"judge=sim is missing {missing}; set them or judge.calibrate_from=<recorded judge>")
-    return JudgeModel(name=str(judge_cfg.get("name") or "sim"), **{f: judge_cfg[f] for f in fields})
+    return JudgeModel(name=str(judge.name or "sim"), **{f: getattr(judge, f) for f in fields})
 
 
-def candidate_table(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any],
-                    judge_cfg: Mapping[str, Any], seed: int = 0) -> pl.DataFrame:
+def candidate_table(dataset: SimDataset | Mapping[str, Any], generator: SimGenerator | Mapping[str, Any],
+                    judge: SimJudge | Mapping[str, Any], seed: int = 0) -> pl.DataFrame:
     """Generate tasks and candidates, judge them, and return the candidate table (all synthetic)."""
-    return run(dataset_cfg, generator_cfg, judge_cfg, seed)[0]
+    return run(dataset, generator, judge, seed)[0]
 
 
-def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_cfg: Mapping[str, Any],
-        seed: int = 0, selector: Any = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+def run(dataset: SimDataset | Mapping[str, Any], generator: SimGenerator | Mapping[str, Any],
+        judge: SimJudge | Mapping[str, Any], seed: int = 0,
+        selector: Any = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The candidate table and the run's usage: `compute` (bon.compute's shape, modelled tokens) and
     `simulation` (what a simulated search and comparing judge did).
 
@@ -73,24 +73,26 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
     with `verdicts` gets the simulated comparing judge's picks (bon.sim.listwise) from a random stream
     of its own, so its candidate table is the one a score-based selector sees with the same seed.
     """
-    if generator_cfg.get("kind") != "sim":
-        raise BonError(f"dataset=sim needs generator=sim (got generator kind {generator_cfg.get('kind')!r})")
-    prof = profile(dataset_cfg)
-    n_tasks, n = int(dataset_cfg.get("n_tasks", 0)), int(generator_cfg.get("n", 0))
+    dataset = config.typed(SimDataset, dataset, "dataset.")
+    generator = config.typed(SimGenerator, generator, "generator.")
+    judge_options = config.typed(SimJudge, judge, "judge.")
+    from bon.plan import check_kinds  # a library caller's options get bon.run's check
+
+    check_kinds("sim", generator.kind, judge_options.kind)
+    prof = profile(dataset)
+    n_tasks, n = dataset.n_tasks or 0, generator.n or 0
     if n_tasks < 1 or n < 1:
         raise BonError(f"dataset.n_tasks and generator.n must be at least 1 (got {n_tasks} and {n})")
-    judge = judge_model(judge_cfg, prof.name)
-    tokens = TokenModel(int(generator_cfg.get("prompt_tokens", 600)), int(generator_cfg.get("step_tokens", 700)),
-                        int(judge_cfg.get("overhead_tokens", 800)))
-    wrong = int(generator_cfg.get("wrong_answers", 3))
-    method = str(generator_cfg.get("search") or "none")
+    judge_sim = judge_model(judge_options, prof.name)
+    tokens = TokenModel(generator.prompt_tokens, generator.step_tokens, judge_options.overhead_tokens)
+    wrong, method = generator.wrong_answers, generator.search
     rng = np.random.default_rng(seed)
     task_p = model.sample_tasks(prof, n_tasks, rng)
     # dataset.shard: every task is drawn from the one seeded stream, then this shard's are kept (bon.shard),
     # so a shard's rows and costs are exactly the unsharded run's for those tasks
-    keep = _in_shard(dataset_cfg, n_tasks)
+    keep = _in_shard(dataset, n_tasks)
     if not keep.any():
-        raise shard.empty(dataset_cfg, n_tasks)
+        raise shard.empty(dataset, n_tasks)
     rows = np.repeat(keep, n)  # the table is task-major: row r is task r // n
     simulation: dict[str, Any] = {}
     if method == "none":
@@ -102,26 +104,26 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
     else:
         if method not in sim_search.METHODS:
             raise unknown_choice("generator.search", method, ("none", *sim_search.METHODS))
-        k = int(generator_cfg.get("search_k", 4))
-        found = sim_search.search(prof, task_p, method, n, k, judge, rng,
-                                  float(generator_cfg.get("track_memory", 0.5)), tokens, wrong)
+        k = generator.search_k
+        found = sim_search.search(prof, task_p, method, n, k, judge_sim, rng, generator.track_memory, tokens, wrong)
         trajs = found.trajectories
         generation = _part(int(found.agent_calls[keep].sum() + found.judge_calls[keep].sum()),
                            int(found.agent_tokens[keep].sum() + found.judge_tokens[keep].sum()))
         simulation["search"] = {"method": method, "k": k, "n": n,
-                                "track_memory": float(generator_cfg.get("track_memory", 0.5)),
+                                "track_memory": float(generator.track_memory),
                                 "agent_calls": int(found.agent_calls[keep].sum()),
                                 "judge_calls": int(found.judge_calls[keep].sum()),
                                 "judge_failures": int(found.judge_failures[keep].sum())}
         name = f"{method} k={k} n={n}"
-    predicted, final, failed = model.judge(judge, trajs, rng)
-    table = model.candidate_table(trajs, predicted, final, failed, judge.name, prof.name)
+    predicted, final, failed = model.judge(judge_sim, trajs, rng)
+    table = model.candidate_table(trajs, predicted, final, failed, judge_sim.name, prof.name)
     stages = {"generation": generation,
               "judging": _part(int(rows.sum()), int(tokens.judge_call(trajs.lengths[rows]).sum()))}
     verdicts = getattr(selector, "verdicts", None)
     if verdicts:
+        compare = comparing_judge(judge_options, judge_sim)
         table, stages["selection"], simulation["selection"] = _compare(
-            str(verdicts), comparing_judge(judge_cfg, judge), trajs, table, tokens, seed, selector.fallback, keep)
+            str(verdicts), compare, trajs, table, tokens, seed, selector.fallback, keep)
     if not rows.all():
         table = table.filter(pl.Series(rows))
     method_name = " · ".join(filter(None, [name, getattr(selector, "name", None)])) or "best-of-n"
@@ -132,22 +134,23 @@ def run(dataset_cfg: Mapping[str, Any], generator_cfg: Mapping[str, Any], judge_
     return table, usage
 
 
-def _in_shard(dataset_cfg: Mapping[str, Any], n_tasks: int) -> np.ndarray:
+def _in_shard(dataset: SimDataset, n_tasks: int) -> np.ndarray:
     """Which of the simulated tasks (ids synthetic:0 ...) the run's dataset.shard holds (bon.shard)."""
-    part, num_shards = shard.of(dataset_cfg)
+    part, num_shards = shard.of(dataset)
     if num_shards == 1:
         return np.ones(n_tasks, dtype=bool)
     return np.array([shard.index(f"synthetic:{i}", num_shards) == part for i in range(n_tasks)], dtype=bool)
 
 
-def comparing_judge(judge_cfg: Mapping[str, Any], judge: JudgeModel) -> listwise.ComparingJudge:
+def comparing_judge(options: SimJudge | Mapping[str, Any], judge: JudgeModel) -> listwise.ComparingJudge:
     """The simulated list-wise / pairwise judge: `judge.listwise_accuracy` (null: as discriminating as the
     simulated ORM), `judge.position_bias`, `judge.permutations`, and the step judge's fail_rate."""
-    accuracy = judge_cfg.get("listwise_accuracy")
+    options = config.typed(SimJudge, options, "judge.")
+    accuracy = options.listwise_accuracy
     if accuracy is None:
         accuracy = listwise.ComparingJudge.accuracy_from_orm(judge.orm_tpr, judge.orm_fpr)
-    return listwise.ComparingJudge(float(accuracy), float(judge_cfg.get("position_bias", 0.0)),
-                                   int(judge_cfg.get("permutations") or 1), judge.fail_rate)
+    return listwise.ComparingJudge(float(accuracy), float(options.position_bias), options.permutations,
+                                   judge.fail_rate)
 
 
 def _compare(kind: str, judge: listwise.ComparingJudge, trajs: SimTrajectories, table: pl.DataFrame,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
+from bon import config
+from bon.config import BuiltinDataset, GaiaDataset, TasksDataset
 from bon.scoring.gaia import question_scorer
 from bon.shard import empty as shard_empty
 from bon.shard import in_shard
@@ -51,37 +53,39 @@ class TaskSet:
         return bool(self.tasks) and all(t.answer is None for t in self.tasks)
 
 
-def _builtin(cfg: Mapping[str, Any]) -> list[Task]:
+def _builtin(dataset: Any) -> list[Task]:
     from bon.datasets import builtin
 
-    return builtin.load(cfg.get("n_tasks"), cfg.get("task_ids"))
+    return builtin.load(dataset.n_tasks, dataset.task_ids)
 
 
-def _gaia(cfg: Mapping[str, Any]) -> list[Task]:
+def _gaia(dataset: Any) -> list[Task]:
     from bon.datasets import gaia
 
-    return gaia.load(cfg.get("path"), cfg.get("level"), cfg.get("split"))
+    return gaia.load(dataset.path, dataset.level, dataset.split)
 
 
-def _task_file(cfg: Mapping[str, Any]) -> list[Task]:
+def _task_file(dataset: Any) -> list[Task]:
     from bon.datasets import tasks
 
-    return tasks.load(cfg.get("path"))
+    return tasks.load(dataset.path)
 
 
-LOADERS: dict[str, Callable[[Mapping[str, Any]], list[Task]]] = {
-    "builtin": _builtin, "gaia": _gaia, "tasks": _task_file}
+TaskDataset = Union[BuiltinDataset, GaiaDataset, TasksDataset]
+LOADERS: dict[str, Callable[[Any], list[Task]]] = {"builtin": _builtin, "gaia": _gaia, "tasks": _task_file}
+SCHEMAS: dict[str, type] = {"builtin": BuiltinDataset, "gaia": GaiaDataset, "tasks": TasksDataset}
 
 
-def load(cfg: Mapping[str, Any], replaying: bool = False) -> TaskSet:
+def load(dataset: TaskDataset | Mapping[str, Any], replaying: bool = False) -> TaskSet:
     """The configured dataset's tasks. Replaying dataset=tasks without a file gives no tasks: the
     trajectories' own `success` is then all there is."""
-    name = str(cfg.get("name"))
-    part = shard_of(cfg)
-    if name == "tasks" and replaying and cfg.get("path") in (None, "???"):
-        return TaskSet(name, (), shard=part)
-    tasks = LOADERS[name](cfg)
+    if isinstance(dataset, Mapping):
+        dataset = config.typed(SCHEMAS[str(dataset.get("name"))], dataset, "dataset.")
+    part = shard_of(dataset)
+    if isinstance(dataset, TasksDataset) and replaying and dataset.path in (None, "???"):
+        return TaskSet(dataset.name, (), shard=part)
+    tasks = LOADERS[dataset.name](dataset)
     kept = tuple(t for t in tasks if in_shard(t.id, *part))
     if tasks and not kept:
-        raise shard_empty(cfg, len(tasks))
-    return TaskSet(name, kept, shard=part)
+        raise shard_empty(dataset, len(tasks))
+    return TaskSet(dataset.name, kept, shard=part)

@@ -18,7 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bon.errors import BonError, unknown_choice
+from bon import config
+from bon.config import Intervention
+from bon.errors import BonError
 from bon.llm import CallResult, LLMClient
 from bon.types import Task, Trajectory
 
@@ -255,27 +257,24 @@ def _call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- from config
 
-POLICIES = ("none", "rate", "prm", "reflect")
 JUDGED = ("prm", "reflect")  # policies that ask the run's judge about each agent step, online
 HANDING_OVER = ("rate", "prm", "budgeted")  # policies whose handed-over steps a helper takes
 
 
-def policy_from_config(cfg: Mapping[str, Any], judge: Any = None) -> Policy:
+def policy_from_config(options: Intervention | Mapping[str, Any], judge: Any = None) -> Policy:
     """`intervention.policy` (none | rate | prm | reflect) with an optional `intervention.budget`."""
-    kind = cfg.get("policy", "none")
-    if kind not in POLICIES:
-        raise unknown_choice("intervention.policy", kind, POLICIES)
+    options = config.typed(Intervention, options, "intervention.")
+    kind = options.policy
     policy: Policy
     if kind == "none":
         policy = Never()
     elif kind == "rate":
-        policy = FixedRate(float(cfg.get("rate", 0.0)), int(cfg.get("seed", 0)))
+        policy = FixedRate(float(options.rate or 0.0), options.seed)
     else:
         if judge is None:
             raise BonError(f"intervention.policy={kind} needs an online judge (the run's judge=...)")
-        policy = PRMTriggered(judge) if kind == "prm" else Reflect(judge, int(cfg.get("near_limit", 2)))
-    budget = cfg.get("budget")
-    return policy if budget is None else Budgeted(policy, int(budget))
+        policy = PRMTriggered(judge) if kind == "prm" else Reflect(judge, options.near_limit)
+    return policy if options.budget is None else Budgeted(policy, options.budget)
 
 
 def reward_summary(trajectories: Sequence[Trajectory], lam: float) -> dict[str, Any]:

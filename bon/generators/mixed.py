@@ -13,6 +13,7 @@ works as for one model. Each trajectory's metadata records the model that drew i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -21,7 +22,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, cast
 
+from bon import config
 from bon.build import CLIENT_FIELDS
+from bon.config import LLMGenerator
 from bon.errors import BonError
 from bon.fmt import is_number
 from bon.generators.agent import FAILED_STOPS, AgentGenerator
@@ -78,31 +81,31 @@ def assign(n: int, weights: Sequence[float]) -> list[int]:
 PER_MODEL_FIELDS = ("model", "temperature", *CLIENT_FIELDS)
 
 
-def model_configs(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One generator config per entry of `cfg["models"]`: the preset's settings, with the entry's overrides.
+def model_configs(cfg: LLMGenerator | Mapping[str, Any]) -> list[LLMGenerator]:
+    """One generator config per entry of `generator.models`: the preset's settings, with the entry's overrides.
 
     An entry is a model name ("deepseek/deepseek-chat") or a mapping with `model` and any client option
     (api_base, api_key_env, concurrency, rpm, prices, ...) or temperature. Everything else (n, tools,
     max_steps, system prompt, seed) is the mixture's and the same for every model, so the models are
     compared on equal terms. The returned configs carry no `models` or `mix`.
     """
-    entries = cfg.get("models")
+    cfg = config.typed(LLMGenerator, cfg, "generator.")
+    entries = cfg.models
     if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence) or not entries:
         raise BonError(f"generator.models must be a non-empty list of model names or of mappings with a model, "
                        f"got {entries!r}")
-    base = {k: v for k, v in cfg.items() if k not in ("models", "mix")}
     out = []
     for i, entry in enumerate(entries):
         if isinstance(entry, str) and entry:
-            out.append({**base, "model": entry})
-            continue
+            entry = {"model": entry}
         if not isinstance(entry, Mapping) or not entry.get("model"):
             raise BonError(f"generator.models[{i}] must be a model name or a mapping with a model, got {entry!r}")
         unknown = sorted(set(entry) - set(PER_MODEL_FIELDS))
         if unknown:
             raise BonError(f"generator.models[{i}] sets {', '.join(map(str, unknown))}, which is the same for every "
                            f"model; a model entry may set: {', '.join(PER_MODEL_FIELDS)}")
-        out.append({**base, **entry})
+        config.check_options(LLMGenerator, entry, f"generator.models[{i}].")
+        out.append(dataclasses.replace(cfg, models=None, mix=None, **entry))
     return out
 
 

@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from bon.errors import BonError
+from bon.llm import native
 from bon.llm.cache import ResponseCache, cache_key
 from bon.llm.guards import DEFAULT_BREAKER_AFTER, Breaker, Budget, endpoint_of
 from bon.llm.limits import Limiter
+from bon.llm.native import TRANSPORTS, NativeTransport, close_sessions
 from bon.llm.retry import Failure, RetryPolicy
 from bon.llm.transport import WorkerPool, attempt_here, close_litellm_clients, import_litellm
 
@@ -195,6 +197,9 @@ class LLMClient:
     `prices` ({input_per_mtok, output_per_mtok} in USD) take precedence over litellm's price data.
     `workers` > 0 makes the HTTP attempts in that many worker processes (bon.llm.transport): worth it
     only when litellm's CPU cost per call, not the server, limits the throughput.
+    `transport` "native" sends openai/ and hosted_vllm/ calls to `api_base` over aiohttp without litellm
+    (bon.llm.native: same bodies, failure kinds, cache keys and prices, a fraction of the CPU); it refuses
+    `workers` > 0, which exist only to spread litellm's CPU cost over processes.
     `breaker` (or a new one tripping after `breaker_after` requests) stops the run when the endpoint
     never answers; `budget` caps the run's spending (both in bon.llm.guards; share them between
     clients of one endpoint / one run). `role` ("generator", "judge") names the config in messages.
@@ -207,13 +212,20 @@ class LLMClient:
                  prices: Mapping[str, Any] | None = None, limiter: Limiter | None = None,
                  stats: Stats | None = None, jitter_seed: int | None = None, workers: int = 0,
                  breaker: Breaker | None = None, breaker_after: int = DEFAULT_BREAKER_AFTER,
-                 budget: Budget | None = None, role: str | None = None, **params: Any) -> None:
+                 budget: Budget | None = None, role: str | None = None, transport: str = "litellm",
+                 **params: Any) -> None:
         if max_attempts < 1:
             raise BonError("max_attempts must be >= 1")
         if timeout <= 0:
             raise BonError("timeout must be > 0 seconds")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise BonError(f"workers must be an integer >= 0 (0: litellm runs in this process), got {workers!r}")
+        where = f"{role}." if role else ""
+        if transport not in TRANSPORTS:
+            raise BonError(f"{where}transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}")
+        if transport == "native" and workers:
+            raise BonError(f"{where}workers={workers} applies to {where}transport=litellm only (worker processes "
+                           f"spread litellm's CPU cost; native needs none): set {where}workers=0")
         self.model = model
         self.api_base = api_base
         self.api_key_env = api_key_env
@@ -235,6 +247,9 @@ class LLMClient:
         self.params = dict(params)
         self._rng = random.Random(jitter_seed)
         self.pool = WorkerPool(workers) if workers else None
+        self.transport = transport
+        self.native = (NativeTransport(model, api_base, self._api_key, self.timeout, role)
+                       if transport == "native" else None)
         self.endpoint = endpoint_of(model, api_base)
         self.breaker = breaker or Breaker(self.endpoint, breaker_after)
         self.budget = budget
@@ -279,9 +294,12 @@ class LLMClient:
     async def aclose(self) -> None:
         """Stop the worker processes and close litellm's pooled HTTP sessions, so no connection outlives
         the run. The sessions are litellm's, shared by every client in the process: call this at the end
-        of a run (a later call simply opens new ones). The cache is left open: it may be shared."""
+        of a run (a later call simply opens new ones); so are transport=native's aiohttp sessions.
+        The cache is left open: it may be shared."""
         if self.pool is not None:
             await self.pool.aclose()
+        if self.native is not None:
+            await close_sessions()  # likewise shared: every native client's endpoint in this process
         await close_litellm_clients()
 
     async def __aenter__(self) -> LLMClient:
@@ -293,16 +311,7 @@ class LLMClient:
     # -- internals
     async def _call(self, messages: Sequence[Mapping[str, Any]], tools: list | None,
                     params: dict[str, Any], started: float) -> CallResult:
-        # litellm may edit what it is given (for hosted_vllm/ it strips `additionalProperties` from tool schemas):
-        # it gets copies, so the caller's messages and tools, and the cache keys made from them, stay as they were
-        kwargs: dict[str, Any] = {**params, "model": self.model, "messages": copy.deepcopy(list(messages)),
-                                  "timeout": self.timeout, "num_retries": 0, "max_retries": 0, "caching": False}
-        if tools:
-            kwargs["tools"] = copy.deepcopy(tools)
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        if self._api_key:
-            kwargs["api_key"] = self._api_key
+        kwargs = self._litellm_kwargs(messages, tools, params) if self.native is None else {}
         attempt = 0
         while True:
             attempt += 1
@@ -315,7 +324,9 @@ class LLMClient:
                 if budget is not None and not budget.admit():  # ...and when about to send (spent meanwhile)
                     return self._failed(Failure("budget", False, budget.why()), attempt - 1, 0.0, started)
                 t0 = time.perf_counter()
-                if self.pool is not None:
+                if self.native is not None:
+                    fields, failure = await self.native.attempt(messages, tools, params, lease.sent)
+                elif self.pool is not None:
                     fields, failure = await self.pool.attempt(kwargs, self.timeout, lease.sent)
                 else:
                     fields, failure = await attempt_here(kwargs, self.timeout, lease.sent)
@@ -337,6 +348,20 @@ class LLMClient:
                       self.policy.max_attempts, failure.kind, delay)
             await asyncio.sleep(delay)
 
+    def _litellm_kwargs(self, messages: Sequence[Mapping[str, Any]], tools: list | None,
+                        params: dict[str, Any]) -> dict[str, Any]:
+        # litellm may edit what it is given (for hosted_vllm/ it strips `additionalProperties` from tool schemas):
+        # it gets copies, so the caller's messages and tools, and the cache keys made from them, stay as they were
+        kwargs: dict[str, Any] = {**params, "model": self.model, "messages": copy.deepcopy(list(messages)),
+                                  "timeout": self.timeout, "num_retries": 0, "max_retries": 0, "caching": False}
+        if tools:
+            kwargs["tools"] = copy.deepcopy(tools)
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        return kwargs
+
     def _failed(self, failure: Failure, attempts: int, latency: float, started: float) -> CallResult:
         message = self._scrub(failure.message)
         if failure.retry_after is not None and failure.retry_after > self.policy.max_delay:
@@ -347,7 +372,7 @@ class LLMClient:
                           wall_s=time.perf_counter() - started, reason=failure.kind, error=message)
 
     def _result(self, fields: dict[str, Any], attempts: int, latency: float, started: float) -> CallResult:
-        """A successful attempt; configured prices take precedence over litellm's."""
+        """A successful attempt; configured prices take precedence over litellm's (its price table, for native)."""
         if self.prices is not None:
             cost = (fields["prompt_tokens"] * self.prices[0] + fields["completion_tokens"] * self.prices[1]) / 1e6
         else:
@@ -362,6 +387,8 @@ class LLMClient:
         """Whether responses will be priced: `prices` were given, or litellm's price map knows the model."""
         if self.prices is not None:
             return True
+        if self.native is not None:
+            return native.price_known(self.model)
         try:
             prompt, completion = import_litellm().cost_per_token(model=self.model, prompt_tokens=1000,
                                                                   completion_tokens=1000)

@@ -99,15 +99,11 @@ class Budget:
         self.refused = 0  # requests not sent because the budget was reached
 
     @classmethod
-    def from_config(cls, cfg: Any) -> Budget | None:
-        """A Budget from the run's `budget` block, or None when neither cap is set."""
-        cfg = dict(cfg or {})
-        unknown = sorted(set(cfg) - {"usd", "calls"})
-        if unknown:
-            raise BonError(f"unknown budget option(s) {', '.join(unknown)}; valid: usd, calls")
-        if cfg.get("usd") is None and cfg.get("calls") is None:
+    def from_options(cls, options: Any) -> Budget | None:
+        """A Budget from the run's `budget` options (bon.config.BudgetOptions), or None when neither cap is set."""
+        if options is None or (options.usd is None and options.calls is None):
             return None
-        return cls(cfg.get("usd"), cfg.get("calls"))
+        return cls(options.usd, options.calls)
 
     def __repr__(self) -> str:
         return (f"Budget(usd={self.usd}, calls={self.calls}, spent_usd={self.spent_usd:.6f}, "

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bon import config
+from bon.config import LLMJudge
 from bon.errors import BonError
 from bon.generators.store import write_atomically
 from bon.records import dumps, judgement_to_record
@@ -64,7 +66,7 @@ def check_config(judge_cfg: Mapping[str, Any]) -> None:
                        f"{judge_cfg.get('kind')!r}")
     from bon.build import make_client  # builds no session: checks the key and the client options
 
-    make_client(judge_cfg, None, "judge")
+    make_client(config.typed(LLMJudge, judge_cfg, "judge."), None, "judge")
 
 def judge_episodes(questions: Sequence[Question], judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any],
                    out_path: Path) -> tuple[dict[str, float | None], dict[str, Any]]:
