@@ -19,6 +19,7 @@ Two mechanisms use them, each for what it does faithfully:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -26,7 +27,7 @@ import re
 import sys
 import threading
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union, cast
@@ -732,7 +733,8 @@ def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> No
     if ours:
         os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        command(hydra_main)()
+        with _mode_from_the_command_line():
+            command(hydra_main)()
     except BrokenPipeError:  # stdout closed early, e.g. `--help | head`: nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
@@ -751,6 +753,27 @@ def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> No
     finally:
         if ours:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+@contextlib.contextmanager
+def _mode_from_the_command_line() -> Iterator[None]:
+    """Hydra composes the whole config twice per command: once only to read `hydra.mode` (a third of a
+    replay run's time). bon's configs never set it, so unless the command line mentions it or points at
+    other config directories, the mode is what `-m` says and the first composition is skipped: Hydra's
+    get_mode then answers None, as it does after composing a config that leaves hydra.mode unset."""
+    argv = sys.argv[1:]
+    if any("hydra.mode" in a or a.startswith(("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath",
+                                              "+hydra.searchpath")) for a in argv):
+        yield
+        return
+    from hydra._internal.hydra import Hydra
+
+    original = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Hydra.get_mode = original  # type: ignore[method-assign]
 
 
 def _raised_in(exc: BaseException, function: str) -> bool:
