@@ -88,9 +88,17 @@ class Live(Selection):
 
 @dataclass(frozen=True)
 class RehacOffline:
-    """dataset=rehac: intervention policies valued on logged episodes (bon.rehac.report); no selector."""
+    """dataset=rehac: intervention policies valued on logged episodes (bon.rehac.report); no selector.
 
-    cfg: DictConfig
+    `dataset` holds ReHAC's own options, which bon.rehac.report.options checks and types (lists of lambdas,
+    rates and predictors, files found under the release); `judge` serves only as the `judge` predictor."""
+
+    dataset: Mapping[str, Any]
+    judge: Mapping[str, Any]
+    cache: config.CacheOptions
+    confidence: float
+    resamples: int
+    seed: int
 
 
 Plan = Union[Sim, Replay, Live, RehacOffline]
@@ -105,7 +113,9 @@ def plan(cfg: DictConfig) -> Plan:
         if shard.check(values["dataset"].get("shard", 0), values["dataset"].get("num_shards", 1))[1] != 1:
             raise BonError("dataset=rehac cannot be sharded (dataset.num_shards must be 1): its policies are valued "
                            "over all logged episodes together; run it in one job")
-        return RehacOffline(cfg)
+        return RehacOffline(values["dataset"], values["judge"],
+                            config.typed(config.CacheOptions, values["cache"], "cache."), float(values["confidence"]),
+                            int(values["bootstrap_resamples"]), int(values["seed"]))
     if name not in datasets.DATASETS:
         raise unknown_choice("dataset", name, datasets.DATASETS)
     generators.check(values["generator"])

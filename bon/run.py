@@ -149,7 +149,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if isinstance(chosen, RehacOffline):  # offline policy evaluation: its own tables, no selector
         from bon.rehac.report import run_offline
 
-        return run_offline(chosen.cfg, out_dir)
+        return run_offline(chosen, out_dir)
     return _select(chosen, out_dir)
 
 

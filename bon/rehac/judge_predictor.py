@@ -68,7 +68,7 @@ def check_config(judge_cfg: Mapping[str, Any]) -> None:
 
     make_client(config.typed(LLMJudge, judge_cfg, "judge."), None, "judge")
 
-def judge_episodes(questions: Sequence[Question], judge_cfg: Mapping[str, Any], cache_cfg: Mapping[str, Any],
+def judge_episodes(questions: Sequence[Question], judge_cfg: Mapping[str, Any], cache_cfg: Any,
                    out_path: Path) -> tuple[dict[str, float | None], dict[str, Any]]:
     """Predicted T per episode key (None when its judgement failed) and the judge stage's usage.
 

@@ -26,10 +26,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from bon.datasets import ENV_ROOT as ENV_DATA
 from bon.datasets import locate_release
@@ -38,6 +37,9 @@ from bon.fmt import is_number, pct
 from bon.rehac import advantage, best_of_n, episodes, metrics, policies
 from bon.rehac.episodes import Episode, Question
 from bon.summary import REHAC_KIND
+
+if TYPE_CHECKING:
+    from bon.plan import RehacOffline
 
 ENV_REHAC = "BON_REHAC_DIR"
 PLOT = "reward_vs_lambda.png"
@@ -333,18 +335,11 @@ def _best_of_n(qset: QuestionSet, opts: Options, predicted: Mapping[str, Sequenc
     return [{**row, "questions": qset.name} for row in rows]
 
 
-def _plain(group: DictConfig) -> dict[str, Any]:
-    """A config group (a mapping of options) as plain values, interpolations resolved."""
-    values = OmegaConf.to_container(group, resolve=True)
-    assert isinstance(values, dict), f"a config group is a mapping, got {values!r}"
-    return {str(k): v for k, v in values.items()}
-
-
-def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Everything above, for one Hydra config; returns the summary it writes."""
-    seed, confidence, resamples = int(cfg.seed), float(cfg.confidence), int(cfg.bootstrap_resamples)
-    opts = options(_plain(cfg.dataset), seed)
-    judge_cfg = _plain(cfg.judge)
+def run_offline(chosen: RehacOffline, out_dir: Path) -> dict[str, Any]:
+    """Everything above, for one planned run (bon.plan); returns the summary it writes."""
+    seed, confidence, resamples = chosen.seed, chosen.confidence, chosen.resamples
+    opts = options(chosen.dataset, seed)
+    judge_cfg = chosen.judge
     if "judge" in opts.predictors:  # before any work: a live judge with its key
         from bon.rehac.judge_predictor import check_config
 
@@ -397,7 +392,7 @@ def run_offline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         from bon.rehac import judge_predictor
 
         by_key, judge_usage = judge_predictor.judge_episodes([q for s in sets for q in s.questions], judge_cfg,
-                                                             _plain(cfg.cache), out_dir / JUDGE_FILE)
+                                                             chosen.cache, out_dir / JUDGE_FILE)
     bon_rows = []
     for qset in sets:
         predicted = {}
