@@ -572,6 +572,8 @@ def explain_composition_error(exc: BaseException) -> str | None:
             return None
         return (f"config {cycle}.yaml: its `defaults:` list includes itself (directly or through another config), "
                 f"so Hydra cannot compose it; remove that entry")
+    if isinstance(exc, ValueError) and _raised_last_in(exc, "_run_hydra"):  # Hydra's own flags, e.g. -m with --cfg
+        return f"{exc} (see --hydra-help)"
     if isinstance(exc, RuntimeError) and 'Could not detect "srun"' in str(exc):  # submitit's SLURM executor
         return ("hydra/launcher=slurm: SLURM's srun is not on this machine's PATH; submit the sweep from a node of "
                 "the cluster, or run it here with hydra/launcher=local_parallel or hydra/launcher=submitit_local")
@@ -774,6 +776,14 @@ def _mode_from_the_command_line() -> Iterator[None]:
         yield
     finally:
         Hydra.get_mode = original  # type: ignore[method-assign]
+
+
+def _raised_last_in(exc: BaseException, function: str) -> bool:
+    """True when `function` raised `exc` itself (the innermost frame of its traceback)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == function
 
 
 def _raised_in(exc: BaseException, function: str) -> bool:

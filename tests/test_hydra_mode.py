@@ -40,3 +40,11 @@ def test_without_m_a_comma_list_is_one_run_not_a_sweep(tmp_path):
     proc = _run(tmp_path, "selector=final,two_stage", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and "add --multirun" in proc.stderr, proc.stderr
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_hydra_flags_that_do_not_go_together_are_one_line(tmp_path):
+    proc = _run(tmp_path, "-m", "selector=final,two_stage", "--cfg", "hydra")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified "
+        "(see --hydra-help)"]
