@@ -43,7 +43,9 @@ def test_without_m_a_comma_list_is_one_run_not_a_sweep(tmp_path):
 
 
 def test_hydra_flags_that_do_not_go_together_are_one_line(tmp_path):
-    proc = _run(tmp_path, "-m", "selector=final,two_stage", "--cfg", "hydra")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run([sys.executable, "-m", "bon.run", "-m", "selector=final,two_stage", "--cfg", "hydra"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified "
