@@ -52,7 +52,9 @@ async def _run(taskset: TaskSet, chosen: Live, generator_cfg: LLMGenerator | Rep
     budget = Budget.from_options(chosen.budget)
     gen_cfgs = build.generator_configs(generator_cfg) if isinstance(generator_cfg, LLMGenerator) else []
     roles: list[tuple[str, build.ClientOptions | None]] = [
-             *(("generator", c) for c in gen_cfgs), ("judge", judge_cfg), ("intervention.helper", helper_cfg),
+             *((f"generator.models[{i}]" if generator_cfg.models else "generator", c)  # type: ignore[union-attr]
+               for i, c in enumerate(gen_cfgs)),
+             ("judge", judge_cfg), ("intervention.helper", helper_cfg),
              ("judge", online_judge_cfg), ("judge", judge_cfg if selector is not None and selector.verdicts else None)]
     with run_logging(out_dir):
         async with build.clients(chosen.cache, *roles, budget=budget) as built:
@@ -267,8 +269,7 @@ def _check_prices(clients: list[Any], budget: Any) -> None:
     for client in clients:
         if not client.price_known():
             raise BonError(f"budget.usd is set but model {client.model} has no known price, so its spending could "
-                           f"not be counted; set {client.role}.prices={{input_per_mtok: <USD>, output_per_mtok: "
-                           f"<USD>}} or use budget.calls instead")
+                           f"not be counted; {client.price_setting()} or use budget.calls instead")
 
 
 def _write_submission(out_dir: Path, table: pl.DataFrame) -> Path:

@@ -6,7 +6,7 @@ import json
 
 import polars as pl
 from llm_server import FakeLLMServer, tool_call, verdict
-from test_live import run_live
+from test_live import run_live, run_live_process
 
 
 def two_models(body: dict) -> object:
@@ -46,6 +46,18 @@ def test_a_mixture_records_each_model_and_reports_it_against_the_mixture(tmp_pat
 
 def test_a_bad_mixture_is_one_line(tmp_path):
     with FakeLLMServer(two_models) as server:
-        proc = run_live(tmp_path, server, "generator.models=[openai/model-a,openai/model-b]", "generator.mix=[1]")
+        proc = run_live_process(tmp_path, server, "generator.models=[openai/model-a,openai/model-b]", "generator.mix=[1]")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "generator.mix" in proc.stderr
+
+
+def test_an_unpriced_model_of_a_mixture_is_told_to_price_its_own_entry(tmp_path):
+    """`generator.prices` would price every model alike: the plan says to price the model's entry instead."""
+    with FakeLLMServer(two_models) as server:
+        proc = run_live(tmp_path, server, "generator.models=[openai/model-a,{model: openai/model-b, prices: "
+                        "{input_per_mtok: 1, output_per_mtok: 2}}]")
+    assert proc.returncode == 0, proc.stderr
+    assert ("no price known for model openai/model-a: its cost is not counted, only its tokens; to count it give its "
+            "entry in generator.models a price: {model: openai/model-a, prices: {input_per_mtok: <USD>, "
+            "output_per_mtok: <USD>}}") in proc.stderr
+    assert "model openai/model-b:" not in proc.stderr  # priced in its entry

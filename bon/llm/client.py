@@ -407,7 +407,16 @@ class LLMClient:
                     f"prices={{'input_per_mtok': <USD>, 'output_per_mtok': <USD>}} to LLMClient to count it")
         also = f" (and {', '.join(f'{r}.prices' for r in others)} likewise)" if others else ""
         return (f"no price known for model {self.model}: its cost is not counted, only its tokens; to count it "
-                f"set {first}.prices='{{input_per_mtok: <USD>, output_per_mtok: <USD>}}'{also}")
+                f"{self.price_setting(first)}{also}")
+
+    def price_setting(self, role: str | None = None) -> str:
+        """How a user gives this client's model a price: its role's `prices` option, or for one model of a
+        mixture (role `generator.models[i]`) a `prices` in that model's entry."""
+        role = role or self.role or "generator"
+        prices = "{input_per_mtok: <USD>, output_per_mtok: <USD>}"
+        if ".models[" in role:
+            return f"give its entry in {role.split('[')[0]} a price: {{model: {self.model}, prices: {prices}}}"
+        return f"set {role}.prices='{prices}'"
 
     async def cached(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None,
                      sample: int = 0, **params: Any) -> bool:
