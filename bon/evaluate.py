@@ -1,6 +1,7 @@
 """Selection accuracy of one selector over a candidate table, with intervals and best-of-k curves."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ from bon.summary import Row
 def _drop_tasks_without_reference(table: pl.DataFrame) -> tuple[pl.DataFrame, str]:
     """Tasks with no reference answer (success null for every candidate) are left out of accuracy, never
     counted as wrong; the note says how many, like GAIA's unanswered test split."""
+    if table.get_column("success").null_count() == 0:  # every candidate has an outcome: nothing to leave out
+        return table, ""
     keys = ["judge", "subset", "task_id"]
     known = table.group_by(keys).agg(pl.col("success").is_not_null().any().alias("_known"))
     missing = known.filter(~pl.col("_known"))
@@ -75,6 +78,14 @@ def _best_of_k(selector: Selector, batch: Any, confidence: float, resamples: int
             "ci_low": [c[0] for c in k_ci], "ci_high": [c[1] for c in k_ci], "std_error": bok.std_error.tolist()}
 
 
+def _by_judge(table: pl.DataFrame) -> Iterable[tuple[tuple[Any, ...], pl.DataFrame]]:
+    """(judge,), rows per judge in order of appearance; one judge's table is passed as is (no copy of it)."""
+    judges = table.get_column("judge")
+    if judges.eq_missing(judges[0]).all():
+        return [((judges[0],), table)]
+    return table.group_by("judge", maintain_order=True)
+
+
 def _generation_failed(table: pl.DataFrame) -> pl.Expr:
     """Candidates whose generation failed before any step (live runs mark them; they were not judged,
     so they count here and not as judge failures). Recorded candidates have no such column: None."""
@@ -128,7 +139,7 @@ def evaluate(selector: Selector, table: pl.DataFrame, dataset: str, subset: str,
                                                  f"(subsets: {', '.join(kept)})"]))
         table = answered
     all_picks, rows = [], []
-    for judge, part in table.group_by("judge", maintain_order=True):
+    for judge, part in _by_judge(table):
         picks, row = _one_judge(selector, part, confidence, resamples, seed)
         by_subset = {}
         if part["subset"].n_unique() > 1:

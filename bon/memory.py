@@ -1,16 +1,18 @@
 """Will a run fit in memory? An estimate before the work, said once, so a big sweep fails early, not at 90%.
 
-Measured (dataset=sim, N=16, selector=majority, the peak among selectors): peak resident memory rose from
-0.97 GB at 1.6M candidates to 2.41 GB at 4.8M, i.e. about 0.45 KB per candidate through generation,
-judging, selection, best-of-k and the bootstrap, on top of about 0.25 GB for the interpreter and imports.
+Measured by benchmarks/bench_memory.py (dataset=sim, N=16, selectors majority and two_stage; peak resident
+memory of the whole `bon.run` minus that of a 100-task run, per candidate): 0.16-0.18 KB per candidate with
+the gaia_dev profile and 0.26-0.29 KB with tau2, whose long trajectories make the simulator's padded
+[candidates, steps] label arrays the largest (before the compact candidate table: 0.47-0.49 and 1.0-1.04 KB).
+The estimate takes the larger figure, on top of about 120 MB for the interpreter, the imports and Hydra.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-PER_CANDIDATE = 450  # bytes, measured as above
-BASE = 250 * 2**20  # bytes: Python, numpy, polars, Hydra
+PER_CANDIDATE = 300  # bytes, measured as above (tau2: 0.29 KB)
+BASE = 120 * 2**20  # bytes: Python, numpy, polars, Hydra (a 100-task run peaks at 111-121 MB)
 
 
 def estimate(candidates: int) -> int:

@@ -196,6 +196,82 @@ def _usage(shards: Sequence[ShardRun]) -> dict[str, Any] | None:
     return usage
 
 
+COUNTS = ("n", "n_scored", "interventions", "steps", "reflections", "judge_failures")  # collaboration sums
+
+
+def _collaboration(shards: Sequence[ShardRun], chosen: Any, table: pl.DataFrame) -> dict[str, Any] | None:
+    """The unsharded run's collaboration block (T, C and R = T - lambda*C, bon.generators.intervention).
+
+    Recomputed from the shards' trajectory stores, in the unsharded run's order (task, then sample), so
+    even R's floating-point sum is the one an unsharded run makes; when a store is gone or no longer
+    matches its shard's counts, combined from the shards' exact counts instead (T and C exactly, R to
+    the last digit), never as an average of the shards' averages."""
+    found = [s.summary.get("collaboration") for s in shards]
+    if all(b is None for b in found):
+        return None
+    blocks = [b for b in found if isinstance(b, dict)]
+    if len(blocks) < len(found):
+        raise BonError(f"configuration '{shards[0].name}': only some shards report a collaboration summary; "
+                       f"rerun the shards with one bon")
+    from bon.generators.intervention import reward_summary
+
+    summed = _summed_collaboration(blocks)
+    trajectories = _stored_trajectories(shards, chosen, table)
+    if trajectories is not None:
+        recomputed = {"policy": blocks[0]["policy"], "budget": blocks[0].get("budget"),
+                      **reward_summary(trajectories, float(blocks[0]["lambda"]))}
+        if all(recomputed.get(k) == summed.get(k) for k in COUNTS):
+            return recomputed
+    print("note: the shards' trajectory stores are missing or have changed since their runs, so the "
+          "collaboration summary is combined from the shards' counts (R may differ from an unsharded run's "
+          "in the last digit)", file=sys.stderr)
+    return summed
+
+
+def _summed_collaboration(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Collaboration blocks combined through their counts: T and C are means of whole numbers over n_scored,
+    so each shard's sums come back exactly and the merged means are the unsharded run's."""
+    out = dict(blocks[0])
+    for key in COUNTS:
+        if key in out:
+            out[key] = sum(int(b.get(key) or 0) for b in blocks)
+    out["intervention_rate"] = out["interventions"] / out["steps"] if out.get("steps") else None
+    scored = [b for b in blocks if b.get("T") is not None and b.get("n_scored")]
+    if scored:
+        n = sum(int(b["n_scored"]) for b in scored)
+        wins = sum(round(float(b["T"]) * int(b["n_scored"])) for b in scored)
+        helped = sum(round(float(b["C"]) * int(b["n_scored"])) for b in scored)
+        lam = float(out["lambda"])
+        out.update(T=wins / n, C=helped / n, R=(wins - lam * helped) / n)
+        out.pop("note", None)
+    return out
+
+
+def _stored_trajectories(shards: Sequence[ShardRun], chosen: Any, table: pl.DataFrame) -> list[Any] | None:
+    """The run's trajectories (one per candidate of the joined table) from the shards' stores, scored and
+    ordered as the unsharded run has them; None when some are not there."""
+    from bon.datasets.taskset import load as taskset_of
+    from bon.generators import store
+
+    found: dict[tuple[str, int], Any] = {}
+    for s in shards:
+        where = _config(s.run_dir).get("generator", {}).get("store")
+        path = Path(str(where)).expanduser() if where else s.run_dir / "trajectories.jsonl"
+        try:
+            found |= store.load(path)
+        except BonError:  # a damaged store: the counts still combine exactly
+            return None
+    wanted = table.select("task_id", "sample").unique().rows()
+    if any(key not in found for key in wanted):
+        return None
+    taskset = taskset_of(chosen.dataset, chosen.replaying)
+    position = {t.id: i for i, t in enumerate(taskset.tasks)}
+    if any(task_id not in position for task_id, _ in wanted):
+        return None
+    ordered = sorted(wanted, key=lambda key: (position[key[0]], key[1]))
+    return taskset.scored(found[key] for key in ordered)
+
+
 def merge_one(shards: Sequence[ShardRun], out_dir: Path) -> dict[str, Any]:
     """Evaluate one configuration's joined shards into `out_dir`; returns the summary written."""
     from bon import run
@@ -224,10 +300,9 @@ def merge_one(shards: Sequence[ShardRun], out_dir: Path) -> dict[str, Any]:
     OmegaConf.save(OmegaConf.create([o for o in overrides if not o.startswith("dataset.num_shards=")]),
                    out_dir / ".hydra" / "overrides.yaml")
     usage = _usage(shards)
-    collaboration = [s.summary.get("collaboration") for s in shards]
-    if any(c is not None for c in collaboration):
-        print("note: the collaboration figures (T, C, R) are per shard and are not merged; see each shard's "
-              "summary.json", file=sys.stderr)
+    collaboration = _collaboration(shards, chosen, table)
+    if collaboration is not None:
+        usage = (usage or {}) | {"collaboration": collaboration}
     if isinstance(chosen, Live) and any("submission" in (s.summary.get("usage") or {}) for s in shards):
         from bon.live import _write_submission
 

@@ -4,6 +4,7 @@ Writes summary.json, candidates.parquet and selections.parquet into the Hydra ru
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -94,8 +95,8 @@ def _write_outputs(out_dir: Path, table: Any, picks: Any, summary: dict[str, Any
     beside a truncated table: either every file of this run is in place, or there is no summary.
     """
     summary_path = out_dir / "summary.json"
-    writes = [(out_dir / "candidates.parquet", table.write_parquet),
-              (out_dir / "selections.parquet", picks.write_parquet),
+    writes = [(out_dir / "candidates.parquet", lambda p: _write_parquet(table, p)),
+              (out_dir / "selections.parquet", lambda p: _write_parquet(picks, p)),
               (summary_path, lambda p: Path(p).write_text(json.dumps(summary, indent=2)))]
     current = summary_path
     try:
@@ -112,6 +113,14 @@ def _write_outputs(out_dir: Path, table: Any, picks: Any, summary: dict[str, Any
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split("IO error:")[-1].strip()
         raise BonError(f"cannot write {current}: {reason}; summary.json was not written, "
                        f"so {out_dir} holds no result of this run") from None
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """The frame as parquet, encoded in memory and written by Python: a full disk is then an OSError saying so
+    (polars' own writer reports it, for Categorical columns, as an invalid thrift transport)."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    Path(path).write_bytes(buffer.getbuffer())
 
 
 def _candidate_table(chosen: Sim | Replay | Live, out_dir: Path) -> tuple[pl.DataFrame, dict[str, Any] | None]:

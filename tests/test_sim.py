@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import yaml
 
@@ -73,7 +74,7 @@ def test_same_seed_same_data_other_seed_other_data():
     b = sim_dataset.candidate_table(cfg, gen, jcfg, seed=5)
     c = sim_dataset.candidate_table(cfg, gen, jcfg, seed=6)
     assert a.equals(b) and not a.equals(c)
-    assert a.height == 800 and a["task_id"].str.starts_with("synthetic:").all()
+    assert a.height == 800 and a["task_id"].cast(pl.String).str.starts_with("synthetic:").all()
 
 
 def test_calibrate_from_matches_the_recorded_judge(apb_root):

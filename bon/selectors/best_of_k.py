@@ -202,17 +202,18 @@ def _growing_votes(selector: Selector, batch: Batch, order: np.ndarray) -> np.nd
     if weight is not None and (weight < 0).any():
         return None
     rows = np.arange(n_tasks)[:, None]
-    leader = groups.reshape(n_tasks, n) - rows * n  # the slot naming each answer group
+    # small integers as int32 throughout: these [T, N] arrays set a Monte Carlo curve's memory
+    leader = (groups.reshape(n_tasks, n) - rows * n).astype(np.int32)  # the slot naming each answer group
     group, joins = leader[rows, order], batch.valid[rows, order]  # of the k-th candidate to join
     wins = joins & batch.success[rows, order]
     # members/right: candidates (and successes) of the k-th joiner's group among the first k+1 to join,
     # read off each task's candidates sorted by (group, turn); padding is its own group and joins last
-    by_group = np.argsort(group * n + np.arange(n), axis=1)
+    by_group = np.argsort(group * n + np.arange(n, dtype=np.int32), axis=1).astype(np.int32)
     sorted_group = np.take_along_axis(group, by_group, axis=1)
     run = np.ones((n_tasks, n), dtype=bool)
     run[:, 1:] = sorted_group[:, 1:] != sorted_group[:, :-1]
-    run_start = np.maximum.accumulate(np.where(run, np.arange(n), 0), axis=1)
-    won = np.cumsum(np.take_along_axis(wins, by_group, axis=1), axis=1)
+    run_start = np.maximum.accumulate(np.where(run, np.arange(n, dtype=np.int32), np.int32(0)), axis=1)
+    won = np.cumsum(np.take_along_axis(wins, by_group, axis=1), axis=1, dtype=np.int32)
     won_before = np.take_along_axis(won - np.take_along_axis(wins, by_group, axis=1), run_start, axis=1)
     members, right = np.empty_like(by_group), np.empty_like(by_group)
     np.put_along_axis(members, by_group, np.arange(n) - run_start + 1, axis=1)
@@ -238,9 +239,11 @@ def _growing_votes(selector: Selector, batch: Batch, order: np.ndarray) -> np.nd
         before = np.zeros_like(upto)
         np.put_along_axis(before, by_group, np.where(run, 0.0, np.roll(sorted_upto, 1, axis=1)), axis=1)
         new, old = np.round(upto, 9), np.round(before, 9)
+    del leader, group, by_group, sorted_group, run, run_start, won, won_before  # not needed in the pass over k
     # one contiguous row per turn k for the pass over k (small ints: less to copy)
     joins, wins, new, old = (np.ascontiguousarray(a.T) for a in (joins, wins, new, old))
     sizes, rights = (np.ascontiguousarray(a.T, dtype=np.int32) for a in (members, right))
+    del members, right
     best = np.full(n_tasks, -np.inf)
     top_n = np.zeros(n_tasks, dtype=np.int64)
     top_right = np.zeros(n_tasks, dtype=np.int64)

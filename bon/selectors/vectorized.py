@@ -140,9 +140,14 @@ class Batch:
 def _normalised_hashes(answer: pl.Series, normalizer: str) -> tuple[np.ndarray, np.ndarray]:
     """Per row: hash of the normalised answer, and whether it casts a vote (not null, not empty).
 
-    Each distinct answer is normalised once: rows are grouped by the hash of their raw text,
-    and every row is checked to equal its group's text (on a collision, all rows are normalised).
+    Each distinct answer is normalised once: a Categorical column's distinct strings are looked up by
+    code; a String column's rows are grouped by the hash of their raw text, and every row is checked to
+    equal its group's text (on a collision, all rows are normalised).
     """
+    if answer.dtype == pl.Categorical:
+        names, row = _category_rows(answer)
+        norm_names = pl.concat([_normalise(names, normalizer), pl.Series([None], dtype=pl.String)])  # + null's
+        return norm_names.hash(seed=0).to_numpy()[row], norm_names.is_not_null().to_numpy()[row]
     _, first, inverse = np.unique(answer.hash(seed=0).to_numpy(), return_index=True, return_inverse=True)
     distinct = answer.gather(first)
     if answer.ne_missing(distinct.gather(inverse.reshape(-1))).any():
@@ -269,13 +274,27 @@ def _sort_codes(frame: pl.DataFrame, keys: list[str]) -> np.ndarray:
 
 def _column_codes(column: pl.Series) -> np.ndarray:
     """Dense integer codes in the column's sort order; null is 0 (polars sorts nulls first)."""
-    if column.dtype in (pl.String, pl.Categorical) or isinstance(column.dtype, pl.Enum):
+    if column.dtype == pl.Categorical:  # rank the distinct strings, not the rows
+        names, row = _category_rows(column)
+        return np.r_[names.rank("dense").cast(pl.Int64).to_numpy(), 0][row]
+    if column.dtype == pl.String or isinstance(column.dtype, pl.Enum):
         column = column.cast(pl.String)
         distinct = column.drop_nulls().unique()
         if distinct.len() * 8 <= column.len():  # few distinct values: sort those, look each row up
             rank = column.cast(pl.Enum(distinct.sort())).to_physical().cast(pl.Int64)
             return rank.fill_null(-1).to_numpy() + 1
     return (column.rank("dense").cast(pl.Int64) - 1).fill_null(-1).to_numpy() + 1
+
+
+def _category_rows(column: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """A Categorical column as its distinct strings and, per row, the index of its string (null: their count),
+    so anything computed once per distinct string is looked up per row."""
+    distinct = column.unique().drop_nulls()
+    codes = column.to_physical()
+    top = codes.max()
+    where = np.full((top if isinstance(top, int) else 0) + 2, distinct.len(), dtype=np.int64)  # last: null
+    where[distinct.to_physical().to_numpy()] = np.arange(distinct.len())
+    return distinct.cast(pl.String), where[codes.fill_null(where.size - 1).to_numpy()]
 
 
 def _dense(code: np.ndarray) -> tuple[np.ndarray, int]:

@@ -17,6 +17,8 @@ from bon.candidates import SCHEMA
 from bon.errors import BonError
 
 LABELS = np.array([-1, 0, 1], dtype=np.int8)
+INTERNED = ("task_id", "subset", "judge", "answer")  # string columns of the simulated table kept as Categorical
+TABLE_SCHEMA: dict[str, type[pl.DataType]] = {**SCHEMA, **dict.fromkeys(INTERNED, pl.Categorical)}
 PAD = -1
 
 
@@ -162,14 +164,28 @@ def generate(profile: Profile, task_p: np.ndarray, n_candidates: int, rng: np.ra
     return SimTrajectories(n_tasks, n_candidates, labels, lengths, success, answers)
 
 
+BLOCK_CELLS = 1 << 22  # label cells per block of rows: ~16 MB per float32 temporary
+
+
+def _row_blocks(labels: np.ndarray) -> list[slice]:
+    """Slices of consecutive rows of about BLOCK_CELLS cells each (numpy's random stream does not depend on
+    how its draws are split, so blockwise work gives the very values of one big draw)."""
+    step = max(1, BLOCK_CELLS // max(labels.shape[1], 1))
+    return [slice(i, i + step) for i in range(0, labels.shape[0], step)]
+
+
 def judge(model: JudgeModel, trajs: SimTrajectories,
           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predicted step labels (same layout, PAD kept), final labels (+1/-1/0 for none) and failed flags."""
     cum = np.cumsum(model.effective_confusion, axis=1).astype(np.float32)
-    u = rng.random(trajs.labels.shape, dtype=np.float32)
-    truth = trajs.labels  # PAD (-1) picks the last row here and is restored below
-    predicted = (u > cum[truth, 0]).astype(np.int8) + (u > cum[truth, 1])
-    predicted[truth == PAD] = PAD
+    predicted = np.empty_like(trajs.labels)
+    for part in _row_blocks(trajs.labels):  # float temporaries one block at a time: the same draws, less memory
+        u = rng.random(trajs.labels[part].shape, dtype=np.float32)
+        truth = trajs.labels[part]  # PAD (-1) picks the last row here and is restored below
+        block = (u > cum[truth, 0]).astype(np.int8)
+        block += u > cum[truth, 1]
+        block[truth == PAD] = PAD
+        predicted[part] = block
     rows = trajs.success.size
     positive = rng.random(rows) < np.where(trajs.success, model.orm_tpr, model.orm_fpr)
     final = np.where(positive, 1, -1).astype(np.int8)
@@ -181,34 +197,49 @@ def judge(model: JudgeModel, trajs: SimTrajectories,
 
 def candidate_table(trajs: SimTrajectories, predicted: np.ndarray, final: np.ndarray, failed: np.ndarray,
                     judge_name: str, subset: str) -> pl.DataFrame:
-    """The candidate table the selectors read; step k sits at message index 2 + 2k (system, user, then turns)."""
+    """The candidate table the selectors read; step k sits at message index 2 + 2k (system, user, then turns).
+
+    Built column by column from int32 arrays (the table's own types, so nothing is cast). Its string columns
+    are Categorical (INTERNED): each distinct task id, answer, subset and judge name is stored once and every
+    row holds a 4-byte code, so a run's peak memory is not spent on per-row strings.
+    """
     rows = trajs.success.size
-    valid = predicted != PAD
-    n = trajs.lengths
+    n = trajs.lengths.astype(np.int32, copy=False)
     ok = ~failed
-    n_pos = np.where(ok, (predicted == 2).sum(axis=1), 0)
-    n_neg = np.where(ok, (predicted == 0).sum(axis=1), 0)
-    is_error = (predicted == 0) & valid
-    has_error = is_error.any(axis=1) & ok
-    first = np.where(has_error, is_error.argmax(axis=1), 0)
-    task = np.arange(rows) // trajs.n_candidates
-    answers = None
-    if trajs.answers is not None:
-        answers = pl.Series("answer", trajs.answers).cast(pl.String).str.replace(r"^", "answer-")
-    return pl.DataFrame({
-        "task_id": pl.Series(task).cast(pl.String).str.replace(r"^", "synthetic:"),
-        "subset": pl.repeat(subset, rows, eager=True),
-        "sample": np.arange(rows) % trajs.n_candidates,
-        "judge": pl.repeat(judge_name, rows, eager=True),
+    positive, negative, first = (np.empty(rows, dtype=np.int32) for _ in range(3))
+    for part in _row_blocks(predicted):  # boolean temporaries one block at a time
+        is_error = predicted[part] == 0  # padding is PAD, never 0
+        positive[part] = (predicted[part] == 2).sum(axis=1)
+        negative[part] = is_error.sum(axis=1)
+        first[part] = is_error.argmax(axis=1)
+    has_error = (negative > 0) & ok
+    positive[failed] = 0
+    negative[failed] = 0
+    clean = np.divide(first, n, where=has_error, out=np.ones(rows))  # share of steps before the first error
+    first *= 2
+    first += 2  # the message index of step k is 2 + 2k
+    task = np.repeat(np.arange(trajs.n_tasks, dtype=np.int32), trajs.n_candidates)  # rows are task-major
+    columns = {
+        "task_id": _coded(np.arange(trajs.n_tasks).astype(str), "synthetic:", task),
+        "subset": pl.repeat(subset, rows, eager=True, dtype=pl.Categorical),
+        "sample": np.tile(np.arange(trajs.n_candidates, dtype=np.int32), trajs.n_tasks),
+        "judge": pl.repeat(judge_name, rows, eager=True, dtype=pl.Categorical),
         "n_steps": n,
-        "n_pos": n_pos,
-        "n_neg": pl.Series(n_neg).set(pl.Series(failed), None),
-        "n_missing": np.where(ok, 0, n),
-        "pos_ratio": n_pos / n,
-        "first_error": pl.Series(np.where(has_error, 2 + 2 * first, 0)).set(pl.Series(~has_error), None),
-        "clean_prefix": pl.Series(np.where(has_error, first / n, 1.0)).set(pl.Series(failed), None),
+        "n_pos": positive,
+        "n_neg": pl.Series(negative).set(pl.Series(failed), None),
+        "n_missing": np.where(ok, np.int32(0), n),
+        "pos_ratio": positive / n,
+        "first_error": pl.Series(first).set(pl.Series(~has_error), None),
+        "clean_prefix": pl.Series(clean).set(pl.Series(failed), None),
         "final_pred": pl.Series(final).set(pl.Series(final == 0), None),
         "judge_ok": ok,
-        "answer": answers if answers is not None else pl.repeat(None, rows, dtype=pl.String, eager=True),
+        "answer": (pl.repeat(None, rows, dtype=pl.Categorical, eager=True) if trajs.answers is None
+                   else _coded(np.arange(int(trajs.answers.max()) + 1).astype(str), "answer-", trajs.answers)),
         "success": trajs.success,
-    }, schema=SCHEMA)
+    }
+    return pl.DataFrame(columns, schema=TABLE_SCHEMA)
+
+
+def _coded(names: np.ndarray, prefix: str, codes: np.ndarray) -> pl.Series:
+    """prefix + names[code] per row, as a Categorical: each distinct string is stored once."""
+    return pl.Series(np.char.add(prefix, names), dtype=pl.Categorical).gather(codes)
