@@ -48,13 +48,16 @@ def locate_release(name: str, settings: Sequence[tuple[str, str | Path | None]],
 def locate_root(root: str | Path | None, option: str = "dataset.root") -> Path:
     """Where the AgentProcessBench files are: `root` (the setting `option`, named in errors), else
     $BON_DATA_DIR, else the download cache. The environment is read, never written."""
-    from bon.datasets import fetch
+    def download() -> Path:  # imported only when no setting names a copy (urllib, tqdm: ~50 ms)
+        from bon.datasets import fetch
+
+        return fetch.ensure_cached()
 
     return locate_release("AgentProcessBench", [(option, root), (ENV_ROOT, os.environ.get(ENV_ROOT))],
                           holds=lambda path: (path / "data" / "AnswerOnly").is_dir(),
                           lacking="has no data/AnswerOnly/ directory (expected the upstream layout: data/AnswerOnly/, "
                                   "data/AgentProcessBench/, eval/results/)",
-                          download=fetch.ensure_cached)
+                          download=download)
 
 
 def judge_names(dataset: config.AgentProcessBenchDataset | Mapping[str, Any],
