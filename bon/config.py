@@ -255,6 +255,7 @@ class Helper:
     model: Optional[str] = opt()
     api_base: Optional[str] = opt()
     api_key_env: Optional[str] = opt()
+    transport: str = opt(choices=("litellm", "native"), unset="litellm")  # as generator.transport
     temperature: Optional[float] = opt(ge=0)
     concurrency: int = opt(ge=1)
     timeout: float = opt(gt=0)

@@ -215,7 +215,9 @@ def test_a_policy_without_a_helper_is_refused():
                        intervention=FixedRate(0.5))
 
 
-def test_run_reports_t_c_r_in_summary(tmp_path):
+@pytest.mark.parametrize("transport", ["litellm", "native"])
+def test_run_reports_t_c_r_in_summary(tmp_path, transport):
+    """The same run through litellm and through transport=native for the agent, judge and helper alike."""
     respond, calls = three_models()
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(json.dumps({"task_id": "t1", "question": TASK.question, "answer": "42"}) + "\n")
@@ -227,9 +229,13 @@ def test_run_reports_t_c_r_in_summary(tmp_path):
                 "generator.api_key_env=BON_TEST_KEY", "judge.api_key_env=BON_TEST_KEY",
                 "intervention=prm", "intervention.lambda=0.25", "intervention.helper.model=openai/helper",
                 f"intervention.helper.api_base={server.base_url}", "intervention.helper.api_key_env=BON_TEST_KEY",
-                f"cache.dir={tmp_path / 'cache'}", "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / 'out'}"]
+                f"cache.dir={tmp_path / 'cache'}", "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / 'out'}",
+                f"generator.transport={transport}", f"judge.transport={transport}",
+                f"intervention.helper.transport={transport}"]
         proc = run_in_process("bon.run", *args, cwd=tmp_path, env=env)
+        helper_calls = [r for r in server.requests if r.body.get("model") == "helper"]
     assert proc.returncode == 0, proc.stderr
+    assert len(helper_calls) == 3
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     collab = summary["collaboration"]
     # every sample: agent step judged -1, helper answers 42 -> T = 1, C = 1, R = 1 - 0.25
