@@ -12,6 +12,7 @@ StepAcc and FirstErrAcc follow the AgentProcessBench paper (Table 3) and its eva
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from itertools import chain
@@ -28,7 +29,7 @@ def first_error(steps: Iterable[int], labels: Mapping[int, int | None]) -> int |
     return min((i for i in steps if labels.get(i) == -1), default=None)
 
 
-_MISSING = 3  # label code of a step the judge left unlabelled
+MISSING = 3  # label code of a step the judge left unlabelled (other codes: positions in LABEL_ORDER)
 _NONE = np.iinfo(np.int64).max  # "no such step" in per-trajectory minima
 
 
@@ -89,7 +90,7 @@ class PrmScore:
         return self.confusion / np.maximum(totals, 1)
 
 
-_CODE = {-1: 0, 0: 1, 1: 2, None: _MISSING}  # label -> its LABEL_ORDER position; unlabelled -> _MISSING
+_CODE = {-1: 0, 0: 1, 1: 2, None: MISSING}  # label -> its LABEL_ORDER position; unlabelled -> MISSING
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,17 @@ class StepTable:
         minus = human == 0
         return cls(steps, owner, index, human, _first_per_owner(owner[minus], index[minus], len(steps)))
 
+    @classmethod
+    def from_labels(cls, n: int, owner: np.ndarray, index: np.ndarray, codes: np.ndarray) -> StepTable:
+        """From flat arrays: step k is message `index[k]` of trajectory `owner[k]` (0..n-1, in order), with the
+        human label code `codes[k]` (its position in LABEL_ORDER)."""
+        owner, index, human = (np.asarray(a, dtype=np.int64) for a in (owner, index, codes))
+        bounds = np.searchsorted(owner, np.arange(n + 1)).tolist()
+        flat = index.tolist()
+        steps = tuple(tuple(flat[a:b]) for a, b in zip(bounds, bounds[1:]))
+        minus = human == 0
+        return cls(steps, owner, index, human, _first_per_owner(owner[minus], index[minus], n))
+
     def score(self, predicted: Sequence[Judgement]) -> PrmScore:
         """Counts of one judge's judgements, one per trajectory in the table's order."""
         n = len(self.steps)
@@ -129,8 +141,55 @@ class StepTable:
         # the judge's first -1 among all the labels it gave, human-labelled step or not (the paper's reading)
         judged_first = np.fromiter((min((i for i, v in labels.items() if v == -1), default=_NONE)
                                     for labels in judged), np.int64, n)
+        return self._counts(pred, judged_first, failed)
+
+    def score_labels(self, failed: np.ndarray, owner: np.ndarray, index: np.ndarray, codes: np.ndarray) -> PrmScore:
+        """`score` for a judge given as flat arrays instead of Judgements (same counts, no object per record).
+
+        `failed[t]`: trajectory t's judgement failed or never came. Each label the judge gave is message
+        `index[k]` of trajectory `owner[k]` with code `codes[k]` (position in LABEL_ORDER, MISSING for
+        null), at most one per (trajectory, message); labels of failed trajectories are ignored.
+        """
+        n = len(self.steps)
+        failed = np.asarray(failed, dtype=bool)
+        if failed.shape != (n,):
+            raise ValueError(f"{failed.size} judgements for {n} trajectories")
+        owner, index, codes = (np.asarray(a, dtype=np.int64) for a in (owner, index, codes))
+        kept = ~failed[owner]  # a failed call never becomes labels
+        owner, index, codes = owner[kept], index[kept], codes[kept]
+        # each human step looks up the judge's label of the same (trajectory, message): both as one sortable
+        # number, trajectory * distinct messages + rank of the message (labels of other messages cannot match)
+        pred = np.full(self.index.size, MISSING, dtype=np.int64)
+        distinct = self._distinct_messages
+        if distinct.size and index.size:
+            rank = np.minimum(np.searchsorted(distinct, index), distinct.size - 1)
+            mine = distinct[rank] == index
+            judged = owner[mine] * distinct.size + rank[mine]
+            order = np.argsort(judged, kind="stable")
+            judged, judged_codes = judged[order], codes[mine][order]
+            if judged.size:
+                at = np.minimum(np.searchsorted(judged, self._step_numbers), judged.size - 1)
+                hit = judged[at] == self._step_numbers
+                pred[hit] = judged_codes[at[hit]]
+        minus = codes == 0
+        return self._counts(pred, _first_per_owner(owner[minus], index[minus], n), failed)
+
+    @functools.cached_property
+    def _distinct_messages(self) -> np.ndarray:
+        """The message indices of the steps, sorted, each once (np.unique would import numpy.ma: 20 ms)."""
+        ordered = np.sort(self.index)
+        return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if ordered.size else ordered
+
+    @functools.cached_property
+    def _step_numbers(self) -> np.ndarray:
+        """Each step as trajectory * distinct messages + rank of its message (see score_labels)."""
+        return self.owner * self._distinct_messages.size + np.searchsorted(self._distinct_messages, self.index)
+
+    def _counts(self, pred: np.ndarray, judged_first: np.ndarray, failed: np.ndarray) -> PrmScore:
+        """The counts, from the judge's label code of each step, its first -1 and failures per trajectory."""
+        n = len(self.steps)
         # the strict reading: the first step labelled -1 or left unlabelled must be a -1
-        undecided = (pred == 0) | (pred == _MISSING)
+        undecided = (pred == 0) | (pred == MISSING)
         first_undecided = _first_per_owner(self.owner[undecided], self.index[undecided], n)
         first_minus_one = _first_per_owner(self.owner[pred == 0], self.index[pred == 0], n)
         known = (first_undecided == _NONE) | (first_undecided == first_minus_one)

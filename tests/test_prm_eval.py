@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from bon_error import bon_error
@@ -291,3 +292,19 @@ def test_judge_names_that_collide_are_refused_not_guessed(tmp_path):
     (root / "eval" / "results" / "Qwen3 8B ").mkdir()
     message = bon_error(lambda: _score(root, "all"))
     assert "'Qwen3 8B'" in message and "'Qwen3 8B '" in message
+
+
+def test_csv_files_are_the_bytes_polars_writes(apb_root, tmp_path):
+    """prm_eval writes its CSVs without polars; readers of earlier runs' files must see no difference."""
+    scores = prm_eval.score({"name": "agentprocessbench", "subset": "all", "root": str(apb_root)},
+                            {"kind": "replay", "name": "all"})
+    odd = [{"judge": name, "share": share, "count": i} for i, (name, share) in enumerate(zip(
+        ["a,b", 'say "x"', "two\nlines", "cr\rhere", "", " spaced ", "é"],
+        [1e-5, 6.787239593088919e-05, 1.5e-7, float("nan"), 1e16, -0.0, 100.0]))]
+    odd += [{"judge": "r", "share": float(x), "count": 0}
+            for x in np.random.default_rng(0).random(2000) * 10.0 ** np.random.default_rng(1).integers(-12, 20, 2000)]
+    for name, rows in [("prm_eval", prm_eval.table_rows(scores)), ("confusion", prm_eval.confusion_rows(scores)),
+                       ("odd", odd)]:
+        prm_eval.write_csv(rows, tmp_path / f"{name}.csv")
+        pl.DataFrame(rows).write_csv(tmp_path / f"{name}.polars.csv")
+        assert (tmp_path / f"{name}.csv").read_bytes() == (tmp_path / f"{name}.polars.csv").read_bytes(), name

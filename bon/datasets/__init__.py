@@ -4,14 +4,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 from omegaconf import OmegaConf
 
-from bon import candidates, config, shard
+from bon import config, shard
 from bon.datasets import agentprocessbench as apb
 from bon.errors import BonError, unknown_choice
+
+if TYPE_CHECKING:  # polars is imported by candidate_table only: `python -m bon.prm_eval` never needs it
+    import polars as pl
 
 DATASETS = ("agentprocessbench", "sim", "tasks", "gaia", "builtin", "rehac")
 LIVE = ("tasks", "gaia", "builtin")  # datasets of tasks, for a live (or replayed) agent and a live judge
@@ -94,6 +96,8 @@ def candidate_table(dataset: config.AgentProcessBenchDataset | Mapping[str, Any]
                     judge: config.NamedJudge | Mapping[str, Any], seed: int = 0) -> pl.DataFrame:
     """One row per (task, sample, judge) of AgentProcessBench's recorded trajectories and judge(s)
     (the synthetic benchmark's table is bon.datasets.sim's)."""
+    from bon import candidates
+
     dataset = records_options(dataset)
     root, judges = judge_names(dataset, judge)
     rows = []

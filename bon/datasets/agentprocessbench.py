@@ -8,8 +8,9 @@ Reads the upstream repository layout as released:
 from __future__ import annotations
 
 import functools
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import orjson
 
 from bon import jsonl
+from bon.datasets import apb_cache
+from bon.datasets.apb_cache import LabelColumns
 from bon.errors import BonError, unknown_choice
 from bon.types import VALID_LABELS, Judgement, Trajectory
 
@@ -62,12 +65,13 @@ def judge_dirs(root: Path) -> dict[str, Path]:
     if not base.is_dir():
         raise BonError(f"no recorded judges: {base} is not a directory")
     dirs: dict[str, Path] = {}
-    for d in sorted(base.iterdir()):
-        if d.is_dir():
-            if d.name.strip() in dirs:
-                raise BonError(f"judge directories {dirs[d.name.strip()].name!r} and {d.name!r} in {base} "
-                               f"differ only in surrounding spaces; keep one")
-            dirs[d.name.strip()] = d
+    with os.scandir(base) as entries:  # scandir: no stat per entry (prm_eval lists the judges once per file)
+        names = sorted(e.name for e in entries if e.is_dir())
+    for name in names:
+        if name.strip() in dirs:
+            raise BonError(f"judge directories {dirs[name.strip()].name!r} and {name!r} in {base} "
+                           f"differ only in surrounding spaces; keep one")
+        dirs[name.strip()] = base / name
     return dirs
 
 
@@ -223,32 +227,80 @@ def load_judge(root: Path, judge: str, subset: str) -> dict[str, Judgement]:
     A file with no judgement of this subset's trajectories (empty, or of another subset) is an
     error: reading it as 250 failed calls would print an accuracy for a judge that never ran.
     """
-    directory = judge_dirs(root)[judge]
+    path = _judge_file(root, judge, subset)
+    out = _judgements(judge, path)
+    _check_judges_subset(out, path, subset, {r.record_id for r in load_records(root, subset)})
+    return out
+
+
+def _judge_file(root: Path, judge: str, subset: str, directory: Path | None = None) -> Path:
+    directory = directory or judge_dirs(root)[judge]
     files = sorted(directory.glob(f"{subset}__*.jsonl"))
     if len(files) != 1:
         found = ", ".join(f.name for f in files) or "none"
         raise BonError(f"expected one {subset}__*.jsonl in {directory}, found {found}")
-    rows = _read(files[0])
+    return files[0]
+
+
+def _judgements(judge: str, path: Path) -> dict[str, Judgement]:
+    """A judge file's judgements by record_id, every record checked; bad input names its line."""
+    rows = _read(path)
     out = _judgements_checked_at_once(judge, rows)
     if out is None:  # something is wrong: the record-by-record reading names the line and raises
-        out = _judgements_one_by_one(judge, rows, files[0])
-    if not out:
-        raise BonError(f"{files[0]} holds no judgements (empty file): re-download it or remove the judge directory")
-    if not out.keys() & {r.record_id for r in load_records(root, subset)}:
-        raise BonError(f"{files[0]}: none of its {len(out)} judgements is of a {subset} trajectory in "
-                       f"data/AnswerOnly/{subset}_final.jsonl (record_id such as {next(iter(out))!r})")
+        out = _judgements_one_by_one(judge, rows, path)
     return out
 
 
+def _check_judges_subset(record_ids: Collection[str], path: Path, subset: str, human: Collection[str]) -> None:
+    """Refuse an empty judge file, or one of no trajectory of this subset."""
+    if not record_ids:
+        raise BonError(f"{path} holds no judgements (empty file): re-download it or remove the judge directory")
+    if not any(r in human for r in record_ids):
+        raise BonError(f"{path}: none of its {len(record_ids)} judgements is of a {subset} trajectory in "
+                       f"data/AnswerOnly/{subset}_final.jsonl (record_id such as {next(iter(record_ids))!r})")
+
+
+@functools.cache
+def human_columns(root: Path, subset: str) -> LabelColumns:
+    """The human labels of one subset as flat arrays, from the label cache when the files are unchanged.
+
+    For hotpotqa the released trajectories are part of the entry's sources: `load_records` checks them.
+    """
+    sources = [root / "data" / "AnswerOnly" / f"{subset}_final.jsonl"]
+    if subset == "hotpotqa":
+        sources.append(root / "data" / "AgentProcessBench" / "hotpotqa.jsonl")
+    return apb_cache.cached(sources, lambda: LabelColumns.from_judgements(
+        (r.record_id, r.human) for r in load_records(root, subset)))
+
+
+def judge_columns(root: Path, judge: str, subset: str, directory: Path | None = None) -> LabelColumns:
+    """`load_judge` as flat arrays (the human labels for judge 'human'), from the label cache when unchanged.
+
+    `directory`: the judge's, if the caller has listed them already (judge_dirs).
+    """
+    if judge == HUMAN:
+        return human_columns(root, subset)
+    path = _judge_file(root, judge, subset, directory)
+    columns = apb_cache.cached([path], lambda: _judge_file_columns(judge, path))
+    human = human_columns(root, subset).record_ids
+    _check_judges_subset(columns.record_ids, path, subset, set(human))
+    return columns
+
+
 def _judgement(judge: str, labels: dict[int, int | None], final: int | None, comment: object) -> Judgement:
-    reason = str(comment or "")
-    failed = reason.startswith(FAILED_PREFIX)
-    return Judgement(judge, labels, final or None, status="failed" if failed else "ok",
-                     reason=reason[len(FAILED_PREFIX):].strip() if failed else "")
+    reason = _failure(comment)
+    return Judgement(judge, labels, final or None, status="ok" if reason is None else "failed", reason=reason or "")
 
 
-def _judgements_checked_at_once(judge: str, rows: list[tuple[int, dict[str, Any]]]) -> dict[str, Judgement] | None:
-    """The judgements when the whole file is valid, each check run once over all its records; else None.
+def _failure(comment: object) -> str | None:
+    """Why the recorded call failed (its comment says llm_annotate_failed: ...); None when it did not."""
+    text = str(comment or "")
+    return text[len(FAILED_PREFIX):].strip() if text.startswith(FAILED_PREFIX) else None
+
+
+def _checked_at_once(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[str], list[dict], list[int | None]] | None:
+    """(record_ids, step_labels, final_labels) when the whole file is valid, each check run once over all its
+    records; else None.
 
     Valid: string record_ids without repeats, step_labels objects of ASCII message index -> -1/0/1/null,
     final_label -1/0/1/null (as `_judgements_one_by_one` checks them one record at a time).
@@ -263,15 +315,32 @@ def _judgements_checked_at_once(judge: str, rows: list[tuple[int, dict[str, Any]
              and "" not in keys and (not text or (text.isascii() and text.isdigit()))
              and set(map(type, values)) <= {int, type(None)} and set(values) <= _LABEL_VALUES
              and set(map(type, finals)) <= {int, type(None)} and set(finals) <= {*_FINALS, None})
-    if not valid:
+    return (ids, raws, finals) if valid else None
+
+
+def _judgements_checked_at_once(judge: str, rows: list[tuple[int, dict[str, Any]]]) -> dict[str, Judgement] | None:
+    """The judgements when the whole file is valid (`_checked_at_once`); else None."""
+    checked = _checked_at_once(rows)
+    if checked is None:
         return None
     out = {}
-    for rid, raw, final, (_, r) in zip(ids, raws, finals, rows):
+    for rid, raw, final, (_, r) in zip(*checked, rows):
         labels = dict(zip(map(int, raw), raw.values()))
         comment = r.get("comment")
         plain = not (comment and str(comment).startswith(FAILED_PREFIX))  # most records: no _judgement call
         out[rid] = Judgement(judge, labels, final or None) if plain else _judgement(judge, labels, final, comment)
     return out
+
+
+def _judge_file_columns(judge: str, path: Path) -> LabelColumns:
+    """`_judgements` of a judge file as flat arrays, without a Judgement per record when the file is valid."""
+    rows = _read(path)
+    checked = _checked_at_once(rows)
+    if checked is None:  # the record-by-record reading names the bad line and raises
+        return LabelColumns.from_judgements(_judgements_one_by_one(judge, rows, path).items())
+    ids, raws, finals = checked
+    return LabelColumns.from_labels(ids, [dict(zip(map(int, raw), raw.values())) for raw in raws], finals,
+                                    [_failure(r.get("comment")) for _, r in rows])
 
 
 def _judgements_one_by_one(judge: str, rows: list[tuple[int, dict[str, Any]]], path: Path) -> dict[str, Judgement]:
