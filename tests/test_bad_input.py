@@ -1,7 +1,8 @@
 """Bad input through the real entry point (`python -m bon.run`): one line on stderr, exit 2, nothing half-done.
 
 Also Ctrl-C (one line, exit 130, files already written kept), a full disk and a run directory that
-cannot be written. Each case runs the command in a subprocess, as a user would.
+cannot be written. Each case runs the command in a subprocess, as a user would; runs that a case needs to
+succeed (before or after the bad input) run in this process (commands.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from commands import run_in_process
 from llm_server import FakeLLMServer, tool_call, verdict
 
 from bon import config
@@ -31,6 +33,13 @@ def bon_run(*args: str, cwd: Path, timeout: float = 300, **popen) -> subprocess.
     env |= {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     return subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout, **popen)
+
+
+def bon_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`bon_run` in this process (commands.py): for the runs that must succeed, whose outputs the test reads."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env |= {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    return run_in_process("bon.run", *args, cwd=cwd, env=env)
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -104,9 +113,10 @@ def user_conf(tmp_path) -> Path:
     return tmp_path / "myconf"
 
 
-def run_selector(tmp_path: Path, conf: Path, name: str, *extra: str, out: str = "o") -> subprocess.CompletedProcess:
-    return bon_run(f"hydra.searchpath=[file://{conf}]", f"selector={name}", "dataset.n_tasks=300",
-                   f"hydra.run.dir={tmp_path / out}", *extra, cwd=tmp_path)
+def run_selector(tmp_path: Path, conf: Path, name: str, *extra: str, out: str = "o",
+                 run=bon_run) -> subprocess.CompletedProcess:
+    return run(f"hydra.searchpath=[file://{conf}]", f"selector={name}", "dataset.n_tasks=300",
+               f"hydra.run.dir={tmp_path / out}", *extra, cwd=tmp_path)
 
 
 def test_selector_yaml_syntax_error_is_one_line_with_file_and_line(tmp_path, user_conf):
@@ -130,8 +140,8 @@ def test_selector_extending_itself(tmp_path, user_conf):
 def test_rank_given_as_one_name_is_a_list_of_one(tmp_path, user_conf):
     """`rank: pos_ratio` was iterated by character; it now ranks like the built-in pos_ratio."""
     (user_conf / "selector" / "my_ratio.yaml").write_text("name: my_ratio\nrank: pos_ratio\n")
-    mine = run_selector(tmp_path, user_conf, "my_ratio", out="mine")
-    builtin = run_selector(tmp_path, user_conf, "pos_ratio", out="builtin")
+    mine = run_selector(tmp_path, user_conf, "my_ratio", out="mine", run=bon_here)
+    builtin = run_selector(tmp_path, user_conf, "pos_ratio", out="builtin", run=bon_here)
     assert mine.returncode == 0 and builtin.returncode == 0, mine.stderr + builtin.stderr
     a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("mine", "builtin"))
     assert a["selector"] == "my_ratio"
@@ -184,7 +194,7 @@ def test_disk_full_leaves_no_summary_beside_a_truncated_table(tmp_path):
     """Tables are written before summary.json, each by temporary file and rename; an older summary goes first."""
     with tmpfs(tmp_path / "small", "size=256k") as small:
         out = small / "run"
-        ok = bon_run(f"hydra.run.dir={out}", "dataset.n_tasks=20", cwd=tmp_path)
+        ok = bon_here(f"hydra.run.dir={out}", "dataset.n_tasks=20", cwd=tmp_path)
         assert ok.returncode == 0, ok.stderr
         assert (out / "summary.json").stat().st_mtime_ns >= (out / "selections.parquet").stat().st_mtime_ns
         proc = bon_run(f"hydra.run.dir={out}", "dataset.n_tasks=5000", cwd=tmp_path)  # the same directory, bigger
@@ -291,8 +301,7 @@ def test_ctrl_c_in_a_live_run_keeps_trajectories_and_cache_for_the_rerun(tmp_pat
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         calls_before = server.count
         server.latency = 0.0  # the rerun need not be slow
-        again = subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True,
-                               cwd=tmp_path, env=env, timeout=300)
+        again = run_in_process("bon.run", *args, cwd=tmp_path, env=env)
         assert again.returncode == 0, again.stderr[-3000:]
         summary = json.loads((tmp_path / "out" / "summary.json").read_text())
         assert summary["n_candidates"] == 60
@@ -331,7 +340,7 @@ def test_task_without_answer_is_left_out_of_accuracy_and_said(tmp_path, server):
     """Before: the unanswered task counted as wrong (accuracy 0.5 here)."""
     tasks = write_tasks(tmp_path / "tasks.jsonl", {"task_id": "a", "question": "2+3?", "answer": "5"},
                         {"task_id": "b", "question": "2+3?"})
-    proc = bon_run(*live_args(tmp_path, server, tasks), cwd=tmp_path)
+    proc = bon_here(*live_args(tmp_path, server, tasks), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["n_tasks"] == 1 and summary["accuracy"] == 1.0
@@ -370,6 +379,6 @@ def test_corrupt_cache_is_said_once_with_what_to_do(tmp_path, server):
     proc = bon_run(*live_args(tmp_path, server, tasks), cwd=tmp_path)
     one_line_error(proc, str(damaged), "delete it", "cache.mode=off")
     assert server.count == 0
-    ok = bon_run(*live_args(tmp_path, server, tasks, "cache.mode=off", out="off"), cwd=tmp_path)
+    ok = bon_here(*live_args(tmp_path, server, tasks, "cache.mode=off", out="off"), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert damaged.read_bytes().startswith(b"this is not SQLite")  # never touched with the cache off

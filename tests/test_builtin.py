@@ -20,6 +20,7 @@ import docx
 import openpyxl
 import polars as pl
 import pytest
+from commands import run_in_process
 from hydra import compose, initialize_config_dir
 from llm_server import FakeLLMServer, tool_call, verdict
 from pypdf import PdfReader
@@ -238,9 +239,8 @@ def test_openai_preset_is_redirected_by_openai_api_base(tmp_path):
                if not k.endswith(("_API_KEY", "_API_BASE", "_BASE_URL")) and k != "HYDRA_FULL_ERROR"}
         env |= {"OPENAI_API_KEY": "sk-dummy", "OPENAI_API_BASE": server.base_url, "NO_PROXY": "127.0.0.1",
                 "BON_CACHE_DIR": str(tmp_path / "cache")}
-        proc = subprocess.run([sys.executable, "-m", "bon.run", "generator=openai", "dataset.n_tasks=1", "generator.n=1",
-                               "bootstrap_resamples=200"], capture_output=True, text=True, cwd=tmp_path, env=env,
-                              timeout=120)
+        proc = run_in_process("bon.run", "generator=openai", "dataset.n_tasks=1", "generator.n=1",
+                              "bootstrap_resamples=200", cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert [r.body["model"] for r in server.requests] == ["gpt-4o-mini", "gpt-4o-mini"]  # agent, then judge
     assert "two_stage on builtin/gaia_style (1 tasks" in proc.stdout

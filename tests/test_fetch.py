@@ -158,7 +158,7 @@ def test_tests_on_a_fresh_machine_fail_clearly_without_data_or_network(tmp_path:
     env = {k: v for k, v in os.environ.items() if k not in ("BON_DATA_DIR", fetch.APB.env_mirror, fetch.ENV_CACHE)}
     env |= {fetch.APB.env_mirror: dead_url(), fetch.ENV_CACHE: str(tmp_path / "cache")}
     node = "tests/test_prm_eval.py::test_human_judge_is_perfect"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", node], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", node], capture_output=True,
                           text=True, cwd=REPO, env=env)
     assert proc.returncode == 1 and "1 error" in proc.stdout and "skipped" not in proc.stdout, proc.stdout
     assert "this test needs the AgentProcessBench release" in proc.stdout and "BON_DATA_DIR" in proc.stdout

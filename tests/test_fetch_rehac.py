@@ -142,7 +142,7 @@ def test_tests_on_a_fresh_machine_download_or_fail_clearly(mirror: str, rehac_ro
     node = "tests/test_rehac_episodes.py::test_results_files_without_idx"
     with serve(rehac_root) as server:
         env[fetch.REHAC.env_mirror] = server.url if mirror == "serve" else dead_url()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", node], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", node], capture_output=True,
                               text=True, cwd=REPO, env=env)
     if mirror == "serve":
         assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-3000:]

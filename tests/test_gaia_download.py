@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from commands import run_in_process
 from llm_server import FakeLLMServer, tool_call, verdict
 
 from bon.config import conf_dir
@@ -133,7 +134,9 @@ def agent_and_judge(body: dict) -> object:
     return verdict({s: 1 for s in steps}, 1)
 
 
-def run_bon(tmp_path: Path, server: FakeLLMServer, *args: str, out: str = "out") -> subprocess.CompletedProcess:
+def run_bon(tmp_path: Path, server: FakeLLMServer, *args: str, out: str = "out",
+            in_process: bool = False) -> subprocess.CompletedProcess:
+    """`python -m bon.run` against `server`; in_process: in this process (commands.py)."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env |= {"BON_TEST_KEY": "sk-test", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
     base = ["generator=local", f"generator.api_base={server.base_url}", "generator.api_key_env=BON_TEST_KEY",
@@ -141,6 +144,8 @@ def run_bon(tmp_path: Path, server: FakeLLMServer, *args: str, out: str = "out")
             "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / out}"]
     if any(a.startswith("generator=") for a in args):
         base = [a for a in base if not a.startswith("generator")]
+    if in_process:
+        return run_in_process("bon.run", *base, *args, cwd=tmp_path, env=env)
     return subprocess.run([sys.executable, "-m", "bon.run", *base, *args], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=180)
 
@@ -168,7 +173,7 @@ def test_replayed_trajectories_are_scored_by_the_dataset(tmp_path):
     saved.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with FakeLLMServer(agent_and_judge) as server:
         proc = run_bon(tmp_path, server, "dataset=gaia", f"dataset.path={root}", "generator=replay",
-                       f"generator.path={saved}", "judge=local")
+                       f"generator.path={saved}", "judge=local", in_process=True)
         assert server.count == 4  # judged, nothing generated
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pl.read_parquet(tmp_path / "out" / "candidates.parquet").sort("task_id", "sample")
@@ -194,13 +199,14 @@ def test_gaia_poses_its_answer_format_rules_unless_the_generator_says_otherwise(
     rules = yaml.safe_load((Path(conf_dir()) / "dataset" / "gaia.yaml").read_text())["system_prompt"]
     assert "thousands separators" in rules and "comma" in rules and "units" in rules
     with FakeLLMServer(agent_and_judge) as server:
-        proc = run_bon(tmp_path, server, "dataset=gaia", f"dataset.path={root}", "dataset.level=1", "generator.n=1")
+        proc = run_bon(tmp_path, server, "dataset=gaia", f"dataset.path={root}", "dataset.level=1", "generator.n=1",
+                       in_process=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         first = [r.body["messages"][0] for r in server.requests if r.body.get("tools")]
         assert first == [{"role": "system", "content": rules}]
         server.reset()
         proc = run_bon(tmp_path, server, "dataset=gaia", f"dataset.path={root}", "dataset.level=1", "generator.n=1",
-                       "generator.system_prompt=Answer in one word.", out="own")
+                       "generator.system_prompt=Answer in one word.", out="own", in_process=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         first = [r.body["messages"][0] for r in server.requests if r.body.get("tools")]
         assert first == [{"role": "system", "content": "Answer in one word."}]

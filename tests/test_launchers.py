@@ -18,8 +18,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from commands import run_in_process
 
-SWEEP = ("selector=final,two_stage", "dataset.n_tasks=200")  # the simulator: no data, key or network
+SWEEP = ("selector=final,two_stage", "dataset.n_tasks=200", "bootstrap_resamples=999")  # the simulator: no data, key or network
 JOBS = ("0", "1")
 SLURM_VARIABLES = ("BON_SLURM_PARTITION", "BON_SLURM_ACCOUNT", "BON_SLURM_TIME_MIN", "BON_SLURM_CPUS",
                    "BON_SLURM_MEM_GB", "BON_SLURM_MAX_JOBS")
@@ -31,15 +32,22 @@ def bon_run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
                           env=clean | env, timeout=600)
 
 
-def sweep(directory: Path, *launcher: str) -> Path:
-    proc = bon_run("-m", *launcher, *SWEEP, f"hydra.sweep.dir={directory}", cwd=directory.parent)
+def bon_here(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """`bon_run` in this process (commands.py): for the basic launcher, which runs the jobs in this process
+    anyway, and for composing the config."""
+    clean = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR" and k not in SLURM_VARIABLES}
+    return run_in_process("bon.run", *args, cwd=cwd, env=clean | env)
+
+
+def sweep(directory: Path, *launcher: str, run=bon_run) -> Path:
+    proc = run("-m", *launcher, *SWEEP, f"hydra.sweep.dir={directory}", cwd=directory.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return directory
 
 
 @pytest.fixture(scope="module")
 def basic(tmp_path_factory) -> Path:
-    return sweep(tmp_path_factory.mktemp("launchers") / "basic")
+    return sweep(tmp_path_factory.mktemp("launchers") / "basic", run=bon_here)
 
 
 @pytest.mark.parametrize("launcher", [("hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"),
@@ -65,9 +73,9 @@ def test_a_sweep_through_a_launcher_writes_what_the_basic_launcher_writes(basic,
 
 
 def test_the_slurm_preset_reads_the_environment(tmp_path):
-    proc = bon_run("hydra/launcher=slurm", "--cfg", "hydra", "--resolve", cwd=tmp_path,
-                   BON_SLURM_PARTITION="gpu", BON_SLURM_ACCOUNT="lab42", BON_SLURM_TIME_MIN="90",
-                   BON_SLURM_CPUS="8", BON_SLURM_MEM_GB="32")
+    proc = bon_here("hydra/launcher=slurm", "--cfg", "hydra", "--resolve", cwd=tmp_path,
+                    BON_SLURM_PARTITION="gpu", BON_SLURM_ACCOUNT="lab42", BON_SLURM_TIME_MIN="90",
+                    BON_SLURM_CPUS="8", BON_SLURM_MEM_GB="32")
     assert proc.returncode == 0, proc.stderr
     launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
@@ -75,8 +83,8 @@ def test_the_slurm_preset_reads_the_environment(tmp_path):
         "partition": "gpu", "account": "lab42", "timeout_min": 90, "cpus_per_task": 8, "mem_gb": 32}
 
     # only the partition is required; the command line wins over the environment
-    proc = bon_run("hydra/launcher=slurm", "hydra.launcher.partition=cpu", "--cfg", "hydra", "--resolve",
-                   cwd=tmp_path, BON_SLURM_PARTITION="gpu")
+    proc = bon_here("hydra/launcher=slurm", "hydra.launcher.partition=cpu", "--cfg", "hydra", "--resolve",
+                    cwd=tmp_path, BON_SLURM_PARTITION="gpu")
     assert proc.returncode == 0, proc.stderr
     launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
     assert (launcher["partition"], launcher["account"]) == ("cpu", None)

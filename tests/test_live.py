@@ -1,4 +1,8 @@
-"""`python -m bon.run dataset=tasks` end to end: a real litellm agent and judge against a loopback server."""
+"""`python -m bon.run dataset=tasks` end to end: a real litellm agent and judge against a loopback server.
+
+Runs are made in this process (commands.py), except where the exit code and stderr of the command are the
+point: those run `python -m bon.run` in a subprocess.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from commands import run_in_process
 from llm_server import FakeLLMServer, tool_call, verdict
 
 SECRET = "sk-bon-test-7f3a9c1e5d-do-not-leak"
@@ -38,6 +43,13 @@ def server():
 
 
 def run_live(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str = "out") -> subprocess.CompletedProcess:
+    """A live run in this process (tests of the run's outputs; see commands.py)."""
+    command, env = live_command(tmp_path, server, *extra, out=out)
+    return run_in_process("bon.run", *command[3:], cwd=tmp_path, env=env)
+
+
+def run_live_process(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str = "out") -> subprocess.CompletedProcess:
+    """A live run as `python -m bon.run` in a subprocess (tests of its exit code and what it says on stderr)."""
     command, env = live_command(tmp_path, server, *extra, out=out)
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
 
@@ -107,7 +119,7 @@ def test_worker_processes_run_the_same_pipeline(tmp_path, server):
 
 
 def test_missing_key_is_named_before_any_call(tmp_path, server):
-    proc = run_live(tmp_path, server, "judge.api_key_env=BON_NO_SUCH_KEY")
+    proc = run_live_process(tmp_path, server, "judge.api_key_env=BON_NO_SUCH_KEY")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "BON_NO_SUCH_KEY" in proc.stderr
     assert server.count == 0
@@ -135,10 +147,9 @@ def test_a_live_judge_is_scored_by_prm_eval_like_the_recorded_ones(apb_root, tmp
 
     with FakeLLMServer(all_positive) as srv:
         env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"NO_PROXY": "127.0.0.1"}
-        proc = subprocess.run([sys.executable, "-m", "bon.prm_eval", f"dataset.root={apb_root}",
-                               "dataset.subset=hotpotqa", "judge=local", f"judge.api_base={srv.base_url}",
-                               "judge.concurrency=32", f"cache.dir={tmp_path / 'cache'}", "hydra.run.dir=out"],
-                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        proc = run_in_process("bon.prm_eval", f"dataset.root={apb_root}", "dataset.subset=hotpotqa", "judge=local",
+                              f"judge.api_base={srv.base_url}", "judge.concurrency=32", f"cache.dir={tmp_path / 'cache'}",
+                              "hydra.run.dir=out", cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stderr
         assert srv.count == 250
     import polars as pl
@@ -164,7 +175,7 @@ def test_gaia_split_without_answers_writes_a_submission(tmp_path, server):
 
 
 def test_gaia_without_a_path_says_where_to_get_it(tmp_path, server):
-    proc = run_live(tmp_path, server, "dataset=gaia")
+    proc = run_live_process(tmp_path, server, "dataset=gaia")
     assert proc.returncode == 2 and "huggingface.co/datasets/gaia-benchmark/GAIA" in proc.stderr
 
 
@@ -203,8 +214,7 @@ def test_the_card_command_runs_the_whole_live_pipeline_on_the_builtin_tasks(tmp_
                if not k.endswith(("_API_KEY", "_API_BASE", "_BASE_URL")) and k != "HYDRA_FULL_ERROR"}
         env |= {"DEEPSEEK_API_KEY": SECRET, "DEEPSEEK_API_BASE": srv.base_url, "BON_CACHE_DIR": str(tmp_path / "cache"),
                 "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-        proc = subprocess.run([sys.executable, "-m", "bon.run", "generator=deepseek", "selector=two_stage"],
-                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        proc = run_in_process("bon.run", "generator=deepseek", "selector=two_stage", cwd=tmp_path, env=env)
         requests = srv.requests
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
@@ -265,7 +275,7 @@ def judge_requests(server: FakeLLMServer) -> int:
 
 def test_a_closed_port_stops_the_run_at_once_naming_the_endpoint(tmp_path, server):
     port = closed_port()
-    proc = run_live(tmp_path, server, f"generator.api_base=http://127.0.0.1:{port}/v1", "generator.max_attempts=5")
+    proc = run_live_process(tmp_path, server, f"generator.api_base=http://127.0.0.1:{port}/v1", "generator.max_attempts=5")
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "ConnectionRefusedError" in errors[0]
@@ -303,7 +313,7 @@ def test_a_run_in_which_every_generation_failed_exits_non_zero(tmp_path, server)
     from llm_server import bad_request
 
     server.responder = lambda body: bad_request("Unsupported parameter: 'tools'.") if body.get("tools") else "?"
-    proc = run_live(tmp_path, server)
+    proc = run_live_process(tmp_path, server)
     assert proc.returncode == 1
     assert "every generation failed (bad_request: 8)" in proc.stderr and "Traceback" not in proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -315,7 +325,7 @@ def test_a_run_in_which_every_judgement_failed_exits_non_zero(tmp_path, server):
     from llm_server import bad_request
 
     server.responder = lambda body: responder(body) if body.get("tools") else bad_request("Invalid 'messages'.")
-    proc = run_live(tmp_path, server)
+    proc = run_live_process(tmp_path, server)
     assert proc.returncode == 1 and "every judgement failed (api: bad_request: 8)" in proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["judge_failed"] == 8 and summary["generation_failed"] == 0
@@ -366,7 +376,7 @@ def priced(body: dict) -> object:
 def test_a_budget_stops_new_calls_writes_what_it_has_and_says_so(tmp_path, server, cap):
     server.responder = priced
     prices = "{input_per_mtok: 1.0, output_per_mtok: 1.0}"
-    proc = run_live(tmp_path, server, cap, "generator.concurrency=1", "judge.concurrency=1",
+    proc = run_live_process(tmp_path, server, cap, "generator.concurrency=1", "judge.concurrency=1",
                     f"generator.prices={prices}", f"judge.prices={prices}")
     assert proc.returncode == 3, proc.stderr
     assert server.count == 5  # $0.002 a call: the fifth reaches $0.01
@@ -412,7 +422,7 @@ def test_log_lines_are_never_glued_to_a_progress_bar(tmp_path, capsys):
     ("budget.calls=0", "budget.calls must be an integer >= 1"),
 ])
 def test_a_budget_that_cannot_be_kept_is_refused_before_any_call(tmp_path, server, option, message):
-    proc = run_live(tmp_path, server, option)
+    proc = run_live_process(tmp_path, server, option)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert server.count == 0
 

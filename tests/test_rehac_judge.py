@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from commands import run_in_process
 from llm_server import FakeLLMServer, text, verdict
 
 LINES = [*range(1, 11), *range(31, 41)]  # three questions of strategyqa (idx 296, 201, 419)
@@ -33,7 +34,8 @@ def episodes_file(rehac_root, tmp_path) -> Path:
 
 
 def run(tmp_path: Path, episodes: Path, *extra: str, base_url: str = "http://127.0.0.1:9/v1",
-        out: str = "out") -> subprocess.CompletedProcess:
+        out: str = "out", in_process: bool = False) -> subprocess.CompletedProcess:
+    """`python -m bon.run dataset=rehac` with the live judge; in_process: in this process (commands.py)."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env |= {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     args = ["dataset=rehac", f"dataset.episodes={episodes}", "dataset.reference=[]", "dataset.test_episodes=null",
@@ -44,6 +46,8 @@ def run(tmp_path: Path, episodes: Path, *extra: str, base_url: str = "http://127
     if any(e.startswith("judge=") for e in extra):  # another judge: drop the local one's options
         args = [a for a in args if not a.startswith("judge")]
     args += list(extra)
+    if in_process:
+        return run_in_process("bon.run", *args, cwd=tmp_path, env=env)
     return subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True, cwd=tmp_path,
                           env=env, timeout=180)
 
@@ -69,7 +73,7 @@ def expected_judge_row(path: Path) -> tuple[float, int, int]:
 
 def test_judge_predictor_picks_by_the_judges_verdicts_and_counts_failures(tmp_path, episodes_file):
     with FakeLLMServer(judge) as server:
-        proc = run(tmp_path, episodes_file, base_url=server.base_url)
+        proc = run(tmp_path, episodes_file, base_url=server.base_url, in_process=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert server.count == len(LINES)
         prompts = [r.body["messages"][-1]["content"] for r in server.requests]
@@ -92,7 +96,7 @@ def test_judge_predictor_picks_by_the_judges_verdicts_and_counts_failures(tmp_pa
 
         # a rerun is served by the cache: no request reaches the server, same numbers
         before = server.count
-        again = run(tmp_path, episodes_file, base_url=server.base_url, out="again")
+        again = run(tmp_path, episodes_file, base_url=server.base_url, out="again", in_process=True)
         assert again.returncode == 0, again.stderr[-3000:]
         assert server.count == before
         rerun = json.loads((tmp_path / "again" / "summary.json").read_text())

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from commands import run_in_process
 
 from bon.errors import BonError
 from bon.rehac import metrics
@@ -173,10 +174,9 @@ def test_trained_policy_is_compared_on_its_own_questions(run, rehac_root):
 
 def test_f1_reward_and_rate_weights(rehac_root, tmp_path):
     out = tmp_path / "out"
-    proc = bon_run("dataset=rehac", "dataset.reward=f1", "dataset.behaviour=rate", "dataset.rates=[0.4]",
-                   "dataset.reference=[hotpotqa/results/hotpotqa_lambda0.08.jsonl]",
-                   "dataset.k_max=1", "dataset.predictors=[majority]", "bootstrap_resamples=100",
-                   f"hydra.run.dir={out}", cwd=tmp_path)
+    proc = run_in_process("bon.run", "dataset=rehac", "dataset.reward=f1", "dataset.behaviour=rate", "dataset.rates=[0.4]",
+                          "dataset.reference=[hotpotqa/results/hotpotqa_lambda0.08.jsonl]", "dataset.k_max=1",
+                          "dataset.predictors=[majority]", "bootstrap_resamples=100", f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [s["behaviour"] for s in summary["question_sets"]] == ["rate", "rate"] and summary["reward"] == "f1"

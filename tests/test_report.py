@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from commands import run_in_process
 
 from bon import report
 from bon.errors import BonError
@@ -29,9 +30,9 @@ def _python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def sweep(apb_root, tmp_path_factory) -> Path:
     """2 selectors x 2 judges on one subset, as `python -m bon.run -m` writes them (multirun/<job>/summary.json)."""
     tmp = tmp_path_factory.mktemp("report")
-    proc = _python("-m", "bon.run", "-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", f"dataset.subset={SUBSET}",
-                   f"selector={','.join(SELECTORS)}", f"judge.name={','.join(JUDGES)}", "bootstrap_resamples=999",
-                   f"hydra.sweep.dir={tmp / 'multirun' / 'day' / 'time'}", cwd=tmp)
+    proc = run_in_process("bon.run", "-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", f"dataset.subset={SUBSET}",
+                          f"selector={','.join(SELECTORS)}", f"judge.name={','.join(JUDGES)}", "bootstrap_resamples=999",
+                          f"hydra.sweep.dir={tmp / 'multirun' / 'day' / 'time'}", cwd=tmp)
     assert proc.returncode == 0, proc.stderr
     return tmp / "multirun"
 
@@ -39,7 +40,7 @@ def sweep(apb_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(sweep, tmp_path_factory):
     out = tmp_path_factory.mktemp("report_out") / "nested" / "out"
-    proc = _python("-m", "bon.report", str(sweep), "--out", str(out), cwd=sweep.parent)
+    proc = run_in_process("bon.report", str(sweep), "--out", str(out), cwd=sweep.parent)
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -305,11 +306,10 @@ def test_interval_level_comes_from_the_summary_not_the_hydra_config(sweep, tmp_p
 
 def test_not_applicable_cells_show_na_and_do_not_break_the_report(apb_root, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "bon.run", "-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", "selector=majority,final",
-                           "dataset.subset=gaia_dev", "bootstrap_resamples=999", f"hydra.sweep.dir={sweep}"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = run_in_process("bon.run", "-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", "selector=majority,final",
+                          "dataset.subset=gaia_dev", "bootstrap_resamples=999", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    report = subprocess.run([sys.executable, "-m", "bon.report", str(sweep)], capture_output=True, text=True)
+    report = run_in_process("bon.report", str(sweep), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     md = (sweep / "report.md").read_text()
     majority_line = next(line for line in md.splitlines() if line.startswith("| majority"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from commands import run_in_process
 
 REQUIRED = {"dataset", "subset", "judge", "selector", "n_tasks", "n_candidates", "accuracy", "accuracy_expected",
             "ci_low", "ci_high", "pass_at_n", "random", "judge_failed"}
@@ -18,6 +19,12 @@ REQUIRED = {"dataset", "subset", "judge", "selector", "n_tasks", "n_candidates",
 def bon_run(*args: str, cwd: Path, module: str = "bon.run") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def bon_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`bon_run` in this process (commands.py): for runs whose outputs the test reads."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return run_in_process("bon.run", *args, cwd=cwd, env=env)
 
 
 def test_run_writes_summary_and_tables(apb_root, tmp_path):
@@ -47,7 +54,7 @@ def test_summary_carries_its_schema_level_and_seed_and_reads_back_whole(apb_root
     from bon.summary import SCHEMA, Summary
 
     out = tmp_path / "out"
-    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=hotpotqa", "judge.name=all",
+    proc = bon_here("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=hotpotqa", "judge.name=all",
                    "selector=final", "confidence=0.9", "seed=3", "bootstrap_resamples=999", f"hydra.run.dir={out}",
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -86,8 +93,8 @@ def test_planner_refuses_an_intervention_without_a_live_agent():
 
 def test_all_subsets_report_a_breakdown(apb_root, tmp_path):
     out = tmp_path / "out"
-    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "judge.name=DeepSeek-V3.2", "selector=pos_ratio",
-                   f"hydra.run.dir={out}", cwd=tmp_path)
+    proc = bon_here("dataset=agentprocessbench", f"dataset.root={apb_root}", "judge.name=DeepSeek-V3.2", "selector=pos_ratio",
+                   "bootstrap_resamples=999", f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_tasks"] == 200
@@ -101,8 +108,8 @@ def test_all_subsets_report_a_breakdown(apb_root, tmp_path):
 
 def test_yaml_only_selector_and_human_judge(apb_root, tmp_path):
     out = tmp_path / "out"
-    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=hotpotqa", "judge=human", "selector=orm_majority",
-                   f"hydra.run.dir={out}", cwd=tmp_path)
+    proc = bon_here("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=hotpotqa", "judge=human", "selector=orm_majority",
+                   "bootstrap_resamples=999", f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selector"] == "orm_majority" and summary["judge"] == "human"
@@ -112,8 +119,8 @@ def test_yaml_only_selector_and_human_judge(apb_root, tmp_path):
 
 def test_judge_all_gives_one_row_per_judge(apb_root, tmp_path):
     out = tmp_path / "out"
-    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=bfcl", "judge.name=all", "selector=final",
-                   f"hydra.run.dir={out}", cwd=tmp_path)
+    proc = bon_here("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=bfcl", "judge.name=all", "selector=final",
+                   "bootstrap_resamples=999", f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((out / "summary.json").read_text())["rows"]
     n_judges = sum(d.is_dir() for d in (apb_root / "eval" / "results").iterdir())  # 15 here, 20 in the full release
@@ -121,8 +128,8 @@ def test_judge_all_gives_one_row_per_judge(apb_root, tmp_path):
 
 
 def test_multirun_sweeps_selectors(apb_root, tmp_path):
-    proc = bon_run("-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=tau2", "selector=final,pos_count",
-                   "judge.name=GPT-5.2,Kimi-K2.5", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    proc = bon_here("-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=tau2", "selector=final,pos_count",
+                   "judge.name=GPT-5.2,Kimi-K2.5", "bootstrap_resamples=999", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     found = {(s["selector"], s["judge"]) for s in
              (json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/summary.json"))}
@@ -190,8 +197,8 @@ def test_missing_data_directory_says_where_it_looked(tmp_path):
 def test_majority_without_answers_is_recorded_as_not_applicable(apb_root, tmp_path):
     """Never a guess: no accuracy is reported, the reason is, and a sweep can carry on."""
     out = tmp_path / "o"
-    proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "selector=majority",
-                   f"hydra.run.dir={out}", cwd=tmp_path)
+    proc = bon_here("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "selector=majority",
+                   "bootstrap_resamples=999", f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "not applicable" in proc.stderr and "hotpotqa" in proc.stderr
     summary = json.loads((out / "summary.json").read_text())

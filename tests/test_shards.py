@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from commands import run_in_process
 
 from bon import shard
 from bon.datasets import candidate_table
@@ -24,6 +25,12 @@ SHARDING = ("shard", "merged")  # summary fields that describe the split, not th
 def bon(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def bon_here(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The same command in this process (commands.py), for runs whose outputs the test reads."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return run_in_process(module, *args, cwd=cwd, env=env)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -42,12 +49,13 @@ def runs_by_selector(root: Path) -> dict[str, Path]:
 
 
 def test_four_sim_shards_merged_equal_the_unsharded_runs(tmp_path):
-    common = ("dataset.n_tasks=400", "selector=two_stage,listwise")  # listwise: the simulated comparing judge
-    ok(bon("bon.run", "-m", *common, f"hydra.sweep.dir={tmp_path / 'whole'}", cwd=tmp_path))
-    sharded = ok(bon("bon.run", "-m", *common, "dataset.num_shards=4", "dataset.shard=0,1,2,3",
+    common = ("dataset.n_tasks=400", "selector=two_stage,listwise",  # listwise: the simulated comparing judge
+              "bootstrap_resamples=999")  # the same in both: the merged intervals must equal the whole run's
+    ok(bon_here("bon.run", "-m", *common, f"hydra.sweep.dir={tmp_path / 'whole'}", cwd=tmp_path))
+    sharded = ok(bon_here("bon.run", "-m", *common, "dataset.num_shards=4", "dataset.shard=0,1,2,3",
                      f"hydra.sweep.dir={tmp_path / 'shards'}", cwd=tmp_path))
     assert "shard 3 of 4" in sharded.stdout
-    merged = ok(bon("bon.merge", str(tmp_path / "shards"), "--out", str(tmp_path / "merged"), cwd=tmp_path))
+    merged = ok(bon_here("bon.merge", str(tmp_path / "shards"), "--out", str(tmp_path / "merged"), cwd=tmp_path))
     assert merged.stdout.count("merging 4 shards") == 2
 
     whole, joined = runs_by_selector(tmp_path / "whole"), runs_by_selector(tmp_path / "merged")
@@ -80,7 +88,7 @@ def test_four_sim_shards_merged_equal_the_unsharded_runs(tmp_path):
         assert part.equals(full.filter(pl.col("task_id").is_in(list(ids))))
     assert seen == set(full["task_id"])
 
-    report = ok(bon("bon.report", str(tmp_path / "merged"), cwd=tmp_path))
+    report = ok(bon_here("bon.report", str(tmp_path / "merged"), cwd=tmp_path))
     assert "wrote" in report.stdout
     rows = list(pl.read_csv(tmp_path / "merged" / "report_long.csv").iter_rows(named=True))
     two_stage = next(r for r in rows if r["selector"] == "two_stage")
@@ -88,16 +96,17 @@ def test_four_sim_shards_merged_equal_the_unsharded_runs(tmp_path):
 
 
 def test_four_replay_shards_merged_equal_the_unsharded_run(apb_root, tmp_path):
-    common = ("dataset=agentprocessbench", "judge.name=all", "dataset.subset=all")  # 15 judges x 4 subsets
-    ok(bon("bon.run", *common, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path))
-    ok(bon("bon.run", "-m", *common, "dataset.num_shards=4", "dataset.shard=0,1,2,3",
+    common = ("dataset=agentprocessbench", "judge.name=all", "dataset.subset=all",  # 15 judges x 4 subsets
+              "bootstrap_resamples=999")
+    ok(bon_here("bon.run", *common, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path))
+    ok(bon_here("bon.run", "-m", *common, "dataset.num_shards=4", "dataset.shard=0,1,2,3",
            f"hydra.sweep.dir={tmp_path / 'shards'}", cwd=tmp_path))
-    ok(bon("bon.merge", str(tmp_path / "shards"), "--out", str(tmp_path / "merged"), cwd=tmp_path))
+    ok(bon_here("bon.merge", str(tmp_path / "shards"), "--out", str(tmp_path / "merged"), cwd=tmp_path))
     expected, got = result(tmp_path / "whole"), result(tmp_path / "merged" / "0")
     assert len(got["rows"]) == 15 and got["rows"][0]["by_subset"]
     for key in expected.keys() | got.keys():
         assert got.get(key) == expected.get(key), key
-    ok(bon("bon.report", str(tmp_path / "merged"), cwd=tmp_path))
+    ok(bon_here("bon.report", str(tmp_path / "merged"), cwd=tmp_path))
 
 
 def test_replay_shards_are_disjoint_and_cover_every_task(apb_root):
@@ -132,7 +141,7 @@ def test_the_split_does_not_depend_on_the_process():
 @pytest.fixture(scope="module")
 def sim_shards(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sim_shards")
-    ok(bon("bon.run", "-m", "dataset.n_tasks=40", "dataset.num_shards=4", "dataset.shard=0,1,2,3",
+    ok(bon_here("bon.run", "-m", "dataset.n_tasks=40", "dataset.num_shards=4", "dataset.shard=0,1,2,3",
            f"hydra.sweep.dir={root / 'shards'}", cwd=root))
     return root / "shards"
 
@@ -167,7 +176,7 @@ def test_a_duplicated_shard_is_refused_in_one_line(sim_shards, tmp_path):
 
 def test_shards_of_different_splits_are_refused(sim_shards, tmp_path):
     shutil.copytree(sim_shards, tmp_path / "runs")
-    ok(bon("bon.run", "dataset.n_tasks=40", "dataset.num_shards=2", "dataset.shard=0",
+    ok(bon_here("bon.run", "dataset.n_tasks=40", "dataset.num_shards=2", "dataset.shard=0",
            f"hydra.run.dir={tmp_path / 'runs' / 'two'}", cwd=tmp_path))
     line = refused(bon("bon.merge", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), cwd=tmp_path))
     assert "disagree on dataset.num_shards" in line
@@ -206,8 +215,7 @@ def test_live_shards_generate_only_their_tasks_and_merge_to_the_unsharded_rows(t
         if "generator=replay" in extra:  # no live agent: drop its options
             args = [a for a in args if not a.startswith("generator") or a in extra]
         args.sort(key=lambda a: a != "-m")  # Hydra's flag first
-        ok(subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True, cwd=tmp_path,
-                          env=env, timeout=180))
+        ok(run_in_process("bon.run", *args, cwd=tmp_path, env=env))
 
     with FakeLLMServer(responder) as server:
         run(server, "cache-whole", f"hydra.run.dir={tmp_path / 'whole'}")
@@ -215,7 +223,7 @@ def test_live_shards_generate_only_their_tasks_and_merge_to_the_unsharded_rows(t
         run(server, "cache-shards", "-m", "dataset.num_shards=2", "dataset.shard=0,1",
             f"hydra.sweep.dir={tmp_path / 'shards'}")
         assert server.count == 2 * whole_calls  # the shards made the whole run's calls between them, once each
-        ok(bon("bon.merge", str(tmp_path / "shards"), "--out", str(tmp_path / "merged"), cwd=tmp_path))
+        ok(bon_here("bon.merge", str(tmp_path / "shards"), "--out", str(tmp_path / "merged"), cwd=tmp_path))
         assert result(tmp_path / "merged" / "0")["rows"] == result(tmp_path / "whole")["rows"]
 
         before = server.count
