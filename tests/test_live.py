@@ -57,7 +57,8 @@ def run_live_process(tmp_path: Path, server: FakeLLMServer, *extra: str, out: st
 def live_command(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str = "out") -> tuple[list[str], dict]:
     """The `python -m bon.run` command line and environment of a live run on two tasks against `server`."""
     tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("\n".join(json.dumps({"task_id": f"t{i}", "question": "What is 2+3?", "answer": "5"})
+    # the questions differ, so no request of one task is a cache hit of the other's (that would race)
+    tasks.write_text("\n".join(json.dumps({"task_id": f"t{i}", "question": f"What is 2+3? ({i})", "answer": "5"})
                                for i in range(2)) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env |= {"BON_TEST_KEY": SECRET, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
