@@ -29,6 +29,7 @@ from llm_server import (  # noqa: F401 - pytest fixtures
     llm_env_fixture,
     llm_server_fixture,
     malformed,
+    max_in_window,
     rate_limited,
     server_error,
     text,
@@ -212,6 +213,22 @@ def test_the_limiter_bounds_native_concurrency(llm_env):
         results = asyncio.run(go())
     assert all(r.ok for r in results) and server.count == 24
     assert server.max_in_flight <= 4
+
+
+def test_native_rpm_holds_in_every_window_of_the_server_log(llm_env):
+    """rpm counted where the user would count it: the server's own arrival times, every sliding window."""
+    period, rpm = 0.5, 4
+    with FakeLLMServer(latency=0.02) as server:
+        c = make(server, "native", "openai/test-model", concurrency=8, rpm=rpm, rpm_period_s=period)
+
+        async def go():
+            async with c:
+                return await asyncio.gather(*(c.complete([{"role": "user", "content": str(i)}]) for i in range(12)))
+        results = asyncio.run(go())
+        arrivals = server.arrivals
+    assert all(r.ok for r in results) and len(arrivals) == 12
+    assert max_in_window(arrivals, period) <= rpm
+    assert max(arrivals) - min(arrivals) >= 2 * period  # three windows' worth: the limit did hold them back
 
 
 def test_native_prices_as_litellm_does_for_every_openai_model():
