@@ -9,7 +9,9 @@ with their one-line message, Ctrl-C and kill, import costs (which modules a comm
 `subprocess.CompletedProcess` with the exit code and the captured stdout and stderr, so a test reads the
 same either way. It calls the module's `main()` as `python -m` would: with `sys.argv`, the working
 directory and `os.environ` set for the call and restored after, and the root logger (which Hydra
-reconfigures for each run) put back as it was.
+reconfigures for each run) put back as it was. Warnings go to the captured stderr as they would in a
+fresh interpreter. A test of a one-line error may run here too: the entry point turns the error into
+the same exit code and `error:` line; at least one such test per command stays a subprocess.
 """
 from __future__ import annotations
 
@@ -21,9 +23,23 @@ import os
 import subprocess
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from unittest import mock
+
+_INTERPRETER_FILTERS = list(warnings.filters)  # as at collection: what `python -m` starts with
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Warnings printed on stderr as a fresh interpreter would (pytest would otherwise record them), so a
+    test of "one line on stderr" sees them in-process too."""
+    with warnings.catch_warnings():  # also resets the once-per-location registries
+        warnings.filters[:] = _INTERPRETER_FILTERS
+        getattr(warnings, "_filters_mutated", lambda: None)()
+        warnings.showwarning = warnings._showwarning_orig  # type: ignore[attr-defined]
+        yield
 
 
 @contextlib.contextmanager
@@ -69,7 +85,7 @@ def run_in_process(module: str, *args: str, cwd: Path | str, env: Mapping[str, s
     argv = [module, *args]
     code: int | str | None = 0
     GlobalHydra.instance().clear()
-    with (_environment(env), _root_logger_kept(), contextlib.chdir(cwd), mock.patch.object(sys, "argv", argv),
+    with (_environment(env), _root_logger_kept(), _warnings_to_stderr(), contextlib.chdir(cwd), mock.patch.object(sys, "argv", argv),
           mock.patch.object(errors.INTERRUPTS, "install", lambda: None),  # Ctrl-C stays pytest's
           contextlib.redirect_stdout(out), contextlib.redirect_stderr(err)):
         try:

@@ -1,8 +1,9 @@
 """Bad input through the real entry point (`python -m bon.run`): one line on stderr, exit 2, nothing half-done.
 
 Also Ctrl-C (one line, exit 130, files already written kept), a full disk and a run directory that
-cannot be written. Each case runs the command in a subprocess, as a user would; runs that a case needs to
-succeed (before or after the bad input) run in this process (commands.py).
+cannot be written. The process-level cases (Ctrl-C, a full disk, one typed-option error) run the command
+in a subprocess, as a user would; the other one-line errors, and runs that a case needs to succeed, run in
+this process (commands.py), which yields the same exit code and stderr.
 """
 from __future__ import annotations
 
@@ -28,9 +29,14 @@ from bon import config
 CONF = Path(config.conf_dir())
 
 
-def bon_run(*args: str, cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+def bon_run(*args: str, cwd: Path, timeout: float = 300, fresh: bool = False, **popen) -> subprocess.CompletedProcess:
+    """`python -m bon.run`: in a subprocess when `fresh` (the process itself is under test), else in this
+    process (commands.py), which gives the same exit code and stderr lines for a one-line error."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env |= {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    if not fresh:
+        assert not popen, popen
+        return run_in_process("bon.run", *args, cwd=cwd, env=env)
     return subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout, **popen)
 
@@ -73,7 +79,7 @@ def test_numeric_and_choice_options_are_typed(tmp_path, override, needles):
 
 def test_live_presets_options_are_typed_before_anything_runs(tmp_path):
     proc = bon_run("dataset=tasks", f"dataset.path={tmp_path / 'none.jsonl'}", "generator=local", "judge=local",
-                   "generator.concurrency=0.5", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path)
+                   "generator.concurrency=0.5", f"hydra.run.dir={tmp_path / 'o'}", cwd=tmp_path, fresh=True)
     one_line_error(proc, "generator.concurrency", "an integer >= 1", "0.5")
 
 
@@ -197,7 +203,7 @@ def test_disk_full_leaves_no_summary_beside_a_truncated_table(tmp_path):
         ok = bon_here(f"hydra.run.dir={out}", "dataset.n_tasks=20", cwd=tmp_path)
         assert ok.returncode == 0, ok.stderr
         assert (out / "summary.json").stat().st_mtime_ns >= (out / "selections.parquet").stat().st_mtime_ns
-        proc = bon_run(f"hydra.run.dir={out}", "dataset.n_tasks=5000", cwd=tmp_path)  # the same directory, bigger
+        proc = bon_run(f"hydra.run.dir={out}", "dataset.n_tasks=5000", cwd=tmp_path, fresh=True)  # the same directory, bigger
         one_line_error(proc, "No space left on device", "summary.json was not written")
         assert not (out / "summary.json").exists()  # the earlier run's summary must not describe these tables
         assert not list(out.glob(".*.tmp"))

@@ -12,7 +12,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -213,8 +212,7 @@ def run_bon(tmp_path: Path, server: FakeLLMServer, *args: str) -> subprocess.Com
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_API_BASE")) and k != "HYDRA_FULL_ERROR"}
     env |= {"DEEPSEEK_API_KEY": "sk-dummy", "DEEPSEEK_API_BASE": server.base_url, "NO_PROXY": "127.0.0.1",
             "BON_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=120)
+    return run_in_process("bon.run", *args, cwd=tmp_path, env=env)  # the same exit code and stderr lines
 
 
 def test_a_simulated_judge_is_refused_for_real_trajectories(tmp_path):

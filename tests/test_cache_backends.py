@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from commands import run_in_process
 from llm_server import FAKE_KEY_ENV, FakeLLMServer, llm_env_fixture, llm_server_fixture, text  # noqa: F401 - fixtures
 from test_live import live_command, responder
 
@@ -126,7 +127,7 @@ def redis_run(tmp_path: Path, server: FakeLLMServer, url: str, *extra: str, out:
     command, env = live_command(tmp_path, server, f"cache.url={url}", *extra, out=out)
     command = [a for a in command if not a.startswith("cache.dir=")]
     env["BON_CACHE_DIR"] = str(tmp_path / "user-cache")  # the default SQLite cache, which must stay unused
-    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+    return run_in_process("bon.run", *command[3:], cwd=tmp_path, env=env)  # `python -m bon.run` in this process
 
 
 def test_a_live_run_on_redis_makes_zero_calls_on_the_rerun(tmp_path, redis_url):
@@ -290,7 +291,10 @@ def entry(i: int, content: str | None = None) -> Entry:
     return Entry(cache_key(MODEL, ask(i), None, {}, 0), MODEL, 1000.0 + i, json.dumps(value, separators=(",", ":")))
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
+def cli(*args: str, fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python -m bon.cache`: in this process (commands.py), or a subprocess when `fresh`."""
+    if not fresh:
+        return run_in_process("bon.cache", *args, cwd=os.getcwd())
     return subprocess.run([sys.executable, "-m", "bon.cache", *args], capture_output=True, text=True, timeout=120)
 
 
@@ -344,8 +348,8 @@ def test_bad_input_is_one_line_naming_the_argument(tmp_path):
         ("merge", str(tmp_path / "src"), "--into", "ftp://host/x"): "--into='ftp://host/x'",
         ("export", f"redis://:pw-secret@127.0.0.1:{free_port()}/0", str(tmp_path / "x.jsonl")): "redis://:***@",
     }
-    for args, named in cases.items():
-        proc = cli(*args)
+    for i, (args, named) in enumerate(cases.items()):
+        proc = cli(*args, fresh=i == 0)  # one as a user sees it, in its own process
         assert proc.returncode == 2, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and named in lines[0] and "pw-secret" not in proc.stderr, (args, proc.stderr)

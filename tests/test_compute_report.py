@@ -3,10 +3,9 @@ one plot of accuracy against tokens per task."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from commands import run_in_process
 from llm_server import FakeLLMServer
 from test_listwise_run import agent_or_judge
 from test_live import run_live
@@ -38,7 +37,7 @@ def test_every_method_reports_its_cost_per_task(runs):
 
 
 def test_the_report_puts_methods_side_by_side(runs):
-    proc = subprocess.run([sys.executable, "-m", "bon.report", str(runs)], capture_output=True, text=True, timeout=300)
+    proc = run_in_process("bon.report", str(runs), cwd=runs)
     assert proc.returncode == 0, proc.stderr
     md = (runs / "report.md").read_text()
     section = md.split("## Accuracy against compute")[1]

@@ -154,7 +154,7 @@ def test_the_lfs_error_stops_the_run_before_any_call(tmp_path):
     root = gaia_root(tmp_path / "GAIA", clone=True, parquet=True)
     (root / "2023" / "validation" / "metadata.parquet").write_text(POINTER)
     with FakeLLMServer(agent_and_judge) as server:
-        proc = run_bon(tmp_path, server, "dataset=gaia", f"dataset.path={root}")
+        proc = run_bon(tmp_path, server, "dataset=gaia", f"dataset.path={root}", in_process=True)
         assert server.count == 0
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "ComputeError" not in proc.stderr
     assert "git lfs pull" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -189,7 +189,7 @@ def test_replaying_tasks_the_dataset_lacks_is_refused(tmp_path):
                                  "messages": [{"role": "user", "content": "q"}]}) + "\n")
     with FakeLLMServer(agent_and_judge) as server:
         proc = run_bon(tmp_path, server, "dataset=gaia", f"dataset.path={root}", "generator=replay",
-                       f"generator.path={saved}", "judge=local")
+                       f"generator.path={saved}", "judge=local", in_process=True)
         assert server.count == 0
     assert proc.returncode == 2 and "'elsewhere'" in proc.stderr and "dataset=gaia" in proc.stderr
 

@@ -9,8 +9,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 from commands import run_in_process
@@ -247,8 +245,7 @@ def test_run_reports_t_c_r_in_summary(tmp_path, transport):
 
 
 def test_intervention_on_recorded_candidates_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bon.run", "intervention=rate", f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_in_process("bon.run", "intervention=rate", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 2
     assert "intervention=rate needs a live agent" in proc.stderr
 

@@ -86,12 +86,11 @@ def test_a_failed_verdict_falls_back_to_two_stage_and_is_counted(tmp_path):
 
 
 def test_listwise_without_trajectories_is_one_line(tmp_path):
-    import subprocess
-    import sys
+    from commands import run_in_process
 
     # recorded judgements without their trajectories (dataset=sim has a simulated comparing judge: bon.sim.listwise)
-    proc = subprocess.run([sys.executable, "-m", "bon.run", "selector=listwise", "dataset=agentprocessbench",
-                           f"hydra.run.dir={tmp_path / 'o'}"], capture_output=True, text=True, cwd=tmp_path)
+    proc = run_in_process("bon.run", "selector=listwise", "dataset=agentprocessbench", f"hydra.run.dir={tmp_path / 'o'}",
+                          cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "selector=listwise" in proc.stderr
     assert "dataset=agentprocessbench" in proc.stderr

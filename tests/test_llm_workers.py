@@ -56,8 +56,9 @@ def test_workers_give_the_same_results_as_in_process_calls(llm_env):
                 results = await asyncio.gather(*(c.complete(ask(i)) for i in range(40)),
                                                c.complete([{"role": "user", "content": "use a tool"}]))
                 return results, (c.pool.pids if c.pool else []), c.stats
-        pooled, pids, stats = asyncio.run(go(2))
-        assert len(pids) == 2 and os.getpid() not in pids
+        # one worker (each costs a litellm import); the killed-worker test below runs two at once
+        pooled, pids, stats = asyncio.run(go(1))
+        assert len(pids) == 1 and os.getpid() not in pids
         here, _, _ = asyncio.run(go(0))
         assert server.count == 82 and server.max_in_flight <= 8
     for a, b in zip(pooled, here):

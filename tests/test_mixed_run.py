@@ -6,7 +6,7 @@ import json
 
 import polars as pl
 from llm_server import FakeLLMServer, tool_call, verdict
-from test_live import run_live, run_live_process
+from test_live import run_live
 
 
 def two_models(body: dict) -> object:
@@ -46,7 +46,7 @@ def test_a_mixture_records_each_model_and_reports_it_against_the_mixture(tmp_pat
 
 def test_a_bad_mixture_is_one_line(tmp_path):
     with FakeLLMServer(two_models) as server:
-        proc = run_live_process(tmp_path, server, "generator.models=[openai/model-a,openai/model-b]", "generator.mix=[1]")
+        proc = run_live(tmp_path, server, "generator.models=[openai/model-a,openai/model-b]", "generator.mix=[1]")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "generator.mix" in proc.stderr
 

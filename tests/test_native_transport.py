@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from commands import run_in_process
 from llm_server import (  # noqa: F401 - pytest fixtures
     FAKE_KEY,
     FAKE_KEY_ENV,
@@ -351,7 +352,7 @@ def test_a_live_run_refuses_native_for_another_provider(tmp_path):
     with FakeLLMServer(responder) as server:
         command, env = live_command(tmp_path, server, "judge=anthropic", "judge.transport=native",
                                     f"judge.api_base={server.base_url}", "judge.api_key_env=BON_TEST_KEY")
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+        proc = run_in_process("bon.run", *command[3:], cwd=tmp_path, env=env)  # the same exit code and stderr
         assert server.count == 0
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "judge.transport" in proc.stderr and "litellm, native" in proc.stderr

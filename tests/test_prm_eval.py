@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 from bon_error import bon_error
+from commands import run_in_process
 
 from bon import prm_eval
 from bon.datasets import agentprocessbench as apb
@@ -123,10 +124,9 @@ def test_pooling_adds_every_count():
 
 
 def test_prm_eval_command_writes_csv(apb_root, tmp_path):
-    import os
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "bon.prm_eval", "dataset=agentprocessbench", f"dataset.root={apb_root}", "judge.name=GPT-5.2",
-                           f"hydra.run.dir={out}"], capture_output=True, text=True, cwd=tmp_path, env=os.environ)
+    proc = run_in_process("bon.prm_eval", "dataset=agentprocessbench", f"dataset.root={apb_root}", "judge.name=GPT-5.2",
+                          f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     csv = pl.read_csv(out / "prm_eval.csv")
     assert csv.columns == ["judge", "subset", "step_acc", "first_err_acc", "first_err_acc_strict", "n_steps",

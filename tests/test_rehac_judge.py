@@ -104,8 +104,8 @@ def test_judge_predictor_picks_by_the_judges_verdicts_and_counts_failures(tmp_pa
 
 
 def test_judge_predictor_needs_a_live_judge_and_its_key(tmp_path, episodes_file):
-    proc = run(tmp_path, episodes_file, "judge=sim")
+    proc = run(tmp_path, episodes_file, "judge=sim", in_process=True)
     assert proc.returncode == 2 and "needs a live LLM judge" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run(tmp_path, episodes_file, "judge.api_key_env=BON_UNSET_TEST_KEY")
+    proc = run(tmp_path, episodes_file, "judge.api_key_env=BON_UNSET_TEST_KEY", in_process=True)
     assert proc.returncode == 2 and "BON_UNSET_TEST_KEY is not set" in proc.stderr
     assert not (tmp_path / "out" / "summary.json").exists()

@@ -29,6 +29,12 @@ def bon_run(*args: str, cwd: Path, importtime: bool = False) -> subprocess.Compl
                           cwd=cwd, env=env)
 
 
+def bon_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`bon_run` in this process (commands.py): the same exit code and stderr, without an interpreter start."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return run_in_process("bon.run", *args, cwd=cwd, env=env)
+
+
 @pytest.fixture(scope="module")
 def run(rehac_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("rehac") / "out"
@@ -199,7 +205,7 @@ def test_f1_reward_and_rate_weights(rehac_root, tmp_path):
     ("dataset.trained=dataset/gpt4/strategyqa.jsonl", "follows no path of localgpt_test100.jsonl"),
 ])
 def test_bad_options_exit_with_a_clear_error(rehac_root, tmp_path, override, message):
-    proc = bon_run("dataset=rehac", override, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    proc = bon_here("dataset=rehac", override, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
@@ -234,7 +240,7 @@ def test_selector_report_skips_rehac_runs_and_says_where_their_tables_are(run, t
 def test_a_judge_needs_question_texts_a_bare_tree_does_not_have(rehac_root, tmp_path):
     """The test tree takes its questions' texts from the trained policy's episodes; without them a judge would
     see no question, so the run stops before any call."""
-    proc = bon_run("dataset=rehac", "dataset.trained=null", "dataset.predictors=[judge]", "judge=local",
-                   f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    proc = bon_here("dataset=rehac", "dataset.trained=null", "dataset.predictors=[judge]", "judge=local",
+                    f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "localgpt_test100.jsonl have no text" in proc.stderr and "dataset.trained" in proc.stderr

@@ -26,6 +26,12 @@ def _python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
 
+def _report(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m bon.report` in this process (commands.py): the same exit code, stdout and stderr lines."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return run_in_process("bon.report", *args, cwd=cwd, env=env)
+
+
 @pytest.fixture(scope="module")
 def sweep(apb_root, tmp_path_factory) -> Path:
     """2 selectors x 2 judges on one subset, as `python -m bon.run -m` writes them (multirun/<job>/summary.json)."""
@@ -224,7 +230,7 @@ def test_directory_without_summaries_exits_2_naming_it(tmp_path):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     _user_error(_python("-m", "bon.report", str(empty), cwd=tmp_path), str(empty), "summary.json")
-    _user_error(_python("-m", "bon.report", str(tmp_path / "missing"), cwd=tmp_path), str(tmp_path / "missing"))
+    _user_error(_report(str(tmp_path / "missing"), cwd=tmp_path), str(tmp_path / "missing"))
     assert not (empty / "report.md").exists()
 
 
@@ -233,7 +239,7 @@ def test_duplicate_results_name_both_files(sweep, tmp_path):
     shutil.copytree(sweep, root / "first")
     job = next(p.parent for p in sorted((root / "first").rglob("summary.json")))
     shutil.copytree(job, root / "second" / "0")
-    proc = _python("-m", "bon.report", str(root), cwd=tmp_path)
+    proc = _report(str(root), cwd=tmp_path)
     _user_error(proc, "duplicate", str(job / "summary.json"), str(root / "second" / "0" / "summary.json"))
     assert not (root / "report.csv").exists()
 
@@ -266,7 +272,7 @@ def test_malformed_summary_exits_2(sweep, tmp_path):
     summary = json.loads(path.read_text())
     summary["rows"][0]["accuracy"] = "high"
     path.write_text(json.dumps(summary))
-    _user_error(_python("-m", "bon.report", str(root), cwd=tmp_path), str(path), "accuracy")
+    _user_error(_report(str(root), cwd=tmp_path), str(path), "accuracy")
 
 
 def test_summary_from_an_older_bon_exits_2_naming_file_and_field(sweep, tmp_path):
@@ -277,7 +283,7 @@ def test_summary_from_an_older_bon_exits_2_naming_file_and_field(sweep, tmp_path
     summary = json.loads(path.read_text())
     del summary["schema"]
     path.write_text(json.dumps(summary))
-    _user_error(_python("-m", "bon.report", str(root), cwd=tmp_path), str(path), "schema")
+    _user_error(_report(str(root), cwd=tmp_path), str(path), "schema")
 
 
 def test_bad_count_names_the_row_and_field(sweep, tmp_path):
@@ -340,7 +346,7 @@ def test_failed_and_unstarted_jobs_are_named_not_silently_left_out(sweep, tmp_pa
     for name in ("summary.json", *report.RUN_FILES):  # a job that died before writing anything
         (failed / name).unlink()
     shutil.rmtree(jobs[3])  # a job Hydra never started: multirun.yaml lists 4 jobs
-    proc = _python("-m", "bon.report", str(root), cwd=tmp_path)
+    proc = _report(str(root), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     overrides = " ".join(yaml.safe_load((failed / ".hydra/overrides.yaml").read_text()))
     assert "MISSING: 2 job(s)" in proc.stderr and str(failed) in proc.stderr and overrides in proc.stderr
@@ -370,7 +376,7 @@ def _drop_rows(path: Path) -> None:
 def test_run_directory_with_inconsistent_files_is_refused(sweep, tmp_path, damage, needles):
     root, jobs = _copy(sweep, tmp_path)
     damage(jobs[2])
-    proc = _python("-m", "bon.report", str(root), cwd=tmp_path)
+    proc = _report(str(root), cwd=tmp_path)
     _user_error(proc, str(jobs[2]), *needles)
     assert not (root / "report.md").exists()
 

@@ -16,8 +16,12 @@ REQUIRED = {"dataset", "subset", "judge", "selector", "n_tasks", "n_candidates",
             "ci_low", "ci_high", "pass_at_n", "random", "judge_failed"}
 
 
-def bon_run(*args: str, cwd: Path, module: str = "bon.run") -> subprocess.CompletedProcess:
+def bon_run(*args: str, cwd: Path, module: str = "bon.run", fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python -m <module>`: a subprocess when `fresh`, else in this process (commands.py), which gives the
+    same exit code, stdout and stderr (errors included) without another interpreter start."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    if not fresh:
+        return run_in_process(module, *args, cwd=cwd, env=env)
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
@@ -30,7 +34,7 @@ def bon_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_run_writes_summary_and_tables(apb_root, tmp_path):
     out = tmp_path / "out"
     proc = bon_run("dataset=agentprocessbench", f"dataset.root={apb_root}", "dataset.subset=gaia_dev", "judge=replay", "judge.name=GPT-5.2",
-                   "selector=two_stage", f"hydra.run.dir={out}", cwd=tmp_path)
+                   "selector=two_stage", f"hydra.run.dir={out}", cwd=tmp_path, fresh=True)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert REQUIRED <= set(summary)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from llm_server import FakeLLMServer
-from test_live import responder, run_live, run_live_process
+from test_live import responder, run_live
 
 
 def judged_by_prefix(server) -> int:
@@ -56,6 +56,6 @@ def test_search_keeps_the_steps_the_judge_approves_and_prices_them(tmp_path, met
 
 def test_search_with_an_intervention_is_one_line(tmp_path):
     with FakeLLMServer(responder) as server:
-        proc = run_live_process(tmp_path, server, "generator.search=beam", "intervention=reflect")
+        proc = run_live(tmp_path, server, "generator.search=beam", "intervention=reflect")  # in this process
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "generator.search=beam cannot be combined with intervention=reflect" in proc.stderr

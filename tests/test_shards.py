@@ -23,12 +23,14 @@ SHARDING = ("shard", "merged")  # summary fields that describe the split, not th
 
 
 def bon(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m <module>` in a subprocess (kept for one exit-2 error of bon.merge, as a user sees it)."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
 def bon_here(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The same command in this process (commands.py), for runs whose outputs the test reads."""
+    """The same command in this process (commands.py), for runs whose outputs the test reads and for
+    one-line errors (same exit code and stderr)."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return run_in_process(module, *args, cwd=cwd, env=env)
 
@@ -162,14 +164,14 @@ def test_a_missing_shard_is_refused_in_one_line(sim_shards, tmp_path):
 
 
 def test_reporting_unmerged_shards_points_to_bon_merge(sim_shards, tmp_path):
-    line = refused(bon("bon.report", str(sim_shards), "--out", str(tmp_path / "r"), cwd=tmp_path))
+    line = refused(bon_here("bon.report", str(sim_shards), "--out", str(tmp_path / "r"), cwd=tmp_path))
     assert "of a sharded run" in line and "python -m bon.merge" in line
 
 
 def test_a_duplicated_shard_is_refused_in_one_line(sim_shards, tmp_path):
     shutil.copytree(sim_shards, tmp_path / "runs")
     shutil.copytree(sim_shards / "1", tmp_path / "runs" / "again")
-    line = refused(bon("bon.merge", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), cwd=tmp_path))
+    line = refused(bon_here("bon.merge", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), cwd=tmp_path))
     assert "shard 1 of 4 is there twice" in line
     assert not (tmp_path / "out").exists()
 
@@ -178,7 +180,7 @@ def test_shards_of_different_splits_are_refused(sim_shards, tmp_path):
     shutil.copytree(sim_shards, tmp_path / "runs")
     ok(bon_here("bon.run", "dataset.n_tasks=40", "dataset.num_shards=2", "dataset.shard=0",
            f"hydra.run.dir={tmp_path / 'runs' / 'two'}", cwd=tmp_path))
-    line = refused(bon("bon.merge", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), cwd=tmp_path))
+    line = refused(bon_here("bon.merge", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), cwd=tmp_path))
     assert "disagree on dataset.num_shards" in line
 
 
@@ -191,7 +193,7 @@ def test_shards_of_different_splits_are_refused(sim_shards, tmp_path):
     (("dataset=rehac", "dataset.num_shards=2"), "dataset=rehac cannot be sharded"),
 ])
 def test_bad_shard_options_are_one_line(overrides, message, tmp_path):
-    line = refused(bon("bon.run", *overrides, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path))
+    line = refused(bon_here("bon.run", *overrides, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path))
     assert message in line
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from commands import run_in_process
 
 from bon.datasets import sim as sim_dataset
 from bon.evaluate import evaluate
@@ -185,8 +185,8 @@ def test_same_seed_same_run_other_seed_other_run(generator, selector):
 
 def _bon_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([sys.executable, "-m", "bon.run", *args, "dataset.n_tasks=300", "bootstrap_resamples=200",
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    return run_in_process("bon.run", *args, "dataset.n_tasks=300", "bootstrap_resamples=200",
+                          f"hydra.run.dir={tmp_path}", env=env, cwd=tmp_path)  # in this process: commands.py
 
 
 @pytest.mark.parametrize("args,method", [(("generator.search=beam",), "beam k=4 n=8 · two_stage"),
