@@ -95,7 +95,7 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
 RUN_FILES = ("candidates.parquet", "selections.parquet")
 
 
-def check_run_files(summary_path: Path, rows: list[dict[str, Any]]) -> None:
+def check_run_files(summary_path: Path, rows: list[dict[str, Any]], table_rows: int | None = None) -> None:
     """Refuse a run directory whose tables do not back its summary.json (an interrupted or altered run).
 
     bon.run writes candidates.parquet (one line per judge x candidate) and selections.parquet (one line per
@@ -120,12 +120,14 @@ def check_run_files(summary_path: Path, rows: list[dict[str, Any]]) -> None:
     if lengths["selections.parquet"] != tasks:
         raise BonError(f"{run_dir}: selections.parquet has {lengths['selections.parquet']} rows but summary.json "
                        f"counts {tasks} tasks; {advice}")
-    candidates = [r.get("n_candidates") for r in rows]
-    counts = [n for n in candidates if isinstance(n, int) and not isinstance(n, bool)]
-    applied = all(r["n_tasks"] for r in rows)  # a selector that did not apply counts no candidates (yet has them)
-    if applied and len(counts) == len(candidates) and lengths["candidates.parquet"] != sum(counts):
+    if table_rows is None:  # a summary from before `table_rows`: its rows' candidates, where they are all of them
+        candidates = [r.get("n_candidates") for r in rows]
+        counts = [n for n in candidates if isinstance(n, int) and not isinstance(n, bool)]
+        applied = all(r["n_tasks"] for r in rows)  # a selector that did not apply counts no candidates (yet has them)
+        table_rows = sum(counts) if applied and len(counts) == len(candidates) else None
+    if table_rows is not None and lengths["candidates.parquet"] != table_rows:
         raise BonError(f"{run_dir}: candidates.parquet has {lengths['candidates.parquet']} rows but summary.json "
-                       f"counts {sum(counts)} candidates; {advice}")
+                       f"counts {table_rows} candidates; {advice}")
 
 
 def _overrides(run_dir: Path) -> str:
@@ -188,7 +190,7 @@ def collect(root: Path) -> list[dict[str, Any]]:
             skipped.append(path)
             continue
         loaded = load_rows(path, root, data)
-        check_run_files(path, loaded)
+        check_run_files(path, loaded, data.get("table_rows") if isinstance(data, dict) else None)
         for row in loaded:
             key = _key(row)
             if key in seen:

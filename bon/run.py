@@ -184,7 +184,8 @@ def finish(chosen: Sim | Replay | Live, out_dir: Path, table: pl.DataFrame, usag
     by_model = _by_model(chosen, table)
     summary = Summary(rows, confidence=chosen.confidence, seed=chosen.seed, collaboration=collaboration,
                       stopped=stopped, usage=usage,  # usage: calls, failures, retries, tokens and USD per stage
-                      by_model=by_model, compute=cost, shard=shard.describe(chosen.dataset), merged=merged)
+                      by_model=by_model, compute=cost, shard=shard.describe(chosen.dataset), merged=merged,
+                      table_rows=table.height)
     written = summary.to_json()
     _write_outputs(out_dir, table, picks, written)
     if rows[0].n_tasks == 0:

@@ -104,6 +104,9 @@ class Summary:
     compute: dict[str, Any] | None = None  # live runs: what the method cost per task (bon.compute)
     shard: dict[str, int] | None = None  # a sharded run ({index, of}: dataset.shard, dataset.num_shards; bon.shard)
     merged: dict[str, Any] | None = None  # bon.merge's result: {shards, runs}, the shard run directories it joined
+    # rows written to candidates.parquet (bon.report checks the file against it): all of the run's candidates,
+    # also those a selector left out of its accuracy (majority: tasks without any final answer)
+    table_rows: int | None = None
     kind: str = KIND
     schema: int = SCHEMA
 
@@ -115,7 +118,7 @@ class Summary:
         if len(rows) == 1:
             out |= rows[0]
         out["rows"] = rows
-        for key in ("collaboration", "stopped", "usage", "by_model", "compute", "shard", "merged"):
+        for key in ("collaboration", "stopped", "usage", "by_model", "compute", "shard", "merged", "table_rows"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -147,7 +150,8 @@ class Summary:
         return cls(rows=[Row.from_json(r, f"{where}: rows[{i}]") for i, r in enumerate(rows)],
                    confidence=float(confidence), seed=seed, collaboration=data.get("collaboration"),
                    stopped=data.get("stopped"), usage=data.get("usage"), by_model=data.get("by_model"),
-                   compute=data.get("compute"), shard=data.get("shard"), merged=data.get("merged"))
+                   compute=data.get("compute"), shard=data.get("shard"), merged=data.get("merged"),
+                   table_rows=data.get("table_rows"))
 
 
 def _is_nan(x: Any) -> bool:

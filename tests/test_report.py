@@ -323,6 +323,23 @@ def test_not_applicable_cells_show_na_and_do_not_break_the_report(apb_root, tmp_
     assert (sweep / "report.png").stat().st_size > 10_000
 
 
+def test_a_selector_that_left_tasks_out_of_its_accuracy_is_reported(apb_root, tmp_path):
+    """majority over subset=all scores only the tasks with final answers (hotpotqa's), yet candidates.parquet keeps
+    every candidate: the report takes the run as written, and still refuses that table cut short."""
+    sweep = tmp_path / "sweep"
+    proc = run_in_process("bon.run", "-m", "dataset=agentprocessbench", f"dataset.root={apb_root}", "selector=majority",
+                          "dataset.subset=all", "judge.name=GPT-5.2", "bootstrap_resamples=999",
+                          f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert "evaluated only on tasks with final answers" in summary["note"]
+    assert summary["n_candidates"] < summary["table_rows"] == 1000  # 250 scored, 1,000 written
+    report = _report(str(sweep), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    _drop_rows(sweep / "0" / "candidates.parquet")
+    _user_error(_report(str(sweep), cwd=tmp_path), "candidates.parquet has 10 rows", "counts 1000 candidates")
+
+
 def test_paired_comparison_against_final_matches_the_summaries(sweep, built):
     out, _ = built
     summaries = _summaries(sweep)
