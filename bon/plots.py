@@ -33,7 +33,8 @@ def _markers(names: list[str]) -> dict[str, str]:
 
 def tie_aware(row: dict[str, Any]) -> tuple[float, float | None, float | None]:
     """(expected accuracy, interval low, high): the interval is the best-of-k curve's at k = N, whose value is the
-    tie-aware expectation (None when the run has no such curve)."""
+    tie-aware expectation. A run without that curve (a comparing judge's pick: list-wise, pairwise) has the
+    pick's own interval (None when the row has none)."""
     value = row["accuracy_expected"]
     bok = row.get("best_of_k") or {}
     ks, acc = bok.get("k") or [], bok.get("accuracy") or []
@@ -41,6 +42,8 @@ def tie_aware(row: dict[str, Any]) -> tuple[float, float | None, float | None]:
         last = ks.index(max(ks))
         if is_number(acc[last]) and abs(acc[last] - value) < 1e-6:
             return value, bok["ci_low"][last], bok["ci_high"][last]
+    if not ks:
+        return value, row.get("ci_low"), row.get("ci_high")
     return value, None, None
 
 
@@ -246,8 +249,6 @@ def _cost_points(row: dict[str, Any]) -> tuple[list[float], list[float], list[fl
             return [100 * _number(v) for v in (values or [None] * len(xs))]
         return xs, percent(bok["accuracy"]), percent(bok.get("ci_low")), percent(bok.get("ci_high"))
     value, low, high = tie_aware(row)
-    if low is None or high is None:
-        low, high = row.get("ci_low"), row.get("ci_high")
     return [tokens], [100 * value], [100 * _number(low)], [100 * _number(high)]
 
 
@@ -282,6 +283,8 @@ def compute_figure(rows: list[dict[str, Any]], path: Path, *, level: str = "95%"
             points = _cost_points(r)
             assert points is not None
             xs, ys, lows, highs = points
+            if len(xs) == 1:  # a method's single point, nudged sideways (in log x) so equal points stay visible
+                xs = [xs[0] * 10 ** _dodge(methods.index(r["selector"]), len(methods), 0.04)]
             err = [[y - lo if lo == lo else 0.0 for y, lo in zip(ys, lows)],
                    [hi - y if hi == hi else 0.0 for y, hi in zip(ys, highs)]]
             m = r["selector"]
@@ -305,7 +308,7 @@ def compute_figure(rows: list[dict[str, Any]], path: Path, *, level: str = "95%"
                      fontsize=8, frameon=False)
     title = (f"Accuracy against compute ({level} CI over tasks): lines are Best-of-N with k = 1..N samples (k samples "
              f"cost k times one), points are methods measured only at their own cost (beam search, list-wise or "
-             f"pairwise selection)")
+             f"pairwise selection; nudged sideways so equal points stay visible)")
     fig.suptitle(textwrap.fill(title, width=int(width * 14)), fontsize=9)
     fig.savefig(path, dpi=100)
     return path

@@ -472,8 +472,6 @@ def compute_table(rows: list[dict[str, Any]]) -> str | None:
     for r in sorted(priced, key=lambda r: (r["judge"], r["compute"]["per_task"]["tokens"])):
         per = r["compute"]["per_task"]
         value, low, high = tie_aware(r)
-        if low is None or high is None:  # no best-of-k curve (a comparing judge): the pick's own interval
-            low, high = r["ci_low"], r["ci_high"]
         ci = f" [{pct(low)}, {pct(high)}]" if is_number(low) and is_number(high) else ""
         body.append([_md_escape(r["selector"]), _md_escape(r["judge"]), f"{per['tokens']:.0f}", f"{per['calls']:.1f}",
                      "-" if per["usd"] is None else f"{per['usd']:.4f}", f"{pct(value)}{ci}",

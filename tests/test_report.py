@@ -447,3 +447,15 @@ def test_tie_aware_difference_from_final_is_the_mean_paired_expected_success(swe
         line = next(l for l in section if l.startswith(f"| two_stage | {judge} | {SUBSET} |"))
         assert line.split("|")[5].strip().startswith(f"{diff:+.1f} [")
     assert (out / f"report_best_of_k_{SUBSET}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_pick_without_a_best_of_k_curve_keeps_its_own_interval():
+    """A comparing judge's pick (list-wise, pairwise) has no best-of-k curve: report.png, the tie-aware column and
+    the compute table show the pick's own interval, not a bare point."""
+    from bon.plots import tie_aware
+
+    row = {"accuracy_expected": 0.69, "ci_low": 0.64, "ci_high": 0.74, "best_of_k": None}
+    assert tie_aware(row) == (0.69, 0.64, 0.74)
+    curve = {"k": [1, 2], "accuracy": [0.5, 0.7], "ci_low": [0.4, 0.6], "ci_high": [0.6, 0.8]}
+    assert tie_aware({**row, "accuracy_expected": 0.7, "best_of_k": curve}) == (0.7, 0.6, 0.8)
+    assert tie_aware({**row, "best_of_k": curve}) == (0.69, None, None)  # a curve that is not this expectation
