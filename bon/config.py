@@ -725,7 +725,7 @@ def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> No
     function: an OSError before it is Hydra failing to create or write the run directory. A user who
     sets HYDRA_FULL_ERROR themselves gets Hydra's full output, as they asked.
     """
-    from bon.errors import command, fail
+    from bon.errors import JobStopped, command, fail, leave
 
     secret = next((arg for arg in sys.argv[1:] if _URL_PASSWORD.search(arg)), None)
     if secret is not None:  # Hydra saves every override in .hydra/overrides.yaml before bon runs
@@ -744,6 +744,9 @@ def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> No
     except Exception as exc:
         if not ours:
             raise
+        if isinstance(exc, JobStopped):  # a job's own line, with its logs and exit code
+            leave(f"error: a job of the sweep stopped (logs: {exc.logs}): {exc.line.removeprefix('error: ')}",
+                  exc.code)
         message = explain_composition_error(exc)
         if message is None and isinstance(exc, OSError) and not started.is_set() and _raised_in(exc, "run_job"):
             where = f"{exc.filename}: " if exc.filename else ""

@@ -34,8 +34,39 @@ def unknown_choice(kind: str, value: object, valid: Iterable[str]) -> BonError:
 
 def fail(message: str) -> NoReturn:
     """Print one `error:` line and exit 2 (newlines in the message are folded into the line)."""
-    print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
-    sys.exit(USER_ERROR)
+    leave("error: " + " ".join(str(message).split()), USER_ERROR)
+
+
+class JobStopped(Exception):
+    """A command that stopped with `line` and exit code `code` inside a job of a submitit sweep
+    (hydra/launcher=submitit_local, slurm); `logs` is the job's log folder.
+
+    submitit sends a job's exception back to the sweep at once, but waits 15-30 s for the result of a
+    job that exited, then reports it as a lost job; the sweep says `line` and exits `code` (bon.config).
+    Loading the pickled exception raises it: the sweep stops where submitit reads the job's result,
+    before Hydra would add its own "Error executing job" line to the one line.
+    """
+
+    def __init__(self, line: str, code: int, logs: str | None) -> None:
+        super().__init__(line, code, logs)
+        self.line, self.code, self.logs = line, code, logs
+
+    def __reduce__(self) -> tuple[Callable[..., NoReturn], tuple[str, int, str | None]]:
+        return _stop_the_sweep, (self.line, self.code, self.logs)
+
+
+def _stop_the_sweep(line: str, code: int, logs: str | None) -> NoReturn:
+    raise JobStopped(line, code, logs)
+
+
+def leave(line: str, code: int) -> NoReturn:
+    """Say `line` on stderr and exit `code`; inside a submitit job, raise JobStopped for the sweep instead."""
+    print(line, file=sys.stderr, flush=True)
+    if os.environ.get("SUBMITIT_FOLDER"):  # set by submitit in its jobs, and only there
+        from submitit import JobEnvironment
+
+        raise JobStopped(line, code, str(JobEnvironment().paths.folder))
+    sys.exit(code)
 
 
 def exit_on_user_error(fn: F) -> F:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from bon import config, datasets, shard
 from bon.config import conf_dir
-from bon.errors import BonError, exit_on_user_error
+from bon.errors import BonError, exit_on_user_error, leave
 from bon.evaluate import evaluate
 from bon.fmt import pct
 from bon.plan import Live, RehacOffline, Replay, Sim, plan
@@ -229,8 +229,8 @@ def finish(chosen: Sim | Replay | Live, out_dir: Path, table: pl.DataFrame, usag
         print(format_collaboration(collaboration))
     print(f"wrote {out_dir / 'summary.json'}")
     if stopped is not None:  # written and shown, but not a complete result: say so and exit non-zero
-        print(f"{'stopped' if stopped['by'] == 'budget' else 'error'}: {stopped['message']}", file=sys.stderr)
-        sys.exit(EXIT_BUDGET if stopped["by"] == "budget" else EXIT_FAILED)
+        leave(f"{'stopped' if stopped['by'] == 'budget' else 'error'}: {stopped['message']}",
+              EXIT_BUDGET if stopped["by"] == "budget" else EXIT_FAILED)
     return written
 
 

@@ -8,12 +8,20 @@ the tests that need it, with the reason, never skips them.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bon.errors import BonError
+
+# The tests start some 70 Python processes (commands, workers, sandboxes). With PYTHONDONTWRITEBYTECODE set
+# (as on this project's machines), each would compile bon from source again and every pytest-xdist worker
+# would rewrite the test modules' asserts again on every run: the suite writes bytecode (beside the sources,
+# gitignored) for itself and the processes it starts.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 def _release(locate: Callable[[], Path], env: str, name: str, landmark: str) -> Path:

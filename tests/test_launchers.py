@@ -117,3 +117,5 @@ def test_a_job_stopped_by_bad_input_is_one_line_naming_its_logs(tmp_path):
     assert len(said) == 1, proc.stderr
     assert said[0].startswith(f"error: a job of the sweep stopped (logs: {tmp_path / 'sweep' / '.submitit'}/")
     assert said[0].endswith("unknown dataset.profile 'nope'; valid choices: bfcl, gaia_dev, hotpotqa, tau2")
+    # the job sent its stop back as a result: submitit did not wait 15 s for a result and call the job lost
+    assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))) == 1
