@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,23 @@ def client(server, **kw) -> LLMClient:
     kw.setdefault("backoff_base_s", 0.01)
     kw.setdefault("timeout", 5.0)
     return LLMClient(MODEL, api_base=server.base_url, **kw)
+
+
+def parent(pid: int) -> int:
+    """The parent's pid, from /proc/<pid>/stat (the field after the state, past the parenthesised name)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def gone(pid: int, within_s: float = 5.0) -> bool:
+    """The process has exited and been reaped (a worker's exit is seen before the kernel has released it)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def ask(i: int) -> list[dict]:
@@ -92,13 +110,30 @@ def test_a_killed_worker_is_replaced_and_its_calls_retried(llm_env):
                 while server.count < 12:  # every call is in flight at the server
                     await asyncio.sleep(0.05)
                 victim = c.pool.pids[0]
+                forked_by = {parent(pid) for pid in c.pool.pids}
                 os.kill(victim, signal.SIGKILL)
                 results = await asyncio.gather(*calls)
-                return results, victim, c.pool.pids, c.stats
-        results, victim, pids, stats = asyncio.run(go())
+                return results, victim, c.pool.pids, c.stats, forked_by, {parent(pid) for pid in c.pool.pids}
+        results, victim, pids, stats, forked_by, forked_by_now = asyncio.run(go())
     assert all(r.ok for r in results)
     assert [r.content for r in results] == [f"answer to question {i}" for i in range(12)]
     assert stats.retries >= 1 and victim not in pids and len(pids) == 2
+    # the workers and the replacement were forked by one process (the one litellm import), not by this one
+    assert len(forked_by) == 1 and forked_by != {os.getpid()} and forked_by_now == forked_by
+
+
+def test_ctrl_c_for_the_process_group_leaves_the_workers_to_the_run(llm_server):
+    # a terminal's Ctrl-C reaches the workers and the process that forks them, too: the run decides
+    async def go():
+        async with client(llm_server, workers=1) as c:
+            first = await c.complete(ask(1))
+            (worker,) = c.pool.pids
+            os.kill(worker, signal.SIGINT)
+            os.kill(parent(worker), signal.SIGINT)
+            await asyncio.sleep(0.2)
+            return first, await c.complete(ask(2)), worker, c.pool.pids
+    first, second, worker, pids = asyncio.run(go())
+    assert first.ok and second.ok and second.content == "ok" and pids == [worker]
 
 
 def test_cancelling_a_call_cancels_the_workers_attempt_and_close_stops_the_workers(llm_env):
@@ -115,11 +150,10 @@ def test_cancelling_a_call_cancels_the_workers_attempt_and_close_stops_the_worke
             pending = dict(worker.pending)
             pids = c.pool.pids
             await c.aclose()
-            return pending, pids, worker.proc.returncode
-        pending, pids, code = asyncio.run(go())
-    assert pending == {} and len(pids) == 1 and code == 0  # the worker exited on its own when stdin closed
-    with pytest.raises(ProcessLookupError):
-        os.kill(pids[0], 0)
+            return pending, pids, worker.exited_on_its_own
+        pending, pids, on_its_own = asyncio.run(go())
+    assert pending == {} and len(pids) == 1 and on_its_own  # the worker exited when its input ended, unkilled
+    assert gone(pids[0])
 
 
 def test_the_calling_process_never_imports_litellm_with_workers(llm_server, tmp_path: Path):

@@ -15,11 +15,17 @@ stdin and stdout.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import itertools
 import json
 import logging
 import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -132,6 +138,93 @@ async def close_litellm_clients() -> None:
         await sys.modules["litellm"].close_litellm_async_clients()
 
 
+async def pipe_streams(read_fd: int, write_fd: int,
+                       limit: int = LINE_LIMIT) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """asyncio streams over two pipe ends (a worker's protocol, on either side); they own the descriptors."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(write_fd, "wb", 0))
+    return reader, asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+class _Zygote:
+    """`python -m bon.llm.worker`: the process that imports litellm once and forks the workers.
+
+    Importing litellm costs seconds of CPU; a worker forked from a process that has done it starts in
+    milliseconds. So a pool of N workers costs one import, and so does replacing a worker that died; one
+    zygote serves every pool of the process (it is not tied to an event loop). Each worker gets the
+    calling process's environment as it is when the worker starts.
+    """
+
+    _shared: _Zygote | None = None
+    _starting = threading.Lock()
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.proc = subprocess.Popen([sys.executable, "-m", "bon.llm.worker"], stdin=theirs.fileno())
+        theirs.close()
+        self.owner = os.getpid()
+        self._control = ours
+        self._lock = threading.Lock()
+        self._pending = b""
+        self.broken = False
+        if self._line() != "ready":  # it died importing litellm: say so with each attempt
+            self.close()
+            raise OSError(f"the worker zygote (pid {self.proc.pid}) exited before it was ready (its stderr says why)")
+
+    @classmethod
+    def shared(cls) -> _Zygote:
+        """The process's zygote, started on first use (blocks for the litellm import: call it in a thread)."""
+        with cls._starting:
+            zygote = cls._shared
+            if zygote is None or zygote.owner != os.getpid() or zygote.broken or zygote.proc.poll() is not None:
+                if zygote is not None and zygote.owner == os.getpid():
+                    zygote.close()
+                zygote = cls._shared = cls()
+                atexit.register(zygote.close)
+            return zygote
+
+    def fork(self) -> tuple[int, int, int]:
+        """A new worker: its pid, the end its attempts are written to and the end its replies are read from."""
+        attempts_r, attempts_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        try:
+            with self._lock:
+                request = json.dumps(dict(os.environ)).encode() + b"\n"
+                socket.send_fds(self._control, [request], [attempts_r, replies_w])
+                pid = int(self._line() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        finally:
+            os.close(attempts_r)
+            os.close(replies_w)
+        if not pid:
+            os.close(attempts_w)
+            os.close(replies_r)
+            self.broken = True  # the next worker gets a new zygote
+            raise OSError(f"the worker zygote (pid {self.proc.pid}) did not fork a worker")
+        return pid, attempts_w, replies_r
+
+    def _line(self) -> str:
+        while b"\n" not in self._pending:
+            chunk = self._control.recv(4096)
+            if not chunk:
+                return ""
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode()
+
+    def close(self) -> None:
+        """End the control socket: the zygote exits (its workers end with their own pipes)."""
+        self._control.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class WorkerPool:
     """`size` worker processes making attempts; each attempt goes to the worker with the fewest in flight.
 
@@ -151,7 +244,10 @@ class WorkerPool:
 
     async def attempt(self, kwargs: dict[str, Any], timeout: float,
                       on_send: Callable[[bool], None] | None = None) -> Outcome:
-        worker = await self._pick()
+        try:
+            worker = await self._pick()
+        except OSError as exc:  # no worker could be started: retryable, like a worker that died
+            return None, Failure("connection", True, f"cannot start a worker process: {exc}")
         return await worker.attempt(kwargs, timeout, on_send)
 
     async def _pick(self) -> _Worker:
@@ -174,32 +270,30 @@ class WorkerPool:
 
 
 class _Worker:
-    """One `python -m bon.llm.worker` child and the attempts it has in flight."""
+    """One worker process (forked by the _Zygote) and the attempts it has in flight."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdin is not None and proc.stdout is not None, "a worker is started with pipes"
-        self.proc = proc
-        self.pid = proc.pid
-        self._stdin, self._stdout = proc.stdin, proc.stdout
+    def __init__(self, pid: int, replies: asyncio.StreamReader, attempts: asyncio.StreamWriter) -> None:
+        self.pid = pid
+        self._stdin, self._stdout = attempts, replies
         self.pending: dict[int, asyncio.Future] = {}
         self.warm = False  # it has answered an attempt: litellm's lazy set-up is done there
+        self.exited_on_its_own: bool | None = None  # after close(): it finished when its input ended
         self._ids = itertools.count()
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
     async def start(cls) -> _Worker:
-        """Start a worker and wait until it has imported litellm (its first line says so), so that an
-        attempt handed to it is sent at once: the rate limiter dates requests from that moment."""
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bon.llm.worker",
-                                                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                    limit=LINE_LIMIT)
-        assert proc.stdout is not None, "stdout=PIPE"
-        await proc.stdout.readline()  # {"ready": true}, or b"" if it died (then the reader sees it)
-        return cls(proc)
+        """Fork a worker and wait for its first line, so that an attempt handed to it is sent at once:
+        the rate limiter dates requests from that moment. The first start of a process waits for the
+        zygote's litellm import."""
+        pid, attempts_w, replies_r = await asyncio.to_thread(lambda: _Zygote.shared().fork())
+        replies, attempts = await pipe_streams(replies_r, attempts_w)
+        await replies.readline()  # {"ready": true}, or b"" if it died (then the reader sees it)
+        return cls(pid, replies, attempts)
 
     @property
     def alive(self) -> bool:
-        return self.proc.returncode is None and not self._reader.done()
+        return not self._reader.done()  # its replies' pipe is open: the worker is running
 
     async def attempt(self, kwargs: dict[str, Any], timeout: float,
                       on_send: Callable[[bool], None] | None = None) -> Outcome:
@@ -256,13 +350,17 @@ class _Worker:
                                                      f"worker process {self.pid} stopped answering")))
 
     async def close(self) -> None:
-        if self.proc.returncode is None:
-            self._stdin.close()  # the worker finishes: closes its sessions and exits
+        """End its input: the worker closes its sessions and exits; killed if it has not within 10 s."""
+        if self.alive:
+            self._stdin.close()
             try:
                 async with asyncio.timeout(10):
-                    await self.proc.wait()
+                    await asyncio.shield(self._reader)
+                self.exited_on_its_own = True
             except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+                self.exited_on_its_own = False
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+        else:
+            self._stdin.close()
         await asyncio.gather(self._reader, return_exceptions=True)
-
