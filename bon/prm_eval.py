@@ -195,6 +195,8 @@ def _group(cfg: DictConfig, name: str) -> dict[str, Any]:
 @exit_on_user_error
 def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
     """Score, write prm_eval.csv and confusion.csv, print both tables; the rows of prm_eval.csv."""
+    if cfg.dataset.get("name") != "agentprocessbench":  # refused before its options are read (rehac's read `seed`)
+        datasets.records_options({"name": cfg.dataset.get("name")})
     scores = score(_group(cfg, "dataset"), _group(cfg, "judge"), _group(cfg, "cache"))
     rows = table_rows(scores)
     out_dir.mkdir(parents=True, exist_ok=True)

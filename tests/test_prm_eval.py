@@ -135,6 +135,20 @@ def test_prm_eval_command_writes_csv(apb_root, tmp_path):
     assert "Confusion" in proc.stdout
 
 
+@pytest.mark.parametrize("args, said", [
+    # a run's option that judge scoring does not read is refused, not silently ignored
+    (["selector=majority"], "Could not override 'selector'"),
+    (["bootstrap_resamples=10"], "bootstrap_resamples"),
+    # a dataset without human step labels, before its options are read (rehac's read the run's seed)
+    (["dataset=rehac"], "judge quality needs human step labels: use dataset=agentprocessbench (got dataset=rehac)"),
+    (["dataset=sim"], "judge quality needs human step labels: use dataset=agentprocessbench (got dataset=sim)"),
+])
+def test_options_prm_eval_does_not_read_are_one_line(apb_root, tmp_path, args, said):
+    proc = run_in_process("bon.prm_eval", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], proc.stderr
+
+
 def test_released_trajectories_address_steps_by_assistant_message_index(apb_root):
     from bon.datasets import agentprocessbench as apb
 
