@@ -14,7 +14,7 @@ Two mechanisms use them, each for what it does faithfully:
 - check(cfg), called by bon.plan before any work: every type (floats, strings, booleans too), every
   range (ge/gt/le/lt) and choice, and the groups Hydra is not given: intervention (its `lambda` key is
   a Python keyword, so the field is `lambda_`), tools (nested option groups), cache, budget and the
-  top-level options (they live in conf/config.yaml, the primary config), and dataset=rehac (it checks
+  top-level options (conf/config.yaml, the primary config, and conf/common.yaml), and dataset=rehac (it checks
   its own options, bon/rehac/report.py).
 """
 from __future__ import annotations
