@@ -24,7 +24,7 @@ from llm_server import (  # noqa: F401 - pytest fixtures
 )
 
 from bon.errors import BonError
-from bon.llm import LLMClient
+from bon.llm import LLMClient, transport
 
 pytestmark = pytest.mark.usefixtures("llm_env")
 MODEL = "openai/test-model"
@@ -66,7 +66,16 @@ def echo(body: dict) -> object:
     return text(f"answer to {content}", prompt_tokens=11, completion_tokens=3)
 
 
-def test_workers_give_the_same_results_as_in_process_calls(llm_env):
+@pytest.fixture(params=["forked", "spawned"])
+def start(request, monkeypatch) -> str:
+    """Both ways workers start: forked from the process that imported litellm (Linux), or each a process of
+    its own that imports it (elsewhere: forking after some macOS frameworks are set up is unsafe). The other
+    tests run the forked workers only: the pool above the start is the same."""
+    monkeypatch.setattr(transport, "FORK_WORKERS", request.param == "forked")
+    return request.param
+
+
+def test_workers_give_the_same_results_as_in_process_calls(llm_env, start):
     with FakeLLMServer(echo) as server:
         async def go(workers: int):
             async with client(server, workers=workers, concurrency=8, prices={"input_per_mtok": 1,
@@ -136,7 +145,7 @@ def test_ctrl_c_for_the_process_group_leaves_the_workers_to_the_run(llm_server):
     assert first.ok and second.ok and second.content == "ok" and pids == [worker]
 
 
-def test_cancelling_a_call_cancels_the_workers_attempt_and_close_stops_the_workers(llm_env):
+def test_cancelling_a_call_cancels_the_workers_attempt_and_close_stops_the_workers(llm_env, start):
     with FakeLLMServer(lambda body: text("slow", latency=30)) as server:
         async def go():
             c = client(server, workers=1, timeout=60)
@@ -159,7 +168,7 @@ def test_cancelling_a_call_cancels_the_workers_attempt_and_close_stops_the_worke
 def test_the_calling_process_never_imports_litellm_with_workers(llm_server, tmp_path: Path):
     script = textwrap.dedent(f"""
         import asyncio, os, sys
-        from bon.llm import LLMClient
+        from bon.llm import LLMClient, transport
         async def go():
             async with LLMClient("{MODEL}", api_base="{llm_server.base_url}", workers=1,
                                  api_key_env="{FAKE_KEY_ENV}") as c:

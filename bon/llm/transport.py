@@ -148,6 +148,22 @@ async def pipe_streams(read_fd: int, write_fd: int,
     return reader, asyncio.StreamWriter(transport, protocol, None, loop)
 
 
+# A process that has imported litellm forks safely on Linux. On macOS a forked child can crash in system
+# frameworks set up before the fork (why Python spawns processes there): each worker imports litellm itself.
+FORK_WORKERS = sys.platform == "linux"
+
+
+def _spawn() -> tuple[int, int, int, subprocess.Popen]:
+    """A worker that is a process of its own (`python -m bon.llm.worker --alone`): pid, pipe ends, process."""
+    proc = subprocess.Popen([sys.executable, "-m", "bon.llm.worker", "--alone"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None, "started with pipes"
+    attempts_w, replies_r = os.dup(proc.stdin.fileno()), os.dup(proc.stdout.fileno())
+    proc.stdin.close()
+    proc.stdout.close()
+    return proc.pid, attempts_w, replies_r, proc
+
+
 class _Zygote:
     """`python -m bon.llm.worker`: the process that imports litellm once and forks the workers.
 
@@ -270,10 +286,12 @@ class WorkerPool:
 
 
 class _Worker:
-    """One worker process (forked by the _Zygote) and the attempts it has in flight."""
+    """One worker process (forked by the _Zygote, or spawned: FORK_WORKERS) and the attempts it has in flight."""
 
-    def __init__(self, pid: int, replies: asyncio.StreamReader, attempts: asyncio.StreamWriter) -> None:
+    def __init__(self, pid: int, replies: asyncio.StreamReader, attempts: asyncio.StreamWriter,
+                 proc: subprocess.Popen | None = None) -> None:
         self.pid = pid
+        self._proc = proc  # a spawned worker, ours to reap; a forked one is the zygote's child
         self._stdin, self._stdout = attempts, replies
         self.pending: dict[int, asyncio.Future] = {}
         self.warm = False  # it has answered an attempt: litellm's lazy set-up is done there
@@ -286,10 +304,14 @@ class _Worker:
         """Fork a worker and wait for its first line, so that an attempt handed to it is sent at once:
         the rate limiter dates requests from that moment. The first start of a process waits for the
         zygote's litellm import."""
-        pid, attempts_w, replies_r = await asyncio.to_thread(lambda: _Zygote.shared().fork())
+        proc = None
+        if FORK_WORKERS:
+            pid, attempts_w, replies_r = await asyncio.to_thread(lambda: _Zygote.shared().fork())
+        else:
+            pid, attempts_w, replies_r, proc = await asyncio.to_thread(_spawn)
         replies, attempts = await pipe_streams(replies_r, attempts_w)
         await replies.readline()  # {"ready": true}, or b"" if it died (then the reader sees it)
-        return cls(pid, replies, attempts)
+        return cls(pid, replies, attempts, proc)
 
     @property
     def alive(self) -> bool:
@@ -364,3 +386,5 @@ class _Worker:
         else:
             self._stdin.close()
         await asyncio.gather(self._reader, return_exceptions=True)
+        if self._proc is not None:
+            await asyncio.to_thread(self._proc.wait)

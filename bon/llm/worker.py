@@ -1,4 +1,5 @@
-"""The worker processes of `bon.llm.transport.WorkerPool`, forked from one process that imported litellm.
+"""The worker processes of `bon.llm.transport.WorkerPool`, forked from one process that imported litellm
+(on Linux; elsewhere each worker is started with --alone and imports litellm itself).
 
 `python -m bon.llm.worker` is the zygote: it imports litellm (seconds of CPU), says `ready`, then forks
 a worker for every request on its control socket (stdin, a Unix socket). A request is the calling
@@ -118,8 +119,16 @@ def zygote(control: socket.socket) -> None:
 
 
 def main() -> None:
+    """The zygote; with --alone (where workers are not forked, bon.llm.transport.FORK_WORKERS) one worker
+    reading attempts on stdin and replying on stdout."""
+    replies = os.dup(1)
     os.dup2(2, 1)  # stray prints go to stderr
     sys.stdout = sys.stderr
+    if sys.argv[1:] == ["--alone"]:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a forked worker: the run decides when it stops
+        asyncio.run(serve(0, replies))
+        return
+    os.close(replies)
     zygote(socket.socket(fileno=0))
 
 
