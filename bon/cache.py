@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bon import jsonl
-from bon.errors import BonError, command
+from bon.errors import BonError, command, finished
 from bon.llm.cache import FILENAME, CacheBase, Entry, encode, open_cache
 
 _KEY = re.compile(r"[0-9a-f]{64}")
@@ -120,3 +120,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    finished()  # done: no interpreter teardown (bon.errors.finished)

@@ -725,7 +725,7 @@ def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> No
     function: an OSError before it is Hydra failing to create or write the run directory. A user who
     sets HYDRA_FULL_ERROR themselves gets Hydra's full output, as they asked.
     """
-    from bon.errors import JobStopped, command, fail, leave
+    from bon.errors import JobStopped, command, fail, leave, stdout_gone
 
     secret = next((arg for arg in sys.argv[1:] if _URL_PASSWORD.search(arg)), None)
     if secret is not None:  # Hydra saves every override in .hydra/overrides.yaml before bon runs
@@ -739,8 +739,7 @@ def hydra_command(hydra_main: Callable[[], Any], started: threading.Event) -> No
         with _mode_from_the_command_line():
             command(hydra_main)()
     except BrokenPipeError:  # stdout closed early, e.g. `--help | head`: nothing more to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+        stdout_gone()
     except Exception as exc:
         if not ours:
             raise

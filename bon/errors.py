@@ -4,6 +4,7 @@ Commands exit 2 on bad input (`BonError`) and 130 on Ctrl-C, each with a single 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import select
@@ -35,6 +36,30 @@ def unknown_choice(kind: str, value: object, valid: Iterable[str]) -> BonError:
 def fail(message: str) -> NoReturn:
     """Print one `error:` line and exit 2 (newlines in the message are folded into the line)."""
     leave("error: " + " ".join(str(message).split()), USER_ERROR)
+
+
+def finished(code: int = 0) -> NoReturn:
+    """End a command that has done its work without the interpreter's teardown.
+
+    Tearing down every module and object that polars, numpy and Hydra created takes 0.1-0.15 s of a
+    one-second command on 2 cores, and saves nothing: the outputs are written and closed. So: flush
+    stdout and stderr, run the exit handlers (logging's flush of run.log, the worker zygote's close, any
+    library's), then end the process with os._exit. When another non-daemon thread is still running,
+    the process exits normally instead.
+    """
+    import atexit
+
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):  # stdout closed early (`| head`)
+        stdout_gone()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)  # the normal exit waits for it
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 class JobStopped(Exception):
@@ -70,7 +95,8 @@ def leave(line: str, code: int) -> NoReturn:
 
 
 def exit_on_user_error(fn: F) -> F:
-    """Turn a BonError raised inside a command into a one-line message and exit code 2."""
+    """Turn a BonError raised inside a command into a one-line message and exit code 2, and stdout closed
+    early (`| head`) into a quiet exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -78,8 +104,18 @@ def exit_on_user_error(fn: F) -> F:
             return fn(*args, **kwargs)
         except BonError as exc:
             fail(str(exc))
+        except BrokenPipeError:  # raised inside Hydra's job, it would add "Error executing job" to stderr
+            stdout_gone()
 
     return cast(F, wrapper)  # functools.wraps keeps fn's signature
+
+
+def stdout_gone() -> NoReturn:
+    """Stdout was closed early (`... | head`): nothing more can reach it, so exit 1 without a word
+    (and without the interpreter's complaint when it flushes stdout at exit)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)
 
 
 class _Interrupts:

@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
-from bon.errors import BonError, command
+from bon.errors import BonError, command, finished
 from bon.report import find_summaries
 from bon.summary import KIND
 
@@ -344,3 +344,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    finished()  # done: no interpreter teardown (bon.errors.finished)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from bon import config, datasets
 from bon.config import AgentProcessBenchDataset, CacheOptions, LLMJudge, NamedJudge, RunStarted, conf_dir, hydra_command
 from bon.datasets import agentprocessbench as apb
-from bon.errors import BonError, exit_on_user_error, unknown_choice
+from bon.errors import BonError, exit_on_user_error, finished, unknown_choice
 from bon.metrics import LABEL_ORDER, PrmScore, StepTable
 
 if TYPE_CHECKING:
@@ -225,3 +225,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    finished()  # done: no interpreter teardown (bon.errors.finished)

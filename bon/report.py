@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bon.errors import BonError, exit_on_user_error
+from bon.errors import BonError, exit_on_user_error, finished
 from bon.fmt import is_number, pct
 from bon.plots import tie_aware
 from bon.summary import REHAC_KIND, Summary
@@ -612,3 +612,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    finished()  # done: no interpreter teardown (bon.errors.finished)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from bon import config, datasets, shard
 from bon.config import conf_dir
-from bon.errors import BonError, exit_on_user_error, leave
+from bon.errors import BonError, exit_on_user_error, finished, leave
 from bon.evaluate import evaluate
 from bon.fmt import pct
 from bon.plan import Live, RehacOffline, Replay, Sim, plan
@@ -250,3 +250,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    finished()  # done: no interpreter teardown (bon.errors.finished)

@@ -49,8 +49,22 @@ def test_run_writes_summary_and_tables(apb_root, tmp_path):
     assert summary["random"] <= summary["pass_at_n"]
     assert pl.read_parquet(out / "candidates.parquet").height == 250
     assert "GPT-5.2" in proc.stdout and "two_stage" in proc.stdout
-    # the printed table carries the same accuracy
+    # the printed table carries the same accuracy; the last line reaches the pipe (the process skips teardown)
     assert f"{100 * summary['accuracy']:.1f}" in proc.stdout
+    assert proc.stdout.endswith(f"wrote {out / 'summary.json'}\n") and proc.stderr == ""
+
+
+def test_stdout_closed_before_the_table_ends_the_run_quietly_with_its_files_written(tmp_path):
+    # `python -m bon.run | head -1` where head has gone before the table is printed: exit 1, nothing on
+    # stderr (Hydra would add "Error executing job", the interpreter "Exception ignored"), outputs whole
+    read, write = os.pipe()
+    os.close(read)
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    with os.fdopen(write, "wb") as stdout:
+        proc = subprocess.run([sys.executable, "-m", "bon.run", "dataset.n_tasks=50", f"hydra.run.dir={tmp_path / 'o'}"],
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert (proc.returncode, proc.stderr) == (1, "")
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["n_tasks"] == 50
 
 
 def test_summary_carries_its_schema_level_and_seed_and_reads_back_whole(apb_root, tmp_path):
