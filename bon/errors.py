@@ -44,8 +44,8 @@ def finished(code: int = 0) -> NoReturn:
     Tearing down every module and object that polars, numpy and Hydra created takes 0.1-0.15 s of a
     one-second command on 2 cores, and saves nothing: the outputs are written and closed. So: flush
     stdout and stderr, run the exit handlers (logging's flush of run.log, the worker zygote's close, any
-    library's), then end the process with os._exit. When another non-daemon thread is still running,
-    the process exits normally instead.
+    library's), then end the process with os._exit. When another non-daemon thread is still running, or
+    a profiler, debugger or coverage tool is watching, the process exits normally instead.
     """
     import atexit
 
@@ -55,6 +55,8 @@ def finished(code: int = 0) -> NoReturn:
         stdout_gone()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)  # the normal exit waits for it
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)  # `python -m cProfile -m bon.run`, a debugger, coverage: they report after the module returns
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pstats
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,16 @@ def test_run_writes_summary_and_tables(apb_root, tmp_path):
     # the printed table carries the same accuracy; the last line reaches the pipe (the process skips teardown)
     assert f"{100 * summary['accuracy']:.1f}" in proc.stdout
     assert proc.stdout.endswith(f"wrote {out / 'summary.json'}\n") and proc.stderr == ""
+
+
+def test_a_profiled_run_still_writes_its_profile(tmp_path):
+    # a finished command skips the interpreter's teardown, but not when a profiler waits for the module to return
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tmp_path / "run.prof"), "-m", "bon.run",
+                           "dataset.n_tasks=20", f"hydra.run.dir={tmp_path / 'o'}"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "bon/run.py" in str(pstats.Stats(str(tmp_path / "run.prof")).stats)
 
 
 def test_stdout_closed_before_the_table_ends_the_run_quietly_with_its_files_written(tmp_path):
