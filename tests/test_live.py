@@ -277,7 +277,7 @@ def judge_requests(server: FakeLLMServer) -> int:
 
 def test_a_closed_port_stops_the_run_at_once_naming_the_endpoint(tmp_path, server):
     port = closed_port()
-    proc = run_live_process(tmp_path, server, f"generator.api_base=http://127.0.0.1:{port}/v1", "generator.max_attempts=5")
+    proc = run_live(tmp_path, server, f"generator.api_base=http://127.0.0.1:{port}/v1", "generator.max_attempts=5")
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "ConnectionRefusedError" in errors[0]
@@ -315,7 +315,7 @@ def test_a_run_in_which_every_generation_failed_exits_non_zero(tmp_path, server)
     from llm_server import bad_request
 
     server.responder = lambda body: bad_request("Unsupported parameter: 'tools'.") if body.get("tools") else "?"
-    proc = run_live_process(tmp_path, server)
+    proc = run_live(tmp_path, server)  # exit codes as a process's: test_a_budget_stops_new_calls... runs one
     assert proc.returncode == 1
     assert "every generation failed (bad_request: 8)" in proc.stderr and "Traceback" not in proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
