@@ -22,15 +22,14 @@ from bon import config
 
 CONF = Path(config.conf_dir())
 
-# every preset of every group, alone and with the combinations the tests and README use
+# Compositions compared whole (typed vs YAML only): the default, a live generator (the judge follows it),
+# every dataset (datasets override the generator and judge), and the combinations the tests and README use.
+# Each preset's own values are compared with its schema, without Hydra, in test_each_preset_passes_its_schema.
 OVERRIDE_SETS: list[tuple[str, ...]] = [
     (),
-    *[(f"generator={p.stem}",) for p in sorted((CONF / "generator").glob("*.yaml"))],
-    *[("generator=deepseek", f"judge={p.stem}") for p in sorted((CONF / "judge").glob("*.yaml"))],
+    ("generator=deepseek",),
     *[(f"dataset={p.stem}",) for p in sorted((CONF / "dataset").glob("*.yaml"))],
-    *[("generator=local", f"dataset={p.stem}") for p in sorted((CONF / "dataset").glob("*.yaml"))],
-    *[("generator=local", f"intervention={p.stem}") for p in sorted((CONF / "intervention").glob("*.yaml"))],
-    *[(f"selector={p.stem}",) for p in sorted((CONF / "selector").glob("*.yaml"))],
+    ("generator=local", "dataset=tasks", "intervention=prm"),
     ("dataset=agentprocessbench", "judge=deepseek", "dataset.subset=gaia_dev"),
     ("dataset=agentprocessbench", "judge=human"),
     ("generator=replay", "dataset=tasks", "generator.path=t.jsonl", "dataset.path=t.jsonl"),
@@ -43,6 +42,7 @@ OVERRIDE_SETS: list[tuple[str, ...]] = [
      "dataset.profiles.tau2.task_alpha=2"),
     ("dataset=rehac", "judge=deepseek"),
 ]
+TYPED_PRESETS = [p for group in config.HYDRA_GROUPS for p in sorted((CONF / group).glob("*.yaml"))]
 
 
 def composed(config_name: str, overrides: tuple[str, ...]) -> dict:
@@ -78,6 +78,20 @@ def test_schemas_type_the_config_without_changing_it(config_name, overrides):
     with yaml_only():
         plain = composed(config_name, overrides)
     assert exact(typed) == exact(plain)
+
+
+@pytest.mark.parametrize("path", TYPED_PRESETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_each_preset_passes_its_schema_unchanged(path):
+    """What Hydra does with a preset that extends its schema (merge its values into the schema's node),
+    without composing: every value keeps its type and order (120 stays an int, 1e3 a float, '5' a string)."""
+    values = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    assert isinstance(values, dict)
+    schema = [d for d in values.pop("defaults", []) if isinstance(d, str) and d.startswith("/schema/")]
+    if not schema:  # a preset of a kind without a schema (test_every_preset_extends_its_schema... says which)
+        return
+    group, name = schema[0][len("/schema/"):].split("@")[0].split("/")
+    node = ConfigStore.instance().repo["schema"][group][f"{name}.yaml"].node
+    assert exact(OmegaConf.to_container(OmegaConf.merge(node, values), resolve=False)) == exact(values)
 
 
 def test_compositions_are_typed_by_the_schemas():
