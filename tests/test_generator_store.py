@@ -235,7 +235,7 @@ from bon.llm import LLMClient
 from bon.types import Task
 base, path, n_tasks = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tasks = [Task(f"t{i}", f"{i} + {i}") for i in range(n_tasks)]
-client = LLMClient("openai/test-model", api_base=base, timeout=5.0)
+client = LLMClient("openai/test-model", api_base=base, timeout=5.0, transport="native")  # the store is under test
 agent = AgentGenerator(client, tools.get(["calculator", "final_answer"]), n=2, max_steps=4, seed=0, concurrency=2)
 asyncio.run(agent.generate_all(tasks, store=path, progress=False))
 """

@@ -42,6 +42,9 @@ def server():
         yield s
 
 
+NATIVE = ("generator.transport=native", "judge.transport=native")
+
+
 def run_live(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str = "out") -> subprocess.CompletedProcess:
     """A live run in this process (tests of the run's outputs; see commands.py)."""
     command, env = live_command(tmp_path, server, *extra, out=out)
@@ -378,10 +381,11 @@ def priced(body: dict) -> object:
 def test_a_budget_stops_new_calls_writes_what_it_has_and_says_so(tmp_path, server, cap):
     server.responder = priced
     prices = "{input_per_mtok: 1.0, output_per_mtok: 1.0}"
-    # one kind of stop as a user's process ends it, the other in this process (the same exit code and lines)
-    run = run_live_process if cap.startswith("budget.usd") else run_live
+    # one kind of stop as a user's process ends it (on the native transport: the budget is the client's, the
+    # same on both), the other in this process through litellm (the same exit code and lines)
+    run, transport = (run_live_process, NATIVE) if cap.startswith("budget.usd") else (run_live, ())
     proc = run(tmp_path, server, cap, "generator.concurrency=1", "judge.concurrency=1",
-               f"generator.prices={prices}", f"judge.prices={prices}")
+               f"generator.prices={prices}", f"judge.prices={prices}", *transport)
     assert proc.returncode == 3, proc.stderr
     assert server.count == 5  # $0.002 a call: the fifth reaches $0.01
     stop = [line for line in proc.stderr.splitlines() if line.startswith("stopped:")]
@@ -452,7 +456,8 @@ def test_a_run_killed_mid_judging_keeps_its_judgements_and_the_rerun_judges_only
 
     server.responder = slow_judge
     # no response cache: every judge call the rerun makes reaches the server, so reuse is what is counted
-    command, env = live_command(tmp_path, server, "cache.mode=off", "judge.concurrency=1")
+    # the judge store is under test, not the transport: native spares the killed process litellm's import
+    command, env = live_command(tmp_path, server, "cache.mode=off", "judge.concurrency=1", *NATIVE)
     path = tmp_path / "out" / "judgements.jsonl"
     child = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

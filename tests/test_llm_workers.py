@@ -70,12 +70,13 @@ def echo(body: dict) -> object:
 def start(request, monkeypatch) -> str:
     """Both ways workers start: forked from the process that imported litellm (Linux), or each a process of
     its own that imports it (elsewhere: forking after some macOS frameworks are set up is unsafe). The other
-    tests run the forked workers only: the pool above the start is the same."""
+    tests run the forked workers only: the pool above the start is the same (each spawned worker costs a
+    litellm import)."""
     monkeypatch.setattr(transport, "FORK_WORKERS", request.param == "forked")
     return request.param
 
 
-def test_workers_give_the_same_results_as_in_process_calls(llm_env, start):
+def test_workers_give_the_same_results_as_in_process_calls(llm_env):
     with FakeLLMServer(echo) as server:
         async def go(workers: int):
             async with client(server, workers=workers, concurrency=8, prices={"input_per_mtok": 1,
