@@ -106,12 +106,28 @@ def _difference_panel(ax, rows, selectors, judges, colour, marker, subset, level
     ax.set_xlabel(f"points (same tasks, same judge), {level} CI", fontsize=9)
 
 
-def _legend(fig, cell, selectors, colour, marker, oracle, with_baselines: bool, width: float) -> None:
+def _fewer_tasks(rows: list[dict[str, Any]], selectors: list[str]) -> dict[str, str]:
+    """" (50 of 200 tasks)" for a selector scored on fewer tasks than the others (majority where only some
+    tasks have final answers): its points are not over the same tasks, which the figure must say."""
+    subsets = {r["subset"] for r in rows}
+    total = sum(max(r["n_tasks"] for r in rows if r["subset"] == s) for s in subsets)
+    notes = {}
+    for sel in selectors:
+        tasks = sum(max((r["n_tasks"] for r in rows if r["subset"] == s and r["selector"] == sel), default=0)
+                    for s in subsets)
+        if tasks < total:
+            notes[sel] = f" ({tasks} of {total} tasks)"
+    return notes
+
+
+def _legend(fig, cell, selectors, colour, marker, oracle, with_baselines: bool, width: float,
+            rows: list[dict[str, Any]]) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colour[s], marker=marker[s], linestyle="none", markersize=6,
                       mfc="white" if s in oracle else colour[s]) for s in selectors]
-    labels = [s + (" (oracle)" if s in oracle else "") for s in selectors]
+    fewer = _fewer_tasks(rows, selectors)
+    labels = [s + (" (oracle)" if s in oracle else "") + fewer.get(s, "") for s in selectors]
     if with_baselines:
         handles += [Line2D([], [], color="0.3", linestyle="--"), Line2D([], [], color="0.3", linestyle=":")]
         labels += ["random pick (expected)", "pass@N (some candidate correct)"]
@@ -150,7 +166,7 @@ def accuracy_figure(rows: list[dict[str, Any]], *, selectors: list[str], judges:
         _accuracy_panel(fig.add_subplot(grid[0, c]), mine, selectors, judges, colour, marker, subset, level, c == 0)
         _difference_panel(fig.add_subplot(grid[1, c]), mine, selectors, judges, colour, marker, subset, level,
                           c == 0)
-    _legend(fig, grid[2, :], selectors, colour, marker, oracle, True, width)
+    _legend(fig, grid[2, :], selectors, colour, marker, oracle, True, width, rows)
     datasets = ", ".join(dict.fromkeys(r["dataset"] for r in rows))
     title = (f"Best-of-N selection on {datasets}: {len(selectors)} selectors, {len(judges)} judges, "
              f"{len(subsets)} subset(s). Tie-aware: a tie counts as the mean success of the tied candidates. "
@@ -224,7 +240,7 @@ def best_of_k_figures(rows: list[dict[str, Any]], out_dir: Path, *, selectors: l
             if i // ncol == nrow - 1 or i + ncol >= len(shown):
                 ax.set_xlabel("k (candidates seen)", fontsize=8)
         present = [s for s in with_curve if any(r["selector"] == s and r.get("best_of_k") for r in mine)]
-        _legend(fig, grid[nrow, :], present, colour, marker, oracle, False, width)
+        _legend(fig, grid[nrow, :], present, colour, marker, oracle, False, width, mine)
         fig.suptitle(f"Best-of-k on {subset}: expected accuracy when the selector sees k of the N={n} candidates\n"
                      f"per judge, {level} CI; points dodged sideways so equal curves stay visible\n"
                      f"k = 1 is a random pick; k = N is the tie-aware accuracy in report.png", fontsize=10)
@@ -257,19 +273,20 @@ def _number(x: Any) -> float:
     return float(x) if is_number(x) else math.nan
 
 
-def compute_figure(rows: list[dict[str, Any]], path: Path, *, level: str = "95%") -> Path:
+def compute_figure(rows: list[dict[str, Any]], path: Path, *, selectors: list[str], level: str = "95%") -> Path:
     """report_compute.png: tie-aware accuracy against tokens per task, one panel per judge (and subset).
 
     A Best-of-N run is a curve (k = 1..N samples; k samples cost k times one sample's generation and
-    judging); a search, a comparing judge or a collaboration run is one point at its measured cost."""
+    judging); a search, a comparing judge or a collaboration run is one point at its measured cost. Each
+    selector has the colour and marker it has in report.png (`selectors`: the report's order)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
     mine = [r for r in rows if _cost_points(r) is not None]
     panels = list(dict.fromkeys((r["judge"], r["subset"]) for r in mine))
-    methods = list(dict.fromkeys(r["selector"] for r in mine))
-    colour, marker = _colours(methods), _markers(methods)
+    methods = [s for s in selectors if any(r["selector"] == s for r in mine)]
+    colour, marker = _colours(selectors), _markers(selectors)
     ncol = min(3, len(panels))
     nrow = math.ceil(len(panels) / ncol)
     width = max(7.0, 4.6 * ncol)

@@ -582,7 +582,8 @@ def build(root: Path, out: Path | None = None) -> dict[str, Path]:
                                                          subsets=subsets, level=level)):
             paths[f"best_of_k_png_{i}"] = path
         if any(r.get("compute") for r in scored):
-            paths["compute_png"] = plots.compute_figure(scored, out / "report_compute.png", level=level)
+            paths["compute_png"] = plots.compute_figure(scored, out / "report_compute.png", selectors=selectors,
+                                                        level=level)
     except OSError as exc:
         raise BonError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     print(summary)

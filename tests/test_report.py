@@ -433,6 +433,40 @@ def test_report_figure_shows_every_judge_tie_aware_with_the_difference_from_fina
     assert len(diffs) == 2 and all(x == pytest.approx([5.0] * 20) for x in diffs)
 
 
+def test_a_selector_scored_on_fewer_tasks_says_so_in_the_legends(tmp_path):
+    # majority over subset=all scores only the tasks with final answers: its points are over other tasks
+    from bon import plots
+
+    selectors = ["final", "majority"]
+    rows = _synthetic_rows(["J"], selectors)
+    rows[1]["n_tasks"] = 20
+    fig = plots.accuracy_figure(rows, selectors=selectors, judges=["J"], subsets=["s"])
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert labels[:2] == ["final", "majority (20 of 50 tasks)"]
+    (path,) = plots.best_of_k_figures(rows, tmp_path, selectors=selectors, judges=["J"], subsets=["s"])
+    assert path.exists()
+
+
+def test_each_selector_keeps_its_colour_in_the_compute_figure(tmp_path, monkeypatch):
+    # report_compute.png draws only the selectors with a cost; each must look as it does in report.png
+    from matplotlib.colors import to_hex
+    from matplotlib.figure import Figure
+
+    from bon import plots
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    selectors = ["final", "pos_ratio", "two_stage"]
+    rows = _synthetic_rows(["J"], selectors)
+    for r in rows[1:]:
+        r["compute"] = {"per_task": {"tokens": 1000.0}, "per_sample": {"tokens": 200.0}}
+    plots.compute_figure(rows, tmp_path / "c.png", selectors=selectors)
+    legend = saved[0].axes[-1].get_legend()
+    drawn = {t.get_text(): to_hex(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    report = plots._colours(selectors)
+    assert drawn == {s: to_hex(report[s]) for s in ("pos_ratio", "two_stage")}
+
+
 def test_tie_aware_difference_from_final_is_the_mean_paired_expected_success(sweep, built):
     """Recomputed from the selections tables: mean over tasks of expected(two_stage) - expected(final)."""
     import polars as pl
