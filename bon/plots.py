@@ -107,14 +107,19 @@ def _difference_panel(ax, rows, selectors, judges, colour, marker, subset, level
 
 
 def _fewer_tasks(rows: list[dict[str, Any]], selectors: list[str]) -> dict[str, str]:
-    """" (50 of 200 tasks)" for a selector scored on fewer tasks than the others (majority where only some
-    tasks have final answers): its points are not over the same tasks, which the figure must say."""
-    subsets = {r["subset"] for r in rows}
-    total = sum(max(r["n_tasks"] for r in rows if r["subset"] == s) for s in subsets)
+    """" (50 of 200 tasks)" for a selector scored on fewer of a subset's tasks than the others (majority over
+    subset=all, where only some tasks have final answers): its points are not over the same tasks, which the
+    figure must say. Subsets where a selector has no row (not applicable) are left out of its count."""
+    most: dict[str, int] = {}
+    for r in rows:
+        most[r["subset"]] = max(most.get(r["subset"], 0), r["n_tasks"])
     notes = {}
     for sel in selectors:
-        tasks = sum(max((r["n_tasks"] for r in rows if r["subset"] == s and r["selector"] == sel), default=0)
-                    for s in subsets)
+        mine: dict[str, int] = {}
+        for r in rows:
+            if r["selector"] == sel:
+                mine[r["subset"]] = max(mine.get(r["subset"], 0), r["n_tasks"])
+        tasks, total = sum(mine.values()), sum(most[s] for s in mine)
         if tasks < total:
             notes[sel] = f" ({tasks} of {total} tasks)"
     return notes

@@ -445,6 +445,9 @@ def test_a_selector_scored_on_fewer_tasks_says_so_in_the_legends(tmp_path):
     assert labels[:2] == ["final", "majority (20 of 50 tasks)"]
     (path,) = plots.best_of_k_figures(rows, tmp_path, selectors=selectors, judges=["J"], subsets=["s"])
     assert path.exists()
+    # all the tasks of the subsets it applies to: no note (majority on hotpotqa only, not on bfcl)
+    other = [dict(r, subset="t") for r in _synthetic_rows(["J"], ["final"])]
+    assert plots._fewer_tasks(_synthetic_rows(["J"], selectors) + other, selectors) == {}
 
 
 def test_each_selector_keeps_its_colour_in_the_compute_figure(tmp_path, monkeypatch):
