@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from bon.datasets.sim import profiles as sim_profiles
 from bon.errors import BonError
 from bon.fmt import pct
 
@@ -141,8 +142,9 @@ def sim_configs(profile: str, n: int, n_tasks: int, **judge: Any) -> tuple[dict,
     cfg = compose("generator=sim", "judge=sim", "dataset=sim", override("dataset.profile", profile),
                   override("dataset.n_tasks", n_tasks), override("generator.n", n),
                   *(override(f"judge.{k}", v) for k, v in judge.items() if v is not None))
-    if profile not in cfg["dataset"]["profiles"]:
-        raise BonError(f"unknown profile {profile!r}; valid: {', '.join(cfg['dataset']['profiles'])}")
+    known = sim_profiles(cfg["dataset"])
+    if profile not in known:
+        raise BonError(f"unknown profile {profile!r}; valid: {', '.join(known)}")
     return cfg["dataset"], cfg["generator"], cfg["judge"]
 
 

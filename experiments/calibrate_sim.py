@@ -2,7 +2,7 @@
 
     python experiments/calibrate_sim.py [--root DIR] [--judge GPT-5.2]
 
-The profiles go into conf/dataset/sim.yaml and the judge into conf/judge/sim.yaml.
+The profiles go into bon/sim/profiles.yaml and the judge into conf/judge/sim.yaml.
 """
 from __future__ import annotations
 

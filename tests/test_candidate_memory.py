@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 from bon.candidates import SCHEMA
+from bon.datasets import sim as sim_dataset
 from bon.evaluate import evaluate
 from bon.selectors import SELECTORS
 from bon.sim import model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-PROFILES = yaml.safe_load((CONF / "dataset" / "sim.yaml").read_text())["profiles"]
+PROFILES = sim_dataset.shipped_profiles()
 JUDGE_FIELDS = ("confusion", "positive_bias", "orm_tpr", "orm_fpr", "orm_missing", "fail_rate")
 
 

@@ -39,7 +39,7 @@ OVERRIDE_SETS: list[tuple[str, ...]] = [
      "generator.prices={input_per_mtok: 1.0, output_per_mtok: 2}", "judge.prices={input_per_mtok: 1}",
      "dataset.task_ids=[bon-01]", "dataset.n_tasks=3"),
     ("generator=local", "judge=sim", "judge.confusion=[[1,0,0],[0,1,0],[0,0,1]]", "dataset=sim",
-     "dataset.profiles.tau2.task_alpha=2"),
+     "+dataset.profiles.tau2.task_alpha=2"),
     ("dataset=rehac", "judge=deepseek"),
 ]
 TYPED_PRESETS = [p for group in config.HYDRA_GROUPS for p in sorted((CONF / group).glob("*.yaml"))]

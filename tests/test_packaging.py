@@ -18,3 +18,15 @@ def test_every_subpackage_and_the_config_tree_are_packaged():
     missing = sorted(str(p.relative_to(ROOT)) for p in set((ROOT / "conf").rglob("*.yaml")) - shipped)
     assert not missing, f"package-data of bon.conf ({globs}) leaves out {missing}"
     assert (ROOT / "conf" / "hydra" / "launcher" / "slurm.yaml") in shipped  # the cluster presets ship too
+
+
+def test_every_data_file_of_the_package_ships():
+    """bon/sim/profiles.yaml, the built-in tasks, the manifests: a data file left out breaks an installed bon."""
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    globs = setup["package-data"]["bon"]
+    shipped = {p for pattern in globs for p in (ROOT / "bon").glob(pattern)}
+    data = {p for p in (ROOT / "bon").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+            and "__pycache__" not in p.parts}
+    missing = sorted(str(p.relative_to(ROOT)) for p in data - shipped)
+    assert not missing, f"package-data of bon ({globs}) leaves out {missing}"
+    assert ROOT / "bon" / "sim" / "profiles.yaml" in shipped

@@ -18,12 +18,12 @@ from bon.sim import model
 from bon.sim.calibrate import judge_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-PROFILES = yaml.safe_load((CONF / "dataset" / "sim.yaml").read_text())["profiles"]
+PROFILES = sim_dataset.shipped_profiles()
 JUDGE = yaml.safe_load((CONF / "judge" / "sim.yaml").read_text())
 
 
 def _profile(name: str) -> model.Profile:
-    return sim_dataset.profile({"profiles": PROFILES, "profile": name})
+    return sim_dataset.profile({"profile": name})
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
@@ -38,6 +38,35 @@ def test_profiles_reproduce_the_measured_statistics(name):
     assert trajs.lengths.mean() == pytest.approx(measured["mean_steps"], rel=0.08)
     for state, share in enumerate(measured["label_share"]):
         assert np.mean(labels == state) == pytest.approx(share, abs=0.04)
+
+
+def test_a_profile_is_changed_field_by_field_or_added_from_the_command_line():
+    from hydra import compose, initialize_config_dir
+
+    from bon.config import conf_dir
+
+    chain = "{initial: [0, 0, 1], transition: [[0, 0, 1], [0, 0, 1], [0, 0, 1]], length_quantiles: [2, 3]}"
+    mine = f"{{task_alpha: 1, task_beta: 1, on_track: {chain}, off_track: {chain}}}"
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        changed = compose("config", overrides=["dataset.profile=tau2", "+dataset.profiles.tau2.task_alpha=2",
+                                               "+dataset.profiles.tau2.off_track.initial=[0, 0, 1]"])["dataset"]
+        added = compose("config", overrides=["dataset.profile=mine", f"+dataset.profiles.mine={mine}"])["dataset"]
+    tau2 = sim_dataset.profile(changed)
+    assert tau2.task_alpha == 2 and tau2.task_beta == PROFILES["tau2"]["task_beta"]
+    assert list(tau2.off_track.initial) == [0, 0, 1]  # the rest of the chain is the shipped one
+    np.testing.assert_allclose(tau2.off_track.transition, PROFILES["tau2"]["off_track"]["transition"], atol=1e-3)
+    assert sim_dataset.profile({"profile": "tau2"}).task_alpha == PROFILES["tau2"]["task_alpha"] != 2
+    own = sim_dataset.profile(added)
+    assert (own.task_alpha, list(own.off_track.length_quantiles)) == (1, [2, 3])
+
+    with pytest.raises(BonError, match=r"dataset.profiles.tau2 has no field 'task_alpah'; valid: task_alpha"):
+        sim_dataset.profile({"profile": "tau2", "profiles": {"tau2": {"task_alpah": 2}}})  # never ignored
+    with pytest.raises(BonError, match=r"dataset.profiles.tau2.on_track has no field 'intial'"):
+        sim_dataset.profile({"profile": "tau2", "profiles": {"tau2": {"on_track": {"intial": [0, 0, 1]}}}})
+    with pytest.raises(BonError, match=r"dataset.profiles.mine must be a mapping"):
+        sim_dataset.profile({"profile": "mine", "profiles": {"mine": 3}})
+    with pytest.raises(BonError, match=r"dataset.profiles.mine is missing 'task_beta'"):
+        sim_dataset.profile({"profile": "mine", "profiles": {"mine": {"task_alpha": 1}}})
 
 
 def test_errors_propagate_until_corrected():
@@ -68,7 +97,7 @@ def test_simulated_judge_follows_its_confusion_and_outcome_rates():
 
 
 def test_same_seed_same_data_other_seed_other_data():
-    cfg = {"profiles": PROFILES, "profile": "bfcl", "n_tasks": 200, "name": "sim"}
+    cfg = {"profile": "bfcl", "n_tasks": 200, "name": "sim"}
     gen, jcfg = {"kind": "sim", "n": 4, "wrong_answers": 3}, {"kind": "sim", **JUDGE}
     a = sim_dataset.candidate_table(cfg, gen, jcfg, seed=5)
     b = sim_dataset.candidate_table(cfg, gen, jcfg, seed=5)
@@ -88,7 +117,7 @@ def test_calibrate_from_matches_the_recorded_judge(apb_root):
     counts = pooled.confusion[:, :3] + 0.5  # the same half-count prior, failed calls excluded as missing
     np.testing.assert_allclose(measured["confusion"], counts / counts.sum(axis=1, keepdims=True), atol=1e-4)
     assert measured["fail_rate"] == pytest.approx(1 / 250)
-    cfg = {"profiles": PROFILES, "profile": "gaia_dev", "n_tasks": 100, "name": "sim"}
+    cfg = {"profile": "gaia_dev", "n_tasks": 100, "name": "sim"}
     table = sim_dataset.candidate_table(cfg, {"kind": "sim", "n": 5},
                                         {"kind": "sim", "calibrate_from": "gpt-5.2", "root": str(apb_root)})
     assert set(table["judge"]) == {"sim:GPT-5.2"}
@@ -98,7 +127,7 @@ def test_calibrate_from_matches_the_recorded_judge(apb_root):
 def test_calibrate_from_all_is_refused_with_the_recorded_judges(apb_root, source):
     from bon.datasets import agentprocessbench as apb
 
-    cfg = {"profiles": PROFILES, "profile": "gaia_dev", "n_tasks": 10, "name": "sim"}
+    cfg = {"profile": "gaia_dev", "n_tasks": 10, "name": "sim"}
     with pytest.raises(BonError, match="one recorded judge") as err:  # never silently the first judge
         sim_dataset.candidate_table(cfg, {"kind": "sim", "n": 2},
                                     {"kind": "sim", "calibrate_from": source, "root": str(apb_root)})
@@ -110,13 +139,13 @@ def test_calibrate_from_all_is_refused_with_the_recorded_judges(apb_root, source
 ])
 def test_bad_profile_lists_valid_ones(change, message):
     with pytest.raises(BonError, match=message) as err:
-        sim_dataset.candidate_table({"profiles": PROFILES, "n_tasks": 10, "name": "sim", **change},
+        sim_dataset.candidate_table({"n_tasks": 10, "name": "sim", **change},
                                     {"kind": "sim", "n": 2}, {"kind": "sim", **JUDGE})
     assert "gaia_dev" in str(err.value) and "tau2" in str(err.value)
 
 
 def test_bad_judge_confusion_and_kind_are_clear_errors():
-    cfg = {"profiles": PROFILES, "profile": "bfcl", "n_tasks": 10, "name": "sim"}
+    cfg = {"profile": "bfcl", "n_tasks": 10, "name": "sim"}
     with pytest.raises(BonError, match="judge.confusion"):
         sim_dataset.candidate_table(cfg, {"kind": "sim", "n": 2}, {"kind": "sim", **JUDGE, "confusion": [[1, 0, 0]]})
     with pytest.raises(BonError, match="judge=sim"):

@@ -1,8 +1,12 @@
 """`dataset=sim`: the built-in synthetic benchmark as a candidate table (see bon.sim)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -16,16 +20,41 @@ from bon.sim import search as sim_search
 from bon.sim.model import JudgeModel, Profile, SimTrajectories
 from bon.sim.search import TokenModel
 
+SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "sim" / "profiles.yaml"
+
+
+@functools.cache
+def shipped_profiles() -> Mapping[str, Any]:
+    """bon/sim/profiles.yaml: data read when a simulator run starts, not options every composition parses."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return MappingProxyType(yaml.load(SHIPPED_PROFILES.read_text(), Loader=loader)["profiles"])
+
+
+def profiles(dataset: SimDataset | Mapping[str, Any]) -> dict[str, Any]:
+    """The shipped profiles with `dataset.profiles` merged over them field by field (lists are replaced)."""
+    dataset = config.typed(SimDataset, dataset, "dataset.")
+    return _merged(copy.deepcopy(dict(shipped_profiles())), dataset.profiles or {})
+
+
+def _merged(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in change.items():
+        old = out.get(key)
+        out[key] = _merged(old, value) if isinstance(old, Mapping) and isinstance(value, Mapping) else value
+    return out
+
 
 def profile(dataset: SimDataset | Mapping[str, Any]) -> Profile:
     dataset = config.typed(SimDataset, dataset, "dataset.")
-    profiles = dataset.profiles or {}
+    known = profiles(dataset)
     if dataset.subset is not None:
         raise BonError(f"dataset=sim has profiles, not subsets: use dataset.profile={dataset.subset} "
-                       f"(valid: {', '.join(sorted(profiles))})")
-    if dataset.profile not in profiles:
-        raise unknown_choice("dataset.profile", dataset.profile, profiles)
-    return Profile.from_config(str(dataset.profile), profiles[dataset.profile])
+                       f"(valid: {', '.join(sorted(known))})")
+    if dataset.profile not in known:
+        raise unknown_choice("dataset.profile", dataset.profile, known)
+    return Profile.from_config(str(dataset.profile), known[dataset.profile])
 
 
 def judge_model(judge: SimJudge | Mapping[str, Any], profile_name: str) -> JudgeModel:

@@ -30,6 +30,16 @@ def _stochastic(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
     return arr / arr.sum(axis=-1, keepdims=True)
 
 
+def _known_fields(cfg: Any, valid: tuple[str, ...], where: str) -> Mapping[str, Any]:
+    """A profile's mapping, refused when it is not one or names a field the simulator would ignore."""
+    if not isinstance(cfg, Mapping):
+        raise BonError(f"{where} must be a mapping with {', '.join(valid)}; got {cfg!r}")
+    unknown = sorted(set(cfg) - set(valid))
+    if unknown:
+        raise BonError(f"{where} has no field {unknown[0]!r}; valid: {', '.join(valid)}")
+    return cfg
+
+
 @dataclass(frozen=True)
 class Chain:
     """How one kind of attempt (on track or not) unfolds: first label, transitions, length."""
@@ -40,6 +50,7 @@ class Chain:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], where: str) -> Chain:
+        cfg = _known_fields(cfg, ("initial", "transition", "length_quantiles"), where)
         q = np.asarray(cfg["length_quantiles"], dtype=float)
         if q.ndim != 1 or q.size < 2 or np.any(np.diff(q) < 0) or q[0] < 1:
             raise BonError(f"{where}.length_quantiles must be a non-decreasing list of step counts >= 1")
@@ -65,6 +76,7 @@ class Profile:
     @classmethod
     def from_config(cls, name: str, cfg: Mapping[str, Any]) -> Profile:
         where = f"dataset.profiles.{name}"
+        cfg = _known_fields(cfg, ("task_alpha", "task_beta", "on_track", "off_track", "measured"), where)
         try:
             return cls(name, float(cfg["task_alpha"]), float(cfg["task_beta"]),
                        Chain.from_config(cfg["on_track"], f"{where}.on_track"),
