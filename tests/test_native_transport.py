@@ -295,21 +295,29 @@ def test_a_native_run_never_imports_litellm(llm_server, tmp_path):
 # --------------------------------------------------------------------------- a whole run
 
 
-def _live(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str) -> tuple[dict, list, list, bool]:
-    """`python -m bon.run` on the live path; its summary, trajectories, judgements and whether it imported litellm."""
+def _live(tmp_path: Path, server: FakeLLMServer, *extra: str, out: str) -> tuple[dict, list, list, bool | None]:
+    """`python -m bon.run` on the live path; its summary, trajectories, judgements and whether it imported litellm.
+    The litellm run stays in this process (None: not asked); the native run gets a fresh interpreter, where
+    importing litellm would show."""
     command, env = live_command(tmp_path, server, "selector=two_stage", f"cache.dir={tmp_path / out}-cache",
                                 *extra, out=out)
-    flag = tmp_path / f"{out}.litellm"
-    probe = (f"import atexit, runpy, sys; atexit.register(lambda: open({str(flag)!r}, 'w').write("
-             f"str(any(m.split('.')[0] == 'litellm' for m in sys.modules)))); sys.argv = {['bon.run', *command[3:]]!r}; "
-             f"runpy.run_module('bon.run', run_name='__main__', alter_sys=True)")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=180)
+    imported = None
+    if "generator.transport=native" in extra:
+        flag = tmp_path / f"{out}.litellm"
+        probe = (f"import atexit, runpy, sys; atexit.register(lambda: open({str(flag)!r}, 'w').write("
+                 f"str(any(m.split('.')[0] == 'litellm' for m in sys.modules)))); "
+                 f"sys.argv = {['bon.run', *command[3:]]!r}; runpy.run_module('bon.run', run_name='__main__', "
+                 f"alter_sys=True)")
+        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=180)
+        imported = flag.read_text() == "True"
+    else:
+        proc = run_in_process("bon.run", *command[3:], cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / out
     read = lambda name: [json.loads(line) for line in (run_dir / name).read_text().splitlines()]  # noqa: E731
     return (json.loads((run_dir / "summary.json").read_text()), read("trajectories.jsonl"), read("judgements.jsonl"),
-            flag.read_text() == "True")
+            imported)
 
 
 def fixed_ids(body: dict) -> object:
@@ -332,8 +340,8 @@ def test_a_live_run_gives_the_same_summary_on_both_transports(tmp_path):
         else:
             nat = result
     assert bodies["native"] == bodies["litellm"] and len(bodies["native"]) == 24  # the same requests, each made
-    (summary_l, traj_l, judg_l, imported_l), (summary_n, traj_n, judg_n, imported_n) = lite, nat
-    assert imported_l and not imported_n
+    (summary_l, traj_l, judg_l, _), (summary_n, traj_n, judg_n, imported_n) = lite, nat
+    assert imported_n is False  # a whole native run, in its own interpreter
     for key in ("accuracy", "random", "n_tasks", "n_candidates"):
         assert summary_n[key] == summary_l[key], key
     assert (summary_n["accuracy"], summary_n["n_candidates"]) == (1.0, 8)
