@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from bon.candidates import tasks_with_answers
-from bon.metrics import bootstrap_ci
+from bon.metrics import bootstrap_ci, bootstrap_cis
 from bon.selectors import SELECTORS, Selector, select, to_batch
 from bon.selectors.best_of_k import curve
 from bon.summary import Row
@@ -72,8 +72,7 @@ def _one_judge(selector: Selector, table: pl.DataFrame, confidence: float, resam
 def _best_of_k(selector: Selector, batch: Any, confidence: float, resamples: int, seed: int) -> dict[str, Any]:
     """The expected accuracy with k of the N candidates, k = 1..N, with intervals (bon.selectors.best_of_k)."""
     bok = curve(selector, batch, seed=seed)
-    k_ci = [bootstrap_ci(bok.per_task[~np.isnan(bok.per_task[:, i]), i], confidence, resamples, seed)
-            for i in range(bok.per_task.shape[1])]
+    k_ci = bootstrap_cis([column[~np.isnan(column)] for column in bok.per_task.T], confidence, resamples, seed)
     return {"method": bok.method, "k": bok.ks.tolist(), "accuracy": [float(x) for x in bok.mean],
             "ci_low": [c[0] for c in k_ci], "ci_high": [c[1] for c in k_ci], "std_error": bok.std_error.tolist()}
 

@@ -215,37 +215,67 @@ def bootstrap_ci(values: Iterable[float], confidence: float = 0.95, n_resamples:
     tenth of a point, and resampling would take seconds, so the normal interval is used.
     """
     data = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=float)
-    if data.size == 0:
-        return float("nan"), float("nan")
-    if np.all(data == data[0]):
-        return float(data[0]), float(data[0])
-    if data.size > NORMAL_ABOVE:
-        from statistics import NormalDist
+    return bootstrap_cis([data], confidence, n_resamples, seed)[0]
 
-        half = NormalDist().inv_cdf(0.5 + confidence / 2) * data.std(ddof=1) / np.sqrt(data.size)
-        return float(data.mean() - half), float(data.mean() + half)
-    alpha = 100 * (1 - confidence) / 2
-    low, high = np.percentile(_resampled_means(data, n_resamples, np.random.default_rng(seed)), [alpha, 100 - alpha])
-    return float(low), float(high)
+
+def bootstrap_cis(columns: Sequence[np.ndarray], confidence: float = 0.95, n_resamples: int = 9999,
+                  seed: int = 0) -> list[tuple[float, float]]:
+    """`bootstrap_ci` of each column, the same to the last bit, for less: columns of one size that resample
+    task indices share the draws (each alone would draw the same indices from the same seed), so a
+    best-of-k curve over N values of k draws its indices once instead of N times."""
+    out: dict[int, tuple[float, float]] = {}
+    shared: dict[int, list[int]] = {}  # size -> the columns that resample task indices
+    data = [np.asarray(c, dtype=float) for c in columns]
+    for i, x in enumerate(data):
+        if x.size == 0:
+            out[i] = float("nan"), float("nan")
+        elif np.all(x == x[0]):
+            out[i] = float(x[0]), float(x[0])
+        elif x.size > NORMAL_ABOVE:
+            from statistics import NormalDist
+
+            half = NormalDist().inv_cdf(0.5 + confidence / 2) * x.std(ddof=1) / np.sqrt(x.size)
+            out[i] = float(x.mean() - half), float(x.mean() + half)
+        else:
+            values, counts = np.unique(x, return_counts=True)
+            if values.size <= FEW_VALUES:  # how often each value is drawn: multinomial, its own draws
+                rng = np.random.default_rng(seed)
+                out[i] = _central(rng.multinomial(x.size, counts / x.size, size=n_resamples) @ values / x.size,
+                                  confidence)
+            else:
+                shared.setdefault(x.size, []).append(i)
+    for members in shared.values():
+        for i, means in zip(members, _resampled_means([data[i] for i in members], n_resamples, seed)):
+            out[i] = _central(means, confidence)
+    return [out[i] for i in range(len(data))]
 
 
 FEW_VALUES = 64  # up to this many distinct values, resample their counts (0/1 accuracy, ties, paired differences)
 
 
-def _resampled_means(data: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of `n_resamples` resamples of `data` with replacement.
+def _central(means: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [alpha, 100 - alpha])
+    return float(low), float(high)
+
+
+def _resampled_means(columns: list[np.ndarray], n_resamples: int, seed: int) -> list[np.ndarray]:
+    """Means of `n_resamples` resamples with replacement of each column (all of one size n), from one draw
+    of task indices, in blocks of at most 4M.
 
     With few distinct values, how often each one is drawn is multinomial(n, its share), which is exactly
     the distribution n draws of task indices give, at a cost of resamples x distinct values instead of
-    resamples x tasks; otherwise task indices are drawn, in blocks of at most 4M.
+    resamples x tasks (bootstrap_cis takes that path for such columns).
     """
-    n = data.size
-    values, counts = np.unique(data, return_counts=True)
-    if values.size <= FEW_VALUES:
-        return rng.multinomial(n, counts / n, size=n_resamples) @ values / n
+    n = columns[0].size
+    rng = np.random.default_rng(seed)
+    means = [np.empty(n_resamples) for _ in columns]
     chunk = max(1, 4_000_000 // n)
-    return np.concatenate([data[rng.integers(0, n, size=(min(chunk, n_resamples - start), n))].mean(axis=1)
-                           for start in range(0, n_resamples, chunk)])
+    for start in range(0, n_resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_resamples - start), n))
+        for column, out in zip(columns, means):
+            out[start:start + idx.shape[0]] = np.take(column, idx).mean(axis=1)
+    return means
 
 
 @dataclass(frozen=True)

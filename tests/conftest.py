@@ -7,6 +7,7 @@ the tests that need it, with the reason, never skips them.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from collections.abc import Callable
@@ -22,6 +23,23 @@ from bon.errors import BonError
 # gitignored) for itself and the processes it starts.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
+
+
+def _exit_without_teardown() -> None:
+    if sys.gettrace() is not None or sys.getprofile() is not None or "coverage" in sys.modules:
+        return  # a coverage tool or profiler may still write its data after this
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker (not a pytest a test starts): every result has gone to the controller
+    before the exit handlers run, and tearing down an interpreter that holds litellm, polars and every
+    test module then takes 2-3 s, which the whole suite waits for. Registered before any handler a test
+    adds (a worker zygote, a cache), so it runs after all of them."""
+    if hasattr(config, "workerinput"):
+        atexit.register(_exit_without_teardown)
 
 
 def _release(locate: Callable[[], Path], env: str, name: str, landmark: str) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bon.metrics import bootstrap_bands, bootstrap_ci, mcnemar_exact
+from bon.metrics import bootstrap_bands, bootstrap_ci, bootstrap_cis, mcnemar_exact
 
 SAMPLES = {
     "binary, 50 tasks": (np.random.default_rng(0).random(50) < 0.6).astype(float),
@@ -59,6 +59,18 @@ def test_seed_semantics_are_documented_ones():
     # is bootstrap_ci
     low, high = bootstrap_bands(np.column_stack([data, data[::-1]]), 0.95, 4000, seed=3)
     assert (low[0], high[0]) == pytest.approx(bootstrap_ci(data, 0.95, 4000, seed=3), rel=1e-12)
+
+
+def test_columns_bootstrapped_together_get_each_its_own_interval_to_the_last_bit():
+    """A best-of-k curve's columns share their draws of task indices (bootstrap_cis); each interval must
+    still be the one bootstrap_ci gives that column alone: sizes, few values, constant and empty columns mixed."""
+    rng = np.random.default_rng(11)
+    columns = [rng.random(300), rng.random(300), rng.random(299), (rng.random(300) < 0.5).astype(float),
+               np.full(300, 0.25), np.array([]), np.round(rng.random(300), 3), rng.normal(size=300)]
+    together = bootstrap_cis(columns, 0.9, 2001, seed=4)
+    alone = [bootstrap_ci(c, 0.9, 2001, seed=4) for c in columns]
+    np.testing.assert_array_equal(np.array(together), np.array(alone))
+    assert len(set(together[:3])) == 3  # and they are the columns' own, not one interval for all
 
 
 def test_counts_of_few_distinct_values_resample_like_task_indices():

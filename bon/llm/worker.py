@@ -127,9 +127,13 @@ def main() -> None:
     if sys.argv[1:] == ["--alone"]:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a forked worker: the run decides when it stops
         asyncio.run(serve(0, replies))
-        return
-    os.close(replies)
-    zygote(socket.socket(fileno=0))
+    else:
+        os.close(replies)
+        zygote(socket.socket(fileno=0))
+    # done (serve closed its clients): tearing down an interpreter that imported litellm takes ~0.8 s,
+    # and the run waits for this process to end before it exits itself
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
