@@ -50,13 +50,23 @@ def runs_by_selector(root: Path) -> dict[str, Path]:
             if (p / "summary.json").is_file()}
 
 
-def test_four_sim_shards_merged_equal_the_unsharded_runs(tmp_path):
-    common = ("dataset.n_tasks=200", "selector=two_stage,listwise",  # listwise: the simulated comparing judge
-              "bootstrap_resamples=999")  # the same in both: the merged intervals must equal the whole run's
-    ok(bon_here("bon.run", "-m", *common, f"hydra.sweep.dir={tmp_path / 'whole'}", cwd=tmp_path))
-    sharded = ok(bon_here("bon.run", "-m", *common, "dataset.num_shards=4", "dataset.shard=0,1,2,3",
-                     f"hydra.sweep.dir={tmp_path / 'shards'}", cwd=tmp_path))
+SIM_SWEEP = ("dataset.n_tasks=200", "selector=two_stage,listwise",  # listwise: the simulated comparing judge
+             "bootstrap_resamples=999")  # the same in both: the merged intervals must equal the whole run's
+
+
+@pytest.fixture(scope="module")
+def sim_shards(tmp_path_factory) -> Path:
+    """SIM_SWEEP split in 4 shards: jobs 0-3 are two_stage's shards 0-3, jobs 4-7 listwise's."""
+    root = tmp_path_factory.mktemp("sim_shards")
+    sharded = ok(bon_here("bon.run", "-m", *SIM_SWEEP, "dataset.num_shards=4", "dataset.shard=0,1,2,3",
+                          f"hydra.sweep.dir={root / 'shards'}", cwd=root))
     assert "shard 3 of 4" in sharded.stdout
+    return root / "shards"
+
+
+def test_four_sim_shards_merged_equal_the_unsharded_runs(sim_shards, tmp_path):
+    ok(bon_here("bon.run", "-m", *SIM_SWEEP, f"hydra.sweep.dir={tmp_path / 'whole'}", cwd=tmp_path))
+    shutil.copytree(sim_shards, tmp_path / "shards")
     merged = ok(bon_here("bon.merge", str(tmp_path / "shards"), "--out", str(tmp_path / "merged"), cwd=tmp_path))
     assert merged.stdout.count("merging 4 shards") == 2
 
@@ -140,12 +150,6 @@ def test_the_split_does_not_depend_on_the_process():
     assert len(outputs) == 1 and len(set(json.loads(outputs.pop()))) == 7
 
 
-@pytest.fixture(scope="module")
-def sim_shards(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sim_shards")
-    ok(bon_here("bon.run", "-m", "dataset.n_tasks=40", "dataset.num_shards=4", "dataset.shard=0,1,2,3",
-           f"hydra.sweep.dir={root / 'shards'}", cwd=root))
-    return root / "shards"
 
 
 def refused(proc: subprocess.CompletedProcess) -> str:
@@ -159,7 +163,7 @@ def test_a_missing_shard_is_refused_in_one_line(sim_shards, tmp_path):
     for job in ("0", "1", "3"):
         shutil.copytree(sim_shards / job, tmp_path / "runs" / job)
     line = refused(bon("bon.merge", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), cwd=tmp_path))
-    assert "missing shard 2 of 4" in line and "dataset.n_tasks=40" in line
+    assert "missing shard 2 of 4" in line and "dataset.n_tasks=200" in line
     assert not (tmp_path / "out").exists()
 
 
@@ -178,7 +182,7 @@ def test_a_duplicated_shard_is_refused_in_one_line(sim_shards, tmp_path):
 
 def test_shards_of_different_splits_are_refused(sim_shards, tmp_path):
     shutil.copytree(sim_shards, tmp_path / "runs")
-    ok(bon_here("bon.run", "dataset.n_tasks=40", "dataset.num_shards=2", "dataset.shard=0",
+    ok(bon_here("bon.run", *SIM_SWEEP[:1], "selector=two_stage", *SIM_SWEEP[2:], "dataset.num_shards=2", "dataset.shard=0",
            f"hydra.run.dir={tmp_path / 'runs' / 'two'}", cwd=tmp_path))
     line = refused(bon_here("bon.merge", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), cwd=tmp_path))
     assert "disagree on dataset.num_shards" in line
