@@ -781,7 +781,6 @@ def _mode_from_the_command_line() -> Iterator[None]:
         Hydra.get_mode = original  # type: ignore[method-assign]
 
 
-
 @contextlib.contextmanager
 def _each_job_composed_once() -> Iterator[None]:
     """Hydra's sweeper composes every job's config to check a batch before launching it, then the launcher
@@ -818,6 +817,7 @@ def _each_job_composed_once() -> Iterator[None]:
         Sweeper.validate_batch_is_legal = check  # type: ignore[method-assign]
         ConfigLoaderImpl.load_sweep_config = compose  # type: ignore[method-assign]
         checked.clear()
+
 
 def _raised_last_in(exc: BaseException, function: str) -> bool:
     """True when `function` raised `exc` itself (the innermost frame of its traceback)."""
