@@ -146,8 +146,8 @@ def test_selector_extending_itself(tmp_path, user_conf):
 def test_rank_given_as_one_name_is_a_list_of_one(tmp_path, user_conf):
     """`rank: pos_ratio` was iterated by character; it now ranks like the built-in pos_ratio."""
     (user_conf / "selector" / "my_ratio.yaml").write_text("name: my_ratio\nrank: pos_ratio\n")
-    mine = run_selector(tmp_path, user_conf, "my_ratio", out="mine", run=bon_here)
-    builtin = run_selector(tmp_path, user_conf, "pos_ratio", out="builtin", run=bon_here)
+    mine = run_selector(tmp_path, user_conf, "my_ratio", "bootstrap_resamples=200", out="mine", run=bon_here)
+    builtin = run_selector(tmp_path, user_conf, "pos_ratio", "bootstrap_resamples=200", out="builtin", run=bon_here)
     assert mine.returncode == 0 and builtin.returncode == 0, mine.stderr + builtin.stderr
     a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("mine", "builtin"))
     assert a["selector"] == "my_ratio"

@@ -82,16 +82,10 @@ def test_bootstrap_bands_leave_out_missing_entries_per_column():
     assert np.isnan(low[2]) and np.isnan(high[2])  # no value at all: no interval
 
 
-def test_root_is_found_without_writing_the_environment(apb_root, tmp_path, monkeypatch):
-    import os
-
+def test_a_root_that_is_not_a_release_is_named(apb_root, tmp_path, monkeypatch):
     from bon.datasets import locate_root
     from bon.errors import BonError
 
-    monkeypatch.delenv("BON_DATA_DIR", raising=False)
-    before = dict(os.environ)
-    study("study_confusion").main(["--out", str(tmp_path), "--root", str(apb_root), "--subset", "bfcl"])
-    assert dict(os.environ) == before  # --root reaches the data through the configs, not through BON_DATA_DIR
     assert locate_root(str(apb_root)) == Path(apb_root).resolve()
     monkeypatch.setenv("BON_DATA_DIR", str(tmp_path))  # set, but not a release: an error naming it, no download
     with pytest.raises(BonError, match=f"BON_DATA_DIR is {tmp_path}, which has no data/AnswerOnly/"):
@@ -159,8 +153,13 @@ def test_judge_quality_sweep_crossover_and_real_judges(apb_root, tmp_path, capsy
     assert "Crossover" in capsys.readouterr().out
 
 
-def test_confusion_matrices_and_orm_accuracy(apb_root, tmp_path):
+def test_confusion_matrices_and_orm_accuracy(apb_root, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.delenv("BON_DATA_DIR", raising=False)
+    before = dict(os.environ)
     study("study_confusion").main(["--out", str(tmp_path), "--root", str(apb_root)])
+    assert dict(os.environ) == before  # --root reaches the data through the configs, not through BON_DATA_DIR
     assert_png(tmp_path / "confusion.png")
     assert_png(tmp_path / "stepacc_vs_orm.png")
     judges = read_csv(tmp_path / "judges.csv", {"judge", "step_acc", "orm_acc", "n_failed"})
