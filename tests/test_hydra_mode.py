@@ -54,7 +54,8 @@ def test_hydra_flags_that_do_not_go_together_are_one_line(tmp_path):
 
 def test_a_sweep_composes_each_job_once_and_a_job_listed_twice_is_its_own(tmp_path, monkeypatch):
     """Hydra's sweeper composes each job to check the batch, then its launcher again; bon hands the launcher
-    the checked config (bon.config._each_job_composed_once), each one to one job only."""
+    the checked config (bon.config._each_job_composed_once), each one to one job only, and ${now:...} in a
+    job is still the sweep's time (to the microsecond here), as when the launcher composed it."""
     from commands import run_in_process
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
@@ -64,14 +65,12 @@ def test_a_sweep_composes_each_job_once_and_a_job_listed_twice_is_its_own(tmp_pa
                         lambda self, *a, **k: composed.append(k.get("run_mode")) or original(self, *a, **k))
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     proc = run_in_process("bon.run", "-m", "dataset.n_tasks=30", "generator.n=2", "selector=final,two_stage,final",
-                          f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, env=env)
+                          f"hydra.sweep.dir={tmp_path}/sweep-${{now:%H-%M-%S-%f}}", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert len(composed) == 1 + 3  # the sweep's own config, then each job's once (Hydra alone: 1 + 2 x 3)
-    jobs = [yaml.safe_load((tmp_path / "sweep" / job / ".hydra" / "hydra.yaml").read_text())["hydra"]
-            for job in ("0", "1", "2")]
-    assert [(j["job"]["num"], j["runtime"]["output_dir"]) for j in jobs] == [
-        (i, str(tmp_path / "sweep" / str(i))) for i in range(3)]
-    picked = [json.loads((tmp_path / "sweep" / job / "summary.json").read_text())["rows"][0]["selector"]
-              for job in ("0", "1", "2")]
+    (sweep,) = tmp_path.glob("sweep-*")  # one sweep directory: every job resolved the sweep's ${now:...}
+    jobs = [yaml.safe_load((sweep / job / ".hydra" / "hydra.yaml").read_text())["hydra"] for job in ("0", "1", "2")]
+    assert [(j["job"]["num"], j["runtime"]["output_dir"]) for j in jobs] == [(i, str(sweep / str(i))) for i in range(3)]
+    picked = [json.loads((sweep / job / "summary.json").read_text())["rows"][0]["selector"] for job in ("0", "1", "2")]
     assert picked == ["final", "two_stage", "final"]
     assert proc.stdout.count("wrote") == 3
