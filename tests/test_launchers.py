@@ -91,7 +91,7 @@ def test_the_slurm_preset_reads_the_environment(tmp_path):
 
 
 def test_the_slurm_preset_without_a_partition_says_what_to_set(tmp_path):
-    proc = bon_run("-m", "hydra/launcher=slurm", *SWEEP, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    proc = bon_here("-m", "hydra/launcher=slurm", *SWEEP, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: hydra.launcher.partition: environment variable BON_SLURM_PARTITION is "
                                    "not set; set it, or give hydra.launcher.partition=... on the command line")
@@ -100,8 +100,8 @@ def test_the_slurm_preset_without_a_partition_says_what_to_set(tmp_path):
 
 def test_the_slurm_preset_off_a_cluster_is_one_line(tmp_path):
     (tmp_path / "bin").mkdir()  # a PATH without srun, wherever the tests run
-    proc = bon_run("-m", "hydra/launcher=slurm", *SWEEP, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
-                   BON_SLURM_PARTITION="gpu", PATH=str(tmp_path / "bin"))
+    proc = bon_here("-m", "hydra/launcher=slurm", *SWEEP, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+                    BON_SLURM_PARTITION="gpu", PATH=str(tmp_path / "bin"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "srun is not on this machine's PATH" in lines[0], proc.stderr
