@@ -107,9 +107,10 @@ def _difference_panel(ax, rows, selectors, judges, colour, marker, subset, level
 
 
 def _fewer_tasks(rows: list[dict[str, Any]], selectors: list[str]) -> dict[str, str]:
-    """" (50 of 200 tasks)" for a selector scored on fewer of a subset's tasks than the others (majority over
-    subset=all, where only some tasks have final answers): its points are not over the same tasks, which the
-    figure must say. Subsets where a selector has no row (not applicable) are left out of its count."""
+    """The legend note ' (50 of 200 tasks)' for a selector scored on fewer of a subset's tasks than the
+    others (majority over subset=all, where only some tasks have final answers): its points are not over the
+    same tasks, which the figure must say. Subsets where a selector has no row (not applicable) are left out
+    of its count."""
     most: dict[str, int] = {}
     for r in rows:
         most[r["subset"]] = max(most.get(r["subset"], 0), r["n_tasks"])
