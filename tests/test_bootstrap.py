@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from bon.metrics import bootstrap_bands, bootstrap_ci, bootstrap_cis, mcnemar_exact
 
@@ -25,9 +24,18 @@ SAMPLES = {
 }
 
 
+@pytest.fixture(scope="module")
+def stats():
+    """scipy.stats for the tests that compare with it: imported at collection, its ~1 s would be paid by
+    every pytest-xdist worker."""
+    from scipy import stats as scipy_stats
+
+    return scipy_stats
+
+
 @pytest.mark.parametrize("name", SAMPLES)
 @pytest.mark.parametrize("confidence", [0.95, 0.9])
-def test_interval_matches_scipy_percentile_bootstrap(name, confidence):
+def test_interval_matches_scipy_percentile_bootstrap(stats, name, confidence):
     data = SAMPLES[name]
     ours = bootstrap_ci(data, confidence, n_resamples=9999, seed=0)
     ref = stats.bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=9999, method="percentile",
@@ -84,7 +92,7 @@ def test_counts_of_few_distinct_values_resample_like_task_indices():
 
 
 @pytest.mark.parametrize("a_only, b_only", [(12, 2), (2, 12), (0, 5), (7, 7), (1, 0), (40, 25), (3000, 2880)])
-def test_mcnemar_matches_scipy_binomtest(a_only, b_only):
+def test_mcnemar_matches_scipy_binomtest(stats, a_only, b_only):
     expected = stats.binomtest(a_only, a_only + b_only).pvalue
     assert mcnemar_exact(a_only, b_only) == pytest.approx(expected, rel=1e-9)
 
