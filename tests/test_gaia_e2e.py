@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from commands import run_in_process
 from llm_server import FakeLLMServer, tool_call, verdict
 
 MUSEUM_PAGE = ("<html><head><title>Bon Museum</title><script>var x = 'Paris';</script></head><body>"
@@ -120,8 +119,7 @@ def test_gaia_best_of_4_with_real_tools(tmp_path, web):
                 "tools.allow_private=true", "tools.web_search.provider=searxng",
                 f"tools.web_search.base_url={web}", "selector=two_stage",
                 f"cache.dir={tmp_path / 'cache'}", "bootstrap_resamples=200", f"hydra.run.dir={tmp_path / 'out'}"]
-        proc = subprocess.run([sys.executable, "-m", "bon.run", *args], capture_output=True, text=True,
-                              cwd=tmp_path, env=env, timeout=240)
+        proc = run_in_process("bon.run", *args, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "out"
     trajectories = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
