@@ -301,6 +301,9 @@ class FakeLLMServer:
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeLLMServer
     protocol_version = "HTTP/1.1"  # keep-alive, as real APIs do
+    # the headers and the body go out in two writes: with Nagle's algorithm on, the body waits for the
+    # client's delayed ACK of the headers on a kept-alive connection, 40 ms a reply that no real API adds
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
