@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union, cast
 
-from bon import fast_yaml
+from bon import compose_speed
 from bon.errors import BonError
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -43,7 +43,7 @@ def conf_dir() -> str:
     composes conf/ asks for it first, so this is where the typed schemas are registered with Hydra."""
     if not _HYDRA_SCHEMAS:
         register_schemas()
-        fast_yaml.install()
+        compose_speed.install()
     for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
         if (candidate / "config.yaml").is_file():
             return str(candidate)

@@ -1,5 +1,6 @@
-"""Config files parsed by libyaml (bon.fast_yaml) read exactly as OmegaConf's own pure-Python loader reads
-them, and a file with a syntax error gets the message it always got."""
+"""bon.compose_speed: config files parsed by libyaml read exactly as OmegaConf's own pure-Python loader
+reads them, a file with a syntax error gets the message it always got, and compositions that share
+Hydra's ConfigStore (instead of each copying it) do not leak into one another."""
 from __future__ import annotations
 
 import io
@@ -8,6 +9,8 @@ from pathlib import Path
 import hydra
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf, _utils
 
 from bon import config
@@ -59,3 +62,17 @@ def test_a_broken_file_gets_the_pure_python_message_with_its_name_and_line(tmp_p
     with pytest.raises(yaml.YAMLError) as by_python:
         yaml.load(stream, Loader=loaders()[0])
     assert str(caught.value) == str(by_python.value)
+
+
+def test_compositions_sharing_the_config_store_do_not_leak_into_each_other() -> None:
+    import bon.datasets  # noqa: F401 - registers the resolver conf/config.yaml uses
+
+    stored = ConfigStore.instance().repo["schema"]["generator"]["llm.yaml"].node
+    before = OmegaConf.to_yaml(stored)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        changed = compose("config", overrides=["generator=deepseek", "generator.n=7", "generator.temperature=0.25",
+                                               "+generator.extra_body={a: 1}"])
+        again = compose("config", overrides=["generator=deepseek"])
+    assert (changed.generator.n, changed.generator.temperature) == (7, 0.25)
+    assert (again.generator.n, again.generator.temperature) != (7, 0.25) and "extra_body" not in again.generator
+    assert OmegaConf.to_yaml(stored) == before
