@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import os
 import re
 import sys
@@ -374,7 +375,7 @@ def typed(schema: type[Schema], values: Mapping[str, Any] | Schema, where: str =
         return values
     assert isinstance(values, Mapping), values
     check_options(schema, values, where)
-    hints = typing.get_type_hints(schema)
+    hints = _hints(cast(type, schema))
     kwargs = {}
     for f in dataclasses.fields(cast(Any, schema)):
         key = _FIELD_ALIASES.get(f.name, f.name)
@@ -445,9 +446,15 @@ def _hydra_type(hint: Any) -> Any:
     return Optional[base] if optional else base
 
 
+@functools.cache
+def _hints(schema: type) -> dict[str, Any]:
+    """A schema's field types, evaluated once: every check and every typed group reads them."""
+    return typing.get_type_hints(schema)
+
+
 def _hydra_schema(schema: type) -> type:
     """`schema` as Hydra sees it (bon.config.<Name>Schema, importable so a composed config pickles)."""
-    hints = typing.get_type_hints(schema)
+    hints = _hints(schema)
     fields = [(f.name, _hydra_type(hints[f.name]), field(default="???"))
               for f in dataclasses.fields(schema) if f.metadata["in_presets"]]
     node = dataclasses.make_dataclass(f"{schema.__name__}Schema", fields)
@@ -496,7 +503,7 @@ def check(cfg: Mapping[str, Any]) -> None:
 
 
 def _check_fields(schema: type, values: Mapping[str, Any], prefix: str) -> None:
-    hints = typing.get_type_hints(schema)
+    hints = _hints(schema)
     for f in dataclasses.fields(schema):
         key = _FIELD_ALIASES.get(f.name, f.name)
         if key in values:
@@ -648,7 +655,7 @@ def _schema_refusal(exc: BaseException) -> str | None:
     if refusal.key not in fields:
         return None
     try:
-        _check_value(str(refusal.full_key), refusal.value, typing.get_type_hints(schema)[refusal.key],
+        _check_value(str(refusal.full_key), refusal.value, _hints(schema)[refusal.key],
                      fields[refusal.key].metadata)
     except BonError as error:
         where = re.match(r"In '([^']+)':", str(exc))  # a value in a config file, not on the command line
