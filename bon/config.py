@@ -44,7 +44,7 @@ def conf_dir() -> str:
     composes conf/ asks for it first, so this is where the typed schemas are registered with Hydra."""
     if not _HYDRA_SCHEMAS:
         register_schemas()
-        compose_speed.install()
+    compose_speed.install()  # idempotent
     for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
         if (candidate / "config.yaml").is_file():
             return str(candidate)
