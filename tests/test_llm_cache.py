@@ -241,7 +241,7 @@ def test_two_processes_share_one_cache(llm_server, tmp_path):
 
 def test_sigkill_mid_run_leaves_a_consistent_cache_and_resume_makes_only_the_missing_calls(llm_server, tmp_path):
     llm_server.responder = answer
-    llm_server.latency = 0.003
+    llm_server.latency = 0.05  # 15 rounds of 16 calls take 0.75 s or more: the kill after 30 lands mid-run
     n = 240
     proc = spawn(llm_server, tmp_path, 0, n, conc=16)
     path = tmp_path / "responses.sqlite"
