@@ -17,7 +17,7 @@ from typing import Any
 
 
 def install() -> None:
-    """Both changes; once per process, before the first composition (bon.config.conf_dir calls it)."""
+    """Both changes. Idempotent: bon.config.conf_dir, which every command calls before composing, calls it."""
     _share_the_config_store()
     _parse_yaml_with_libyaml()
 

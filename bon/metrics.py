@@ -222,7 +222,11 @@ def bootstrap_cis(columns: Sequence[np.ndarray], confidence: float = 0.95, n_res
                   seed: int = 0) -> list[tuple[float, float]]:
     """`bootstrap_ci` of each column, the same to the last bit, for less: columns of one size that resample
     task indices share the draws (each alone would draw the same indices from the same seed), so a
-    best-of-k curve over N values of k draws its indices once instead of N times."""
+    best-of-k curve over N values of k draws its indices once instead of N times.
+
+    A column with few distinct values resamples their counts instead: how often each value is drawn is
+    multinomial(n, its share), exactly the distribution n draws of task indices give, at a cost of
+    resamples x distinct values instead of resamples x tasks."""
     out: dict[int, tuple[float, float]] = {}
     shared: dict[int, list[int]] = {}  # size -> the columns that resample task indices
     data = [np.asarray(c, dtype=float) for c in columns]
@@ -261,12 +265,7 @@ def _central(means: np.ndarray, confidence: float) -> tuple[float, float]:
 
 def _resampled_means(columns: list[np.ndarray], n_resamples: int, seed: int) -> list[np.ndarray]:
     """Means of `n_resamples` resamples with replacement of each column (all of one size n), from one draw
-    of task indices, in blocks of at most 4M.
-
-    With few distinct values, how often each one is drawn is multinomial(n, its share), which is exactly
-    the distribution n draws of task indices give, at a cost of resamples x distinct values instead of
-    resamples x tasks (bootstrap_cis takes that path for such columns).
-    """
+    of task indices, in blocks of at most 4M."""
     n = columns[0].size
     rng = np.random.default_rng(seed)
     means = [np.empty(n_resamples) for _ in columns]
